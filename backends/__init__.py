@@ -1,0 +1,107 @@
+"""Array backends: one object per device kind with the same names.
+
+Select with the environment variable ``XPNET_BACKEND`` (read at import: ``numpy``/``cpu``,
+``cuda``/``cupy``/``gpu``, or ``auto``), or at run time with :func:`use`. This package is the only
+place in xpnet that imports CuPy.
+"""
+
+import os
+
+from xpnet.backends.base import Backend, CPUTimer
+from xpnet.backends.numpy_backend import NumpyBackend
+
+__all__ = ["Backend", "CPUTimer", "NAMES", "available", "current", "get", "of", "resolve_name", "use"]
+
+_ALIASES = {"numpy": "numpy", "cpu": "numpy", "cuda": "cuda", "cupy": "cuda", "gpu": "cuda", "auto": "auto"}
+NAMES = tuple(_ALIASES)
+
+_instances = {}
+
+
+def resolve_name(name):
+    """Map a backend name or alias to ``"numpy"``, ``"cuda"`` or ``"auto"``; ValueError if unknown."""
+    if isinstance(name, Backend):
+        return name.name
+    key = str(name).strip().lower()
+    if key not in _ALIASES:
+        raise ValueError(f"unknown backend {name!r}; valid names: {', '.join(NAMES)}")
+    return _ALIASES[key]
+
+
+def get(name):
+    """Return the backend object for ``name`` (an alias, ``"auto"`` or a Backend), creating it once.
+
+    Raises:
+        ValueError: unknown name.
+        BackendError: ``cuda`` asked for without CuPy or without a usable device.
+    """
+    if isinstance(name, Backend):
+        return name
+    kind = resolve_name(name)
+    if kind == "auto":
+        kind = "cuda" if _cuda_usable() else "numpy"
+    if kind not in _instances:
+        if kind == "numpy":
+            _instances[kind] = NumpyBackend()
+        else:
+            from xpnet.backends.cuda_backend import CudaBackend
+
+            _instances[kind] = CudaBackend()
+    return _instances[kind]
+
+
+def _cuda_usable():
+    try:
+        get("cuda")
+    except Exception:
+        return False
+    return True
+
+
+def available():
+    """Names of the backends usable on this machine, ``"numpy"`` first."""
+    return ["numpy"] + (["cuda"] if _cuda_usable() else [])
+
+
+_requested = resolve_name(os.environ.get("XPNET_BACKEND", "numpy") or "numpy")
+_current = None
+
+
+def current():
+    """The backend new models and data go to (from ``XPNET_BACKEND`` until :func:`use` changes it)."""
+    global _current
+    if _current is None:
+        _current = get(_requested)
+    return _current
+
+
+class use:
+    """Switch the current backend; also a context manager that switches back on exit.
+
+    Example:
+        >>> with xpnet.backends.use("numpy"):
+        ...     model = DeepConvNet()
+    """
+
+    def __init__(self, name):
+        global _current
+        backend = get(name)
+        self._previous = _current
+        self.backend = backend
+        _current = backend
+
+    def __enter__(self):
+        return self.backend
+
+    def __exit__(self, *exc):
+        global _current
+        _current = self._previous
+        return False
+
+
+def of(array):
+    """The backend that owns ``array`` (NumPy arrays and scalars: ``numpy``)."""
+    module = type(array).__module__
+    if module.startswith("cupy"):
+        return get("cuda")
+    return get("numpy")

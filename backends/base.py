@@ -1,0 +1,86 @@
+"""The interface every backend implements, and pieces they share."""
+
+import time
+
+
+class CPUTimer:
+    """Wall-clock timer for host work: ``with timer: ...`` then ``timer.elapsed_ms``."""
+
+    def __enter__(self):
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.elapsed_ms = (time.perf_counter() - self._start) * 1e3
+        return False
+
+
+class Backend:
+    """One device kind. Subclasses set ``name``, ``device`` and ``xp`` and implement the kernels.
+
+    Kernels (all take and return arrays of this backend):
+        im2col(x (N, C, H, W), KH, KW, stride, pad, pad_value) -> col (N*OH*OW, C*KH*KW)
+        col2im(col, x_shape, KH, KW, stride, pad) -> dx (N, C, H, W), a gather, deterministic
+    """
+
+    name = "base"
+    device = "none"
+    xp = None
+
+    def __repr__(self):
+        return f"<xpnet backend {self.name} on {self.device}>"
+
+    # -- transfers ---------------------------------------------------------------------------
+    def asarray(self, a, dtype=None):
+        """Host or device array -> array of this backend (copies only when needed)."""
+        raise NotImplementedError
+
+    def asnumpy(self, a):
+        """Array of any backend -> NumPy array on the host."""
+        raise NotImplementedError
+
+    def owns(self, a):
+        """True when ``a`` is an array of this backend."""
+        return isinstance(a, self.xp.ndarray)
+
+    # -- timing and sync ---------------------------------------------------------------------
+    def synchronize(self):
+        """Wait for all queued device work (a no-op on the CPU)."""
+
+    def timer(self):
+        """A context-manager timer that is correct for this device; read ``.elapsed_ms`` after."""
+        return CPUTimer()
+
+    # -- random numbers ----------------------------------------------------------------------
+    def rng(self, seed=None):
+        """A random generator on this device with ``random(shape, dtype)`` and ``get_state()``."""
+        raise NotImplementedError
+
+    # -- convolution -------------------------------------------------------------------------
+    def conv2d_forward(self, x, W, b, stride, pad, ws=None):
+        """Convolution by im2col + one GEMM. Returns ``(out (N, FN, OH, OW), cache for backward)``.
+
+        ``ws`` is a dict the calling layer owns; a backend may keep reusable buffers in it.
+        """
+        N, _, H, Wd = x.shape
+        FN, _, KH, KW = W.shape
+        OH = (H + 2 * pad[0] - KH) // stride[0] + 1
+        OW = (Wd + 2 * pad[1] - KW) // stride[1] + 1
+        col = self.im2col(x, KH, KW, stride, pad)
+        Wc = W.reshape(FN, -1)
+        out = col @ Wc.T + b
+        return out.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2), (col, x.shape)
+
+    def conv2d_backward(self, dout, cache, W, stride, pad, ws=None):
+        """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward` given dL/dout (N, FN, OH, OW)."""
+        col, x_shape = cache
+        FN, _, KH, KW = W.shape
+        d = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
+        dW = (d.T @ col).reshape(W.shape)
+        dcol = d @ W.reshape(FN, -1)
+        return self.col2im(dcol, x_shape, KH, KW, stride, pad), dW, d.sum(axis=0)
+
+    # -- description -------------------------------------------------------------------------
+    def info(self):
+        """A dict describing the device and library versions."""
+        return {"backend": self.name, "device": self.device}

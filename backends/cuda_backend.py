@@ -1,0 +1,139 @@
+"""The CUDA backend: CuPy arrays on the current NVIDIA device, with xpnet's own kernels."""
+
+import numpy as np
+from xpnet.backends.base import Backend
+
+from xpnet.errors import BackendError
+
+_INSTALL = 'install CuPy for your CUDA version: pip install "xpnet[cuda12]" (or "xpnet[cuda13]")'
+
+
+def _import_cupy():
+    try:
+        import cupy
+    except ImportError as e:
+        raise BackendError(f"backend 'cuda' needs CuPy, which is not installed ({e}); {_INSTALL}") from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # driver missing, no device, or a broken CUDA install
+        raise BackendError(
+            f"backend 'cuda': CuPy {cupy.__version__} is installed but no usable CUDA device was found "
+            f"({type(e).__name__}: {e}); check the NVIDIA driver with nvidia-smi"
+        ) from None
+    if count < 1:
+        raise BackendError(
+            f"backend 'cuda': CuPy {cupy.__version__} is installed but no usable CUDA device was found "
+            "(0 devices); check the NVIDIA driver with nvidia-smi"
+        )
+    return cupy
+
+
+class CudaTimer:
+    """Times device work with CUDA events (elapsed_ms is the GPU time between the two events)."""
+
+    def __init__(self, cupy):
+        self._cp = cupy
+
+    def __enter__(self):
+        self._start = self._cp.cuda.Event()
+        self._end = self._cp.cuda.Event()
+        self._start.record()
+        return self
+
+    def __exit__(self, *exc):
+        self._end.record()
+        self._end.synchronize()
+        self.elapsed_ms = self._cp.cuda.get_elapsed_time(self._start, self._end)
+        return False
+
+
+class CupyRNG:
+    """Device-side random numbers from CuPy's generator."""
+
+    def __init__(self, cupy, seed=None):
+        self._cp = cupy
+        self.gen = cupy.random.default_rng(seed)
+
+    def random(self, shape, dtype=np.float32):
+        return self.gen.random(shape, dtype=dtype)
+
+    def standard_normal(self, shape, dtype=np.float32):
+        return self.gen.standard_normal(shape, dtype=dtype)
+
+    def get_state(self):
+        return None  # CuPy's generator state is not exposed; GPU resume is not bit-identical
+
+    def set_state(self, state):
+        if state is not None:
+            raise ValueError("a CUDA random state cannot be restored; resume on the device it was saved on")
+
+
+class CudaBackend(Backend):
+    """Arrays on an NVIDIA GPU through CuPy."""
+
+    name = "cuda"
+
+    def __init__(self):
+        cupy = _import_cupy()
+        from xpnet.backends import cuda_kernels
+
+        self.xp = cupy
+        self._kernels = cuda_kernels
+        dev = cupy.cuda.Device()
+        props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+        name = props["name"]
+        self.device = f"cuda:{dev.id} ({name.decode() if isinstance(name, bytes) else name})"
+
+    def asarray(self, a, dtype=None):
+        return self.xp.asarray(a, dtype=dtype)
+
+    def asnumpy(self, a):
+        return self.xp.asnumpy(a)
+
+    def synchronize(self):
+        self.xp.cuda.get_current_stream().synchronize()
+
+    def timer(self):
+        return CudaTimer(self.xp)
+
+    def rng(self, seed=None):
+        return CupyRNG(self.xp, seed)
+
+    def im2col(self, x, KH, KW, stride=(1, 1), pad=(0, 0), pad_value=0):
+        """(N, C, H, W) -> (N*OH*OW, C*KH*KW), columns ordered (c, kh, kw) as in the book."""
+        N, C, H, W = x.shape
+        (SH, SW), (PH, PW) = stride, pad
+        OH = (H + 2 * PH - KH) // SH + 1
+        OW = (W + 2 * PW - KW) // SW + 1
+        x = self.xp.ascontiguousarray(x)
+        col = self.xp.empty((N * OH * OW, C * KH * KW), dtype=x.dtype)
+        self._kernels.im2col_kernel(
+            x, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, x.dtype.type(pad_value), col
+        )
+        return col
+
+    def col2im(self, col, x_shape, KH, KW, stride=(1, 1), pad=(0, 0)):
+        """Sum windows back into (N, C, H, W): one thread per image element (a gather)."""
+        N, C, H, W = x_shape
+        (SH, SW), (PH, PW) = stride, pad
+        OH = (H + 2 * PH - KH) // SH + 1
+        OW = (W + 2 * PW - KW) // SW + 1
+        col = self.xp.ascontiguousarray(col)
+        img = self.xp.empty((N, C, H, W), dtype=col.dtype)
+        self._kernels.col2im_kernel(col, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, img)
+        return img
+
+    def info(self):
+        cp = self.xp
+        free, total = cp.cuda.runtime.memGetInfo()
+        dev = cp.cuda.Device()
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "compute_capability": dev.compute_capability,
+            "memory_free_gib": round(free / 2**30, 2),
+            "memory_total_gib": round(total / 2**30, 2),
+            "cupy": cp.__version__,
+            "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(),
+            "cuda_driver": cp.cuda.runtime.driverGetVersion(),
+        }

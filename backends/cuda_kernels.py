@@ -1,0 +1,59 @@
+"""CUDA kernels (CuPy ElementwiseKernel) for im2col and col2im.
+
+col2im gathers: one thread per image element sums its windows in (kh, kw) order, exactly as the
+NumPy backend's strided adds do, so both backends agree bit for bit and runs are deterministic.
+"""
+
+import cupy as cp
+
+_INDEX = """
+    const long long KW_ = KW, KH_ = KH, C_ = C, OW_ = OW, OH_ = OH;
+"""
+
+im2col_kernel = cp.ElementwiseKernel(
+    "raw T img, int32 C, int32 H, int32 W, int32 OH, int32 OW, int32 KH, int32 KW, "
+    "int32 SH, int32 SW, int32 PH, int32 PW, T pad_value",
+    "T col",
+    _INDEX
+    + """
+    long long t = i;
+    const int kw = t % KW_; t /= KW_;
+    const int kh = t % KH_; t /= KH_;
+    const int c = t % C_; t /= C_;
+    const int ow = t % OW_; t /= OW_;
+    const int oh = t % OH_;
+    const long long n = t / OH_;
+    const int h = oh * SH - PH + kh;
+    const int w = ow * SW - PW + kw;
+    col = (h >= 0 && h < H && w >= 0 && w < W) ? img[((n * C_ + c) * H + h) * (long long)W + w] : pad_value;
+    """,
+    "xpnet_im2col",
+)
+
+col2im_kernel = cp.ElementwiseKernel(
+    "raw T col, int32 C, int32 H, int32 W, int32 OH, int32 OW, int32 KH, int32 KW, "
+    "int32 SH, int32 SW, int32 PH, int32 PW",
+    "T img",
+    _INDEX
+    + """
+    long long t = i;
+    const int w = t % W; t /= W;
+    const int h = t % H; t /= H;
+    const int c = t % C_;
+    const long long n = t / C_;
+    T val = 0;
+    for (int kh = 0; kh < KH; ++kh) {
+        const int hp = h + PH - kh;
+        if (hp < 0 || hp % SH != 0 || hp / SH >= OH) continue;
+        const int oh = hp / SH;
+        for (int kw = 0; kw < KW; ++kw) {
+            const int wp = w + PW - kw;
+            if (wp < 0 || wp % SW != 0 || wp / SW >= OW) continue;
+            const int ow = wp / SW;
+            val += col[((((n * OH_ + oh) * OW_ + ow) * C_ + c) * KH_ + kh) * KW_ + kw];
+        }
+    }
+    img = val;
+    """,
+    "xpnet_col2im",
+)

@@ -1,0 +1,7 @@
+"""``python -m xpnet``."""
+
+import sys
+
+from xpnet.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The xpnet command line."""

@@ -1,0 +1,128 @@
+"""The subcommands: train, eval, info."""
+
+import os
+import time
+
+from xpnet.cli.data import limit, load_dataset
+from xpnet.errors import DataError
+
+MODELS = ("deep_convnet", "simple_convnet", "mlp")
+
+
+def add_train(sub):
+    p = sub.add_parser("train", help="train a model (defaults: the book's DeepConvNet, Adam 0.001, "
+                                     "batch 100, 20 epochs)")
+    p.add_argument("--model", default="deep_convnet", choices=MODELS)
+    p.add_argument("--dataset", default="mnist", help="'mnist' or a directory of IDX files")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=0.001)
+    p.add_argument("--optimizer", default="adam")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--schedule", default="none", choices=("none", "step", "cosine"))
+    p.add_argument("--warmup-epochs", type=float, default=0.0)
+    p.add_argument("--backend", default=None, help="numpy (cpu), cuda (gpu) or auto; default $XPNET_BACKEND")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output directory (default runs/<timestamp>)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
+                   help="continue from DIR/checkpoint.npz (default: --out)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+
+def add_eval(sub):
+    p = sub.add_parser("eval", help="test accuracy of a saved model or of the book's parameters")
+    p.add_argument("model", nargs="?", help="a model file saved by xpnet (.npz)")
+    p.add_argument("--book-params", metavar="FILE", help="the book's deep_convnet_params.pkl")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--backend", default=None)
+    p.set_defaults(func=run_eval)
+
+
+def add_info(sub):
+    p = sub.add_parser("info", help="backend, device, versions and BLAS")
+    p.add_argument("--backend", default=None)
+    p.set_defaults(func=run_info)
+
+
+def _backend(name):
+    from xpnet import backends
+
+    return backends.get(name) if name else backends.current()
+
+
+def _check_positive(**values):
+    for k, v in values.items():
+        if v is not None and not v > 0:
+            raise ValueError(f"--{k.replace('_', '-')} must be positive, got {v}")
+
+
+def run_train(args):
+    from xpnet import models
+    from xpnet.cli.build import make_optimizer, resolve_out_dir
+    from xpnet.training import Trainer
+
+    _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    be = _backend(args.backend)
+    out_dir, resume_path = resolve_out_dir(args)
+    train, test, classes = load_dataset(args.dataset, flatten=args.model == "mlp")
+    train = limit(train, args.limit)
+    input_dim = train[0].shape[1:]
+    kwargs = {"input_size": int(input_dim[0])} if args.model == "mlp" else {"input_dim": list(input_dim)}
+    model = models.build(args.model, output_size=classes, seed=args.seed, dtype=args.dtype, backend=be, **kwargs)
+    steps_per_epoch = -(-len(train[0]) // args.batch_size)
+    optimizer = make_optimizer(args, steps_per_epoch)
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    config.update(backend=be.name, device=be.device, out=out_dir)
+    trainer = Trainer(model, optimizer, train, test, epochs=args.epochs, batch_size=args.batch_size,
+                      seed=args.seed, out_dir=out_dir, progress=not args.no_progress, config=config)
+    if resume_path:
+        trainer.resume(resume_path)
+        print(f"resumed from {resume_path} at epoch {trainer.epoch}")
+    print(f"training {args.model} ({model.num_params():,} parameters) on {be.name} ({be.device}), "
+          f"{len(train[0])} images, output in {out_dir}")
+    start = time.perf_counter()
+    history = trainer.fit()
+    model.save(os.path.join(out_dir, "model.npz"))
+    wall = time.perf_counter() - start
+    imgs = sum(h["images_per_s"] * h["seconds"] for h in history) / max(sum(h["seconds"] for h in history), 1e-9)
+    print(f"wall time {wall:.1f} s, {imgs:.0f} train images/s; saved {os.path.join(out_dir, 'model.npz')}")
+    print(f"test accuracy: {history[-1]['test_acc']:.4f}")
+
+
+def run_eval(args):
+    import xpnet
+
+    be = _backend(args.backend)
+    if bool(args.model) == bool(args.book_params):
+        raise ValueError("give either a MODEL file or --book-params FILE")
+    if args.book_params:
+        from xpnet.book import load_book_params
+
+        model = load_book_params(args.book_params, backend=be)
+    else:
+        model = xpnet.load(args.model, backend=be)
+    flatten = model.arch == "mlp"
+    _, (x, t), _ = load_dataset(args.dataset, flatten=flatten)
+    if tuple(x.shape[1:]) != tuple(model.config.get("input_dim", x.shape[1:])):
+        raise DataError(f"the model expects inputs {tuple(model.config['input_dim'])}, the dataset has "
+                        f"{tuple(x.shape[1:])}")
+    acc = model.accuracy(x, t, batch_size=args.batch_size)
+    print(f"test accuracy: {acc:.4f}")
+
+
+def run_info(args):
+    import platform
+    import sys
+
+    import xpnet
+    from xpnet import backends
+
+    be = _backend(args.backend)
+    print(f"xpnet {xpnet.__version__}, Python {sys.version.split()[0]} on {platform.platform()}")
+    print(f"backends available: {', '.join(backends.available())}")
+    for k, v in be.info().items():
+        print(f"{k}: {v}")

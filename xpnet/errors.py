@@ -1,0 +1,37 @@
+"""Exceptions a user can cause; the CLI prints them as one line."""
+
+
+class XpnetError(Exception):
+    """Base class of every error xpnet raises on purpose."""
+
+
+class BackendError(XpnetError, RuntimeError):
+    """A backend was asked for that cannot run here (no CuPy, no device)."""
+
+
+class DeviceMismatchError(XpnetError, TypeError):
+    """Arrays on two devices met inside one layer."""
+
+
+class ShapeError(XpnetError, ValueError):
+    """An input of the wrong shape reached a layer or model."""
+
+
+class DTypeError(XpnetError, TypeError):
+    """An input of the wrong dtype reached a layer or model."""
+
+
+class DataError(XpnetError, ValueError):
+    """A dataset could not be found, read or verified."""
+
+
+class FileFormatError(XpnetError, ValueError):
+    """A saved model, checkpoint or parameter file is malformed or foreign."""
+
+
+class UnsafePickleError(FileFormatError):
+    """A pickle asked to run something other than NumPy array reconstruction."""
+
+
+class TrainingError(XpnetError, RuntimeError):
+    """Training cannot go on (a non-finite loss, say)."""

@@ -1,0 +1,38 @@
+"""Weight initializers. They draw on the host in float64 so every backend gets the same numbers."""
+
+import numpy as np
+
+
+def he_normal(shape, fan_in, rng=None):
+    """N(0, 2 / fan_in): for layers followed by ReLU (He et al. 2015)."""
+    return _normal(shape, np.sqrt(2.0 / fan_in), rng)
+
+
+def xavier_normal(shape, fan_in, rng=None):
+    """N(0, 1 / fan_in): for sigmoid/tanh layers (the book's "Xavier")."""
+    return _normal(shape, np.sqrt(1.0 / fan_in), rng)
+
+
+def normal(shape, std, rng=None):
+    """N(0, std^2)."""
+    return _normal(shape, float(std), rng)
+
+
+def _normal(shape, std, rng):
+    rng = rng if rng is not None else np.random.default_rng()
+    return rng.standard_normal(shape) * std
+
+
+def initialize(spec, shape, fan_in, rng=None):
+    """Draw a weight array by name (``"he"``/``"relu"``, ``"xavier"``/``"sigmoid"``) or by std (a float)."""
+    if isinstance(spec, str):
+        key = spec.lower()
+        if key in ("he", "relu"):
+            return he_normal(shape, fan_in, rng)
+        if key in ("xavier", "sigmoid", "tanh"):
+            return xavier_normal(shape, fan_in, rng)
+        raise ValueError(f"weight_init must be 'he', 'xavier' or a float std, got {spec!r}")
+    std = float(spec)
+    if not std > 0:
+        raise ValueError(f"weight_init std must be positive, got {spec!r}")
+    return normal(shape, std, rng)

@@ -1,0 +1,18 @@
+"""Layers with forward/backward; parameters and gradients in dicts keyed by the same names."""
+
+from xpnet.layers.activation import ReLU, Sigmoid, Tanh
+from xpnet.layers.base import Layer
+from xpnet.layers.container import Sequential
+from xpnet.layers.conv import Conv2D
+from xpnet.layers.dropout import Dropout
+from xpnet.layers.linear import Affine, Flatten
+from xpnet.layers.loss import MeanSquaredError, SoftmaxCrossEntropy
+from xpnet.layers.norm import BatchNorm
+from xpnet.layers.pool import AvgPool2D, MaxPool2D
+
+Linear = Affine
+
+__all__ = [
+    "Affine", "AvgPool2D", "BatchNorm", "Conv2D", "Dropout", "Flatten", "Layer", "Linear", "MaxPool2D",
+    "MeanSquaredError", "ReLU", "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "Tanh",
+]

@@ -1,0 +1,45 @@
+"""Elementwise activations: ReLU, Sigmoid, Tanh."""
+
+from xpnet.layers.base import Layer, xp_of
+
+
+class ReLU(Layer):
+    """max(x, 0). Any shape."""
+
+    def forward(self, x, train=False):
+        self.check_input(x)
+        xp = xp_of(x)
+        self.mask = x > 0
+        return xp.maximum(x, 0, dtype=x.dtype)
+
+    def backward(self, dout):
+        self.check_grad(dout, self.mask.shape)
+        return dout * self.mask
+
+
+class Sigmoid(Layer):
+    """1 / (1 + exp(-x)), computed without overflow. Any shape."""
+
+    def forward(self, x, train=False):
+        self.check_input(x)
+        xp = xp_of(x)
+        # tanh form avoids exp overflow for large |x|
+        self.out = (xp.tanh(x * 0.5) + 1) * 0.5
+        return self.out
+
+    def backward(self, dout):
+        self.check_grad(dout, self.out.shape)
+        return dout * self.out * (1 - self.out)
+
+
+class Tanh(Layer):
+    """tanh(x). Any shape."""
+
+    def forward(self, x, train=False):
+        self.check_input(x)
+        self.out = xp_of(x).tanh(x)
+        return self.out
+
+    def backward(self, dout):
+        self.check_grad(dout, self.out.shape)
+        return dout * (1 - self.out * self.out)

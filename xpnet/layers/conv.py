@@ -1,0 +1,67 @@
+"""2-D convolution by im2col + one GEMM."""
+
+import numpy as np
+
+from xpnet import backends, init
+from xpnet.errors import ShapeError
+from xpnet.layers.base import Layer
+from xpnet.utils import conv_output_size, pair
+
+
+class Conv2D(Layer):
+    """Cross-correlation of (N, C, H, W) inputs with FN filters of size KH x KW.
+
+    Args:
+        in_channels: C. out_channels: FN. kernel_size: int or (KH, KW).
+        stride: int or pair. pad: int or pair of zero padding on each side.
+        weight_init: ``"he"``, ``"xavier"`` or a float std. rng: NumPy Generator for initialisation.
+        dtype, backend: parameter dtype and device (default: current backend).
+
+    Shapes:
+        x (N, C, H, W) -> (N, FN, OH, OW), OH = (H + 2*PH - KH) // SH + 1.
+        Parameters: W (FN, C, KH, KW), b (FN,).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, pad=0, weight_init="he",
+                 rng=None, dtype=np.float32, backend=None):
+        super().__init__()
+        be = backends.get(backend) if backend is not None else backends.current()
+        self.C, self.FN = int(in_channels), int(out_channels)
+        self.KH, self.KW = pair(kernel_size, "kernel_size")
+        self.stride, self.pad = pair(stride, "stride"), pair(pad, "pad")
+        if min(self.stride) < 1 or min(self.KH, self.KW) < 1:
+            raise ValueError(f"Conv2D: kernel_size and stride must be >= 1, got {kernel_size!r}, {stride!r}")
+        fan_in = self.C * self.KH * self.KW
+        W = init.initialize(weight_init, (self.FN, self.C, self.KH, self.KW), fan_in, rng)
+        self.params["W"] = be.asarray(W, dtype=dtype)
+        self.params["b"] = be.xp.zeros(self.FN, dtype=dtype)
+        self._ws = {}  # scratch buffers the backend reuses across steps
+
+    def extra_repr(self):
+        return f"{self.C}, {self.FN}, kernel_size=({self.KH}, {self.KW}), stride={self.stride}, pad={self.pad}"
+
+    def output_shape(self, x_shape):
+        N, _, H, W = x_shape
+        OH = conv_output_size(H, self.KH, self.stride[0], self.pad[0])
+        OW = conv_output_size(W, self.KW, self.stride[1], self.pad[1])
+        return N, self.FN, OH, OW
+
+    def forward(self, x, train=False):
+        self.check_input(x, 4, "(N, C, H, W)")
+        if x.shape[1] != self.C:
+            raise ShapeError(f"{self._label()}: expected {self.C} input channels, got shape {tuple(x.shape)}")
+        N, FN, OH, OW = self.output_shape(x.shape)
+        if OH < 1 or OW < 1:
+            raise ShapeError(f"{self._label()}: input {tuple(x.shape)} is smaller than the kernel "
+                             f"({self.KH}, {self.KW}) with pad {self.pad}")
+        self.x_shape = x.shape
+        out, self.cache = backends.of(x).conv2d_forward(x, self.params["W"], self.params["b"], self.stride,
+                                                        self.pad, self._ws)
+        return out
+
+    def backward(self, dout):
+        N, FN, OH, OW = self.output_shape(self.x_shape)
+        self.check_grad(dout, (N, FN, OH, OW))
+        dx, self.grads["W"], self.grads["b"] = backends.of(dout).conv2d_backward(
+            dout, self.cache, self.params["W"], self.stride, self.pad, self._ws)
+        return dx

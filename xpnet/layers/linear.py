@@ -1,0 +1,63 @@
+"""Affine (fully connected) and Flatten."""
+
+import numpy as np
+
+from xpnet import backends, init
+from xpnet.layers.base import Layer, xp_of
+
+
+class Affine(Layer):
+    """y = x @ W + b, with x flattened to (N, in_features) as in the book.
+
+    Args:
+        in_features: size of one flattened input.
+        out_features: size of one output.
+        weight_init: ``"he"``, ``"xavier"`` or a float standard deviation.
+        rng: NumPy Generator for initialisation (a fresh default one if None).
+        dtype: parameter dtype. backend: where parameters live (default: the current backend).
+
+    Shapes:
+        x (N, ...) with prod(...) == in_features -> (N, out_features).
+    """
+
+    def __init__(self, in_features, out_features, weight_init="he", rng=None, dtype=np.float32, backend=None):
+        super().__init__()
+        be = backends.get(backend) if backend is not None else backends.current()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        W = init.initialize(weight_init, (self.in_features, self.out_features), self.in_features, rng)
+        self.params["W"] = be.asarray(W, dtype=dtype)
+        self.params["b"] = be.xp.zeros(self.out_features, dtype=dtype)
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}"
+
+    def forward(self, x, train=False):
+        self.check_input(x)
+        if x.ndim < 2 or int(np.prod(x.shape[1:])) != self.in_features:
+            from xpnet.errors import ShapeError
+
+            raise ShapeError(
+                f"{self._label()}: expected input (N, {self.in_features}) or (N, ...) with "
+                f"{self.in_features} values per example, got shape {tuple(x.shape)}"
+            )
+        self.x_shape = x.shape
+        self.x = x.reshape(x.shape[0], -1)
+        return self.x @ self.params["W"] + self.params["b"]
+
+    def backward(self, dout):
+        self.check_grad(dout, (self.x.shape[0], self.out_features))
+        self.grads["W"] = self.x.T @ dout
+        self.grads["b"] = dout.sum(axis=0)
+        return (dout @ self.params["W"].T).reshape(self.x_shape)
+
+
+class Flatten(Layer):
+    """(N, ...) -> (N, prod(...))."""
+
+    def forward(self, x, train=False):
+        self.check_input(x)
+        self.x_shape = x.shape
+        return xp_of(x).reshape(x, (x.shape[0], -1))
+
+    def backward(self, dout):
+        return dout.reshape(self.x_shape)

@@ -1,0 +1,71 @@
+"""Loss layers: ``forward(y, t)`` returns a 0-d array (no host sync); ``backward()`` returns dL/dy."""
+
+from xpnet import backends
+from xpnet.errors import ShapeError
+from xpnet.layers.base import Layer
+
+
+class SoftmaxCrossEntropy(Layer):
+    """Mean cross-entropy of softmax(y) against labels, via a stable log-sum-exp.
+
+    Shapes:
+        y (N, K) scores; t (N,) integer class indices or (N, K) one-hot / probabilities.
+        Returns a 0-d array of y's dtype.
+    """
+
+    def forward(self, y, t, train=False):
+        self.check_input(y, 2, "(N, classes)")
+        be = backends.of(y)
+        xp = be.xp
+        if not be.owns(t):
+            t = be.asarray(t)
+        N, K = y.shape
+        s = y - y.max(axis=1, keepdims=True)
+        logp = s - xp.log(xp.exp(s).sum(axis=1, keepdims=True))
+        self.p = xp.exp(logp)
+        if t.ndim == 2:
+            if t.shape != y.shape:
+                raise ShapeError(f"{self._label()}: one-hot labels must have shape {(N, K)}, got {t.shape}")
+            self.t = t.astype(y.dtype, copy=False)
+            return -(self.t * logp).sum() / y.dtype.type(N)
+        if t.shape != (N,):
+            raise ShapeError(f"{self._label()}: expected labels of shape ({N},) or ({N}, {K}), got {t.shape}")
+        if t.dtype.kind not in "iu":
+            raise ShapeError(f"{self._label()}: integer labels expected, got dtype {t.dtype}")
+        if N and (int(t.min()) < 0 or int(t.max()) >= K):
+            raise ShapeError(f"{self._label()}: labels must be in [0, {K}), got values in "
+                             f"[{int(t.min())}, {int(t.max())}]")
+        self.t = t
+        return -xp.take_along_axis(logp, t[:, None].astype(xp.intp), axis=1).sum() / y.dtype.type(N)
+
+    def backward(self, dout=1.0):
+        xp = backends.of(self.p).xp
+        N = self.p.shape[0]
+        if self.t.ndim == 2:
+            dy = self.p - self.t
+        else:
+            dy = self.p.copy()
+            dy[xp.arange(N), self.t] -= 1
+        return dy * self.p.dtype.type(dout / N) if not hasattr(dout, "shape") else dy * (dout / N)
+
+
+class MeanSquaredError(Layer):
+    """0.5 * sum((y - t)^2) / N: the book's sum of squares, averaged over the batch.
+
+    Shapes:
+        y (N, ...) and t of the same shape. Returns a 0-d array.
+    """
+
+    def forward(self, y, t, train=False):
+        self.check_input(y)
+        be = backends.of(y)
+        if not be.owns(t):
+            t = be.asarray(t)
+        if t.shape != y.shape:
+            raise ShapeError(f"{self._label()}: targets must have shape {tuple(y.shape)}, got {tuple(t.shape)}")
+        self.diff = y - t.astype(y.dtype, copy=False)
+        return 0.5 * (self.diff * self.diff).sum() / y.dtype.type(y.shape[0])
+
+    def backward(self, dout=1.0):
+        N = self.diff.shape[0]
+        return self.diff * self.diff.dtype.type(dout / N) if not hasattr(dout, "shape") else self.diff * (dout / N)

@@ -1,0 +1,169 @@
+"""Model: a Sequential network plus a loss layer, with the book's predict/loss/accuracy API."""
+
+from collections import OrderedDict
+
+import numpy as np
+
+from xpnet import backends
+from xpnet.errors import DTypeError, FileFormatError, ShapeError
+
+
+class Model:
+    """A trainable network.
+
+    Subclasses build ``self.net`` (a Sequential) and ``self.loss_layer`` and record their constructor
+    arguments in ``self.config`` so :func:`xpnet.load` can rebuild them.
+
+    Args:
+        weight_decay_lambda: the book's L2 penalty 0.5 * lambda * sum(W^2) over weights named ``W``,
+            added to the loss and its gradient.
+    """
+
+    arch = "model"
+
+    def __init__(self, net, loss_layer, config, weight_decay_lambda=0.0):
+        self.net, self.loss_layer = net, loss_layer
+        self.config = dict(config)
+        self.weight_decay_lambda = float(weight_decay_lambda)
+
+    def __repr__(self):
+        head = f"{type(self).__name__}({self.num_params():,} parameters, {self.dtype}, {self.backend.name})"
+        return f"{head}\n{self.net!r}"
+
+    # -- arrays ----------------------------------------------------------------------------------
+    @property
+    def params(self):
+        """OrderedDict ``"<layer>.<name>" -> array`` of every learnable parameter."""
+        return self.net.all_params
+
+    @property
+    def grads(self):
+        """Gradients of the last :meth:`backward`, keyed like :attr:`params`."""
+        return self.net.all_grads
+
+    @property
+    def buffers(self):
+        return self.net.all_buffers
+
+    def num_params(self):
+        return int(sum(int(np.prod(p.shape)) for p in self.params.values()))
+
+    @property
+    def backend(self):
+        first = next(iter(self.params.values()), None)
+        return backends.of(first) if first is not None else backends.current()
+
+    @property
+    def dtype(self):
+        first = next(iter(self.params.values()), None)
+        return first.dtype if first is not None else np.dtype(np.float32)
+
+    def to(self, backend):
+        """Move every parameter and buffer to ``backend``; returns self."""
+        self.net.to(backend)
+        return self
+
+    def astype(self, dtype):
+        """Cast every parameter and buffer to a floating dtype; returns self."""
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            raise DTypeError(f"{type(self).__name__}.astype: expected a floating dtype, got {dtype}")
+        self.net.astype(dtype)
+        return self
+
+    # -- computation -----------------------------------------------------------------------------
+    def _prepare(self, x):
+        """Move host input to the model's device; cast floating input to the model's dtype."""
+        be = self.backend
+        if not hasattr(x, "dtype"):
+            x = np.asarray(x)
+        if x.dtype.kind != "f":
+            raise DTypeError(f"{type(self).__name__}: expected floating-point images (normalised), got "
+                             f"dtype {x.dtype}; use load_mnist(normalize=True) or x.astype('float32') / 255")
+        if backends.of(x) is not be:
+            x = be.asarray(x)
+        return x if x.dtype == self.dtype else x.astype(self.dtype)
+
+    def predict(self, x, train=False):
+        """Scores before softmax. x: (N, ...) on any device -> (N, classes) on the model's device."""
+        return self.net.forward(self._prepare(x), train)
+
+    def loss(self, x, t, train=True):
+        """Mean loss over the batch as a 0-d device array (``float(...)`` to read it)."""
+        loss = self.loss_layer.forward(self.predict(x, train), t, train)
+        if self.weight_decay_lambda:
+            loss = loss + 0.5 * self.weight_decay_lambda * sum((w * w).sum() for w in self._weights())
+        return loss
+
+    def _weights(self):
+        return [p for k, p in self.params.items() if k.endswith(".W")]
+
+    def backward(self):
+        """Back-propagate the last :meth:`loss`; fills :attr:`grads`."""
+        self.net.backward(self.loss_layer.backward(1.0))
+        if self.weight_decay_lambda:
+            for k, p in self.params.items():
+                if k.endswith(".W"):
+                    self.net.set_array(k, self.net.all_grads[k] + self.weight_decay_lambda * p, "grads")
+        return self.grads
+
+    def gradient(self, x, t):
+        """The book's API: loss then backward; returns the gradients."""
+        self.loss(x, t, train=True)
+        return self.backward()
+
+    def accuracy(self, x, t, batch_size=100):
+        """Fraction of ``x`` classified as ``t`` (indices or one-hot), evaluated in batches."""
+        if len(x) != len(t):
+            raise ShapeError(f"accuracy: {len(x)} inputs but {len(t)} labels")
+        if int(batch_size) < 1:
+            raise ValueError(f"accuracy: batch_size must be >= 1, got {batch_size!r}")
+        if len(x) == 0:
+            raise ShapeError("accuracy: empty input")
+        xp = self.backend.xp
+        correct = 0
+        for i in range(0, len(x), batch_size):
+            y = self.predict(x[i : i + batch_size]).argmax(axis=1)
+            tt = t[i : i + batch_size]
+            tt = tt.argmax(axis=1) if tt.ndim != 1 else tt
+            correct = correct + (y == self.backend.asarray(tt)).sum()
+        return float(xp.asarray(correct)) / len(x)
+
+    # -- state -----------------------------------------------------------------------------------
+    def state_dict(self):
+        """OrderedDict of parameters and buffers as NumPy arrays."""
+        out = OrderedDict()
+        for k, v in {**self.params, **self.buffers}.items():
+            out[k] = backends.of(v).asnumpy(v)
+        return out
+
+    def load_state_dict(self, state):
+        """Load arrays by name; every name must match, shapes must agree; dtype and device stay the model's."""
+        own = {**{k: "params" for k in self.params}, **{k: "buffers" for k in self.buffers}}
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise FileFormatError(f"{type(self).__name__}: state does not match the architecture; "
+                                  f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        current = {**self.params, **self.buffers}
+        for k, kind in own.items():
+            v = np.asarray(state[k])
+            if v.shape != current[k].shape:
+                raise FileFormatError(f"{type(self).__name__}: '{k}' has shape {v.shape} in the state but "
+                                      f"{tuple(current[k].shape)} in the model")
+            self.net.set_array(k, self.backend.asarray(v, dtype=self.dtype), kind)
+        return self
+
+    def save(self, path):
+        """Save to ``path`` (``.npz`` + JSON metadata), atomically; reload with :func:`xpnet.load`."""
+        from xpnet import serialization
+
+        serialization.save(self, path)
+
+    # -- randomness (dropout) ---------------------------------------------------------------------
+    def get_rng_state(self):
+        return {l.name: l.get_rng_state() for l in self.net if hasattr(l, "get_rng_state")}
+
+    def set_rng_state(self, state):
+        for l in self.net:
+            if hasattr(l, "set_rng_state"):
+                l.set_rng_state((state or {}).get(l.name))

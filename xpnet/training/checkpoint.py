@@ -1,0 +1,54 @@
+"""Training checkpoints: model, optimizer state, RNG states, epoch and history in one atomic .npz."""
+
+import json
+
+import numpy as np
+
+from xpnet.serialization import FORMAT_VERSION, model_meta, read_npz, write_npz
+
+FORMAT = "xpnet-checkpoint"
+
+
+def save_checkpoint(path, model, optimizer, iterator, epoch, history, extra=None):
+    """Write everything needed to continue training after ``epoch`` to ``path``, atomically."""
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pname, st in opt.pop("state").items():
+        for k, v in st.items():
+            arrays[f"optim/{pname}/{k}"] = v
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model_meta(model),
+        "optimizer": opt,
+        "epoch": int(epoch),
+        "history": history,
+        "rng": {"model": model.get_rng_state(), "iterator": iterator.get_state()},
+        "extra": extra or {},
+    }
+    json.dumps(meta)  # fail here, before writing, if anything is not serialisable
+    write_npz(path, arrays, meta)
+
+
+def load_checkpoint(path):
+    """Return ``(model_state, optimizer_state_dict, meta)`` from a checkpoint file."""
+    arrays, meta = read_npz(path, FORMAT)
+    model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+    opt = dict(meta["optimizer"])
+    state = {}
+    for k, v in arrays.items():
+        if k.startswith("optim/"):
+            pname, key = k[len("optim/"):].rsplit("/", 1)
+            state.setdefault(pname, {})[key] = np.asarray(v)
+    opt["state"] = state
+    return model_state, opt, meta
+
+
+def restore(path, model, optimizer, iterator):
+    """Load a checkpoint into live objects; returns ``(epoch, history, meta)``."""
+    model_state, opt_state, meta = load_checkpoint(path)
+    model.load_state_dict(model_state)
+    optimizer.load_state_dict(opt_state)
+    model.set_rng_state(meta["rng"]["model"])
+    iterator.set_state(meta["rng"]["iterator"])
+    return meta["epoch"], meta["history"], meta

@@ -1,0 +1,46 @@
+"""Training history on disk: metrics.json, metrics.csv and curves.png, each written atomically."""
+
+import csv
+import io
+import json
+import os
+
+from xpnet.fileio import atomic_write
+
+
+def write_history(out_dir, history, config):
+    """Write the per-epoch ``history`` (a list of dicts) and the run's ``config``."""
+    with atomic_write(os.path.join(out_dir, "metrics.json"), "w") as f:
+        json.dump({"config": config, "history": history}, f, indent=2)
+    if history:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+        with atomic_write(os.path.join(out_dir, "metrics.csv"), "w") as f:
+            f.write(buf.getvalue())
+        plot_curves(history, os.path.join(out_dir, "curves.png"))
+
+
+def plot_curves(history, path):
+    """Loss and accuracy per epoch, train and test, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    ax1.plot(epochs, [h["test_loss"] for h in history], "s-", label="test")
+    ax1.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax2.plot(epochs, [h["train_acc"] for h in history], "o-", label="train (dropout on)")
+    ax2.plot(epochs, [h["test_acc"] for h in history], "s-", label="test")
+    ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
