@@ -63,14 +63,26 @@ def available():
     return ["numpy"] + (["cuda"] if _cuda_usable() else [])
 
 
-_requested = resolve_name(os.environ.get("XPNET_BACKEND", "numpy") or "numpy")
+# Read at import; checked when first used, so a bad value gives a clear ValueError from the first
+# xpnet call (or one line from the CLI) rather than breaking ``import xpnet`` itself.
+_requested = os.environ.get("XPNET_BACKEND", "") or "numpy"
 _current = None
 
 
 def current():
-    """The backend new models and data go to (from ``XPNET_BACKEND`` until :func:`use` changes it)."""
+    """The backend new models and data go to (from ``XPNET_BACKEND`` until :func:`use` changes it).
+
+    Raises:
+        ValueError: ``XPNET_BACKEND`` names no backend.
+        BackendError: it names ``cuda`` and CUDA is unusable here.
+    """
     global _current
     if _current is None:
+        try:
+            resolve_name(_requested)
+        except ValueError:
+            raise ValueError(f"XPNET_BACKEND={_requested!r} is not a backend; valid names: "
+                             f"{', '.join(NAMES)}") from None
         _current = get(_requested)
     return _current
 

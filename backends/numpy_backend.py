@@ -1,5 +1,6 @@
 """The NumPy backend: host arrays, im2col as one strided-view copy, col2im as KH*KW strided adds."""
 
+import os
 import platform
 
 import numpy as np
@@ -24,6 +25,17 @@ class NumpyRNG:
 
     def set_state(self, state):
         self.gen.bit_generator.state = state
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _padded(x, PH, PW, pad_value):
@@ -141,7 +153,8 @@ class NumpyBackend(Backend):
             pass
         return {
             "backend": self.name,
-            "device": platform.processor() or platform.machine(),
+            "device": _cpu_model(),
+            "cores": os.cpu_count(),
             "numpy": np.__version__,
             "blas": f"{cfg.get('name', 'unknown')} {cfg.get('version', '')}".strip(),
         }

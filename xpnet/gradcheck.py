@@ -31,7 +31,8 @@ def numerical_gradient(f, x, eps=1e-6):
 def relative_error(a, b):
     """||a - b|| / (||a|| + ||b||) with L2 norms over all elements (0 when both are zero)."""
     a, b = np.asarray(backends.of(a).asnumpy(a), float), np.asarray(backends.of(b).asnumpy(b), float)
-    return float(np.max(np.abs(a - b) / np.maximum(np.abs(a) + np.abs(b), 1e-8))) if a.size else 0.0
+    denom = np.linalg.norm(a) + np.linalg.norm(b)
+    return float(np.linalg.norm(a - b) / denom) if denom > 0 else 0.0
 
 
 def check_layer(layer, x, train=True, seed=0, eps=1e-6):

@@ -85,3 +85,11 @@ def load(path, backend=None):
     model = REGISTRY[arch](**meta.get("config", {}), backend=backend)
     model.load_state_dict(arrays)
     return model
+
+
+def load_into(model, path):
+    """Load the parameters saved at ``path`` into an existing ``model`` of the same architecture."""
+    arrays, meta = read_npz(path, FORMAT)
+    if meta.get("arch") != model.arch:
+        raise FileFormatError(f"{path}: holds a {meta.get('arch')!r} model, not {model.arch!r}")
+    return model.load_state_dict(arrays)

@@ -134,7 +134,7 @@ class Model:
         """OrderedDict of parameters and buffers as NumPy arrays."""
         out = OrderedDict()
         for k, v in {**self.params, **self.buffers}.items():
-            out[k] = backends.of(v).asnumpy(v)
+            out[k] = backends.of(v).asnumpy(v).copy()  # a snapshot: NumPy's asnumpy returns the live array
         return out
 
     def load_state_dict(self, state):
@@ -146,7 +146,7 @@ class Model:
                                   f"missing {missing[:5]}, unexpected {unexpected[:5]}")
         current = {**self.params, **self.buffers}
         for k, kind in own.items():
-            v = np.asarray(state[k])
+            v = np.array(state[k])  # a copy, so training never writes into the caller's arrays
             if v.shape != current[k].shape:
                 raise FileFormatError(f"{type(self).__name__}: '{k}' has shape {v.shape} in the state but "
                                       f"{tuple(current[k].shape)} in the model")

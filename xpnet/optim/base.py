@@ -96,7 +96,8 @@ class Optimizer:
             "type": type(self).__name__,
             "t": self.t,
             "hyperparams": self.hyperparams(),
-            "state": {n: {k: backends.of(v).asnumpy(v) for k, v in s.items()} for n, s in self.state.items()},
+            # copies: on the NumPy backend asnumpy returns the live array, which step() updates in place
+            "state": {n: {k: backends.of(v).asnumpy(v).copy() for k, v in s.items()} for n, s in self.state.items()},
         }
 
     def load_state_dict(self, d):
@@ -104,4 +105,4 @@ class Optimizer:
         if d.get("type") != type(self).__name__:
             raise ValueError(f"optimizer state is for {d.get('type')!r}, not {type(self).__name__}")
         self.t = int(d["t"])
-        self.state = {n: dict(s) for n, s in d["state"].items()}
+        self.state = {n: {k: v.copy() for k, v in s.items()} for n, s in d["state"].items()}  # never alias d

@@ -1,0 +1,260 @@
+"""Backend selection, the CUDA-unavailable errors, and the im2col/col2im/conv kernels of every backend."""
+
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from xpnet import backends
+from xpnet.errors import BackendError
+
+# (KH, KW, stride, pad) covering square, rectangular, strided, padded and uneven-coverage windows.
+GEOMETRIES = [
+    (3, 3, (1, 1), (1, 1)),
+    (2, 2, (2, 2), (0, 0)),
+    (3, 2, (2, 1), (1, 0)),
+    (1, 1, (1, 1), (0, 0)),
+    (5, 3, (3, 2), (2, 1)),
+    (3, 3, (2, 2), (0, 0)),
+]
+
+
+def _run_python(code, backend_env):
+    """Run ``code`` in a fresh interpreter with ``XPNET_BACKEND`` set (it is read at import)."""
+    env = {**os.environ, "XPNET_BACKEND": backend_env}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+
+
+def naive_im2col(x, KH, KW, stride, pad, pad_value=0.0):
+    """Reference im2col by explicit loops: row (n, oh, ow), column (c, kh, kw)."""
+    N, C, H, W = x.shape
+    (SH, SW), (PH, PW) = stride, pad
+    OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
+    col = np.empty((N * OH * OW, C * KH * KW), dtype=x.dtype)
+    for n in range(N):
+        for oh in range(OH):
+            for ow in range(OW):
+                row = (n * OH + oh) * OW + ow
+                for c in range(C):
+                    for kh in range(KH):
+                        for kw in range(KW):
+                            h, w = oh * SH - PH + kh, ow * SW - PW + kw
+                            inside = 0 <= h < H and 0 <= w < W
+                            col[row, (c * KH + kh) * KW + kw] = x[n, c, h, w] if inside else pad_value
+    return col
+
+
+def _col_rows(x_shape, KH, KW, stride, pad):
+    N, C, H, W = x_shape
+    OH = (H + 2 * pad[0] - KH) // stride[0] + 1
+    OW = (W + 2 * pad[1] - KW) // stride[1] + 1
+    return N * OH * OW, C * KH * KW
+
+
+# -- selection ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["numpy", "cpu", "NUMPY", "auto"])
+def test_env_var_selects_numpy(value):
+    proc = _run_python("import xpnet.backends as b; print(b.current().name)", value)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "numpy"
+
+
+def test_env_var_unknown_name_raises_value_error_listing_valid_names():
+    # Whether the import itself or the first use raises, the process fails with a ValueError naming
+    # the bad value and every valid name.
+    proc = _run_python("import xpnet.backends as b; b.current()", "tpu")
+    assert proc.returncode != 0
+    assert "ValueError" in proc.stderr
+    assert "tpu" in proc.stderr
+    for name in backends.NAMES:
+        assert name in proc.stderr
+
+
+@pytest.mark.parametrize("call", [backends.get, backends.use, backends.resolve_name],
+                         ids=["get", "use", "resolve_name"])
+def test_unknown_name_raises_value_error(call):
+    before = backends.current()
+    with pytest.raises(ValueError, match="unknown backend 'tpu'") as exc:
+        call("tpu")
+    for name in backends.NAMES:
+        assert name in str(exc.value)
+    assert backends.current() is before  # a failed use() leaves the current backend alone
+
+
+def test_use_context_manager_restores_previous():
+    before = backends.current()
+    with backends.use("cpu") as be:
+        assert be is backends.get("numpy")
+        assert backends.current() is be
+    assert backends.current() is before
+
+
+def test_use_nested_restores_each_level():
+    outer_before = backends.current()
+    with backends.use("numpy") as outer:
+        with backends.use("NumPy") as inner:
+            assert inner is outer
+        assert backends.current() is outer
+    assert backends.current() is outer_before
+
+
+def test_available_is_numpy_only_without_cuda():
+    if "cuda" in backends.available():
+        pytest.skip("this machine has a usable CUDA backend")
+    assert backends.available() == ["numpy"]
+
+
+def test_of_numpy_array_and_scalar():
+    assert backends.of(np.zeros(3)) is backends.get("numpy")
+    assert backends.of(np.float32(1.0)).name == "numpy"
+    assert backends.get(backends.get("numpy")) is backends.get("numpy")
+
+
+def test_numpy_backend_round_trip(rng):
+    be = backends.get("numpy")
+    a = rng.standard_normal((2, 3))
+    assert be.owns(be.asarray(a))
+    np.testing.assert_array_equal(be.asnumpy(be.asarray(a, dtype=np.float32)), a.astype(np.float32))
+    assert be.asarray(a, dtype=np.float32).dtype == np.float32
+    with be.timer() as t:
+        be.synchronize()
+    assert t.elapsed_ms >= 0
+
+
+def test_cuda_without_cupy_says_not_installed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` now raises ImportError
+    monkeypatch.setattr(backends, "_instances", {})
+    with pytest.raises(BackendError) as exc:
+        backends.get("cuda")
+    msg = str(exc.value)
+    assert "not installed" in msg
+    assert 'pip install "xpnet[cuda12]"' in msg
+    assert backends.available() == ["numpy"]
+    assert backends.get("auto").name == "numpy"
+
+
+def test_cuda_without_device_says_no_usable_device(monkeypatch):
+    def no_device():
+        raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+
+    fake = types.ModuleType("cupy")
+    fake.__version__ = "13.0.0"
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=no_device))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(backends, "_instances", {})
+    with pytest.raises(BackendError) as exc:
+        backends.get("gpu")
+    msg = str(exc.value)
+    assert "no usable CUDA device" in msg
+    assert "13.0.0" in msg and "cudaErrorNoDevice" in msg
+
+
+def test_cuda_with_zero_devices_says_no_usable_device(monkeypatch):
+    fake = types.ModuleType("cupy")
+    fake.__version__ = "13.0.0"
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 0))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(backends, "_instances", {})
+    with pytest.raises(BackendError, match="no usable CUDA device"):
+        backends.get("cupy")
+
+
+# -- im2col / col2im ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("KH, KW, stride, pad", GEOMETRIES)
+def test_numpy_im2col_matches_naive_loops(KH, KW, stride, pad, rng):
+    be = backends.get("numpy")
+    x = rng.standard_normal((2, 2, 7, 6)).astype(np.float32)
+    got = be.im2col(x, KH, KW, stride, pad)
+    np.testing.assert_array_equal(got, naive_im2col(x, KH, KW, stride, pad))
+
+
+@pytest.mark.parametrize("pad_value", [0.0, -np.inf, 3.5])
+def test_numpy_im2col_pad_value(pad_value, rng):
+    be = backends.get("numpy")
+    x = rng.standard_normal((1, 2, 4, 5))
+    got = be.im2col(x, 3, 3, (2, 2), (1, 1), pad_value)
+    np.testing.assert_array_equal(got, naive_im2col(x, 3, 3, (2, 2), (1, 1), pad_value))
+    assert (got == pad_value).any()  # some window really reached the padding
+
+
+@pytest.mark.parametrize("KH, KW, stride, pad", GEOMETRIES)
+def test_col2im_is_adjoint_of_im2col(backend, KH, KW, stride, pad, rng):
+    x_shape = (2, 3, 7, 6)
+    x = rng.standard_normal(x_shape)
+    c = rng.standard_normal(_col_rows(x_shape, KH, KW, stride, pad))
+    col = backend.asnumpy(backend.im2col(backend.asarray(x), KH, KW, stride, pad))
+    img = backend.asnumpy(backend.col2im(backend.asarray(c), x_shape, KH, KW, stride, pad))
+    assert img.shape == x_shape
+    lhs, rhs = float(np.sum(col * c)), float(np.sum(x * img))
+    assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("KH, KW, stride, pad", GEOMETRIES)
+def test_im2col_col2im_gpu_equal_cpu_exactly(cuda, KH, KW, stride, pad, rng):
+    cpu = backends.get("numpy")
+    x_shape = (2, 3, 7, 6)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    c = rng.standard_normal(_col_rows(x_shape, KH, KW, stride, pad)).astype(np.float32)
+    for pad_value in (0.0, -np.inf):
+        gpu_col = cuda.asnumpy(cuda.im2col(cuda.asarray(x), KH, KW, stride, pad, pad_value))
+        assert np.array_equal(gpu_col, cpu.im2col(x, KH, KW, stride, pad, pad_value))
+    gpu_img = cuda.asnumpy(cuda.col2im(cuda.asarray(c), x_shape, KH, KW, stride, pad))
+    assert np.array_equal(gpu_img, cpu.col2im(c, x_shape, KH, KW, stride, pad))
+
+
+# -- conv2d kernels ----------------------------------------------------------------------------------
+
+
+def _conv_case(rng, KH, KW, C=3, FN=4, shape=(2, 3, 7, 6)):
+    x = rng.standard_normal(shape).astype(np.float32)
+    W = rng.standard_normal((FN, C, KH, KW)).astype(np.float32)
+    b = rng.standard_normal(FN).astype(np.float32)
+    return x, W, b
+
+
+@pytest.mark.parametrize("KH, KW, stride, pad", GEOMETRIES)
+def test_backend_conv2d_matches_generic(backend, KH, KW, stride, pad, rng):
+    x, W, b = (backend.asarray(a) for a in _conv_case(rng, KH, KW))
+    out, cache = backend.conv2d_forward(x, W, b, stride, pad, {})
+    ref, ref_cache = backends.Backend.conv2d_forward(backend, x, W, b, stride, pad)
+    assert out.shape == ref.shape and out.dtype == np.float32
+    np.testing.assert_allclose(backend.asnumpy(out), backend.asnumpy(ref), rtol=1e-5, atol=1e-5)
+    dout = backend.asarray(rng.standard_normal(out.shape).astype(np.float32))
+    got = backend.conv2d_backward(dout, cache, W, stride, pad, {})
+    want = backends.Backend.conv2d_backward(backend, dout, ref_cache, W, stride, pad)
+    for name, g, w in zip(("dx", "dW", "db"), got, want):
+        assert g.shape == w.shape and g.dtype == np.float32, name
+        np.testing.assert_allclose(backend.asnumpy(g), backend.asnumpy(w), rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_conv2d_workspace_reuse_gives_same_result(rng):
+    be = backends.get("numpy")
+    x, W, b = _conv_case(rng, 3, 3)
+    ws = {}
+    first = be.conv2d_forward(x, W, b, (1, 1), (1, 1), ws)[0].copy()
+    be.conv2d_forward(2 * x, W, b, (1, 1), (1, 1), ws)
+    again = be.conv2d_forward(x, W, b, (1, 1), (1, 1), ws)[0]
+    np.testing.assert_array_equal(first, again)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("KH, KW, stride, pad", GEOMETRIES)
+def test_conv2d_gpu_matches_cpu(cuda, KH, KW, stride, pad, rng):
+    cpu = backends.get("numpy")
+    x, W, b = _conv_case(rng, KH, KW)
+    out, cache = cpu.conv2d_forward(x, W, b, stride, pad, {})
+    gout, gcache = cuda.conv2d_forward(cuda.asarray(x), cuda.asarray(W), cuda.asarray(b), stride, pad, {})
+    np.testing.assert_allclose(cuda.asnumpy(gout), out, rtol=1e-4, atol=1e-4)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    want = cpu.conv2d_backward(dout, cache, W, stride, pad, {})
+    got = cuda.conv2d_backward(cuda.asarray(dout), gcache, cuda.asarray(W), stride, pad, {})
+    for name, g, w in zip(("dx", "dW", "db"), got, want):
+        np.testing.assert_allclose(cuda.asnumpy(g), w, rtol=1e-4, atol=1e-4, err_msg=name)

@@ -1,0 +1,245 @@
+"""Backward passes against central differences in float64, for every layer, loss and model, on every backend.
+
+The checker reports norm-based relative errors ||a - n|| / (||a|| + ||n||); measured values are around
+1e-10 for these shapes, so 1e-7 leaves a wide margin while still catching any real mistake (a wrong
+term gives 1e-3 or more, see ``test_checker_catches_a_wrong_gradient``). Inputs are random normal, so
+ReLU kinks and max-pool ties are hit with probability ~0.
+"""
+
+import numpy as np
+import pytest
+
+from xpnet import gradcheck
+from xpnet.layers import (
+    Affine,
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dropout,
+    Flatten,
+    MaxPool2D,
+    MeanSquaredError,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    SoftmaxCrossEntropy,
+    Tanh,
+)
+from xpnet.models import MLP, DeepConvNet, Model, SimpleConvNet
+
+TOL = 1e-7
+F64 = "float64"
+
+
+def _r():
+    return np.random.default_rng(1)
+
+
+# name -> (factory -> float64 layer, input shape)
+LAYER_CASES = {
+    "affine_2d": (lambda: Affine(5, 3, rng=_r(), dtype=F64), (4, 5)),
+    "affine_4d": (lambda: Affine(2 * 3 * 3, 4, rng=_r(), dtype=F64), (2, 2, 3, 3)),
+    "conv_3x3_s1_p1": (lambda: Conv2D(2, 3, 3, 1, 1, rng=_r(), dtype=F64), (2, 2, 5, 5)),
+    "conv_3x3_s2_p0": (lambda: Conv2D(2, 3, 3, 2, 0, rng=_r(), dtype=F64), (2, 2, 7, 6)),
+    "conv_2x2_s2_p1": (lambda: Conv2D(1, 2, 2, 2, 1, rng=_r(), dtype=F64), (2, 1, 5, 4)),
+    "conv_rect_3x2_s21_p10": (lambda: Conv2D(2, 3, (3, 2), (2, 1), (1, 0), rng=_r(), dtype=F64), (2, 2, 6, 5)),
+    "conv_rect_1x3_s12_p01": (lambda: Conv2D(3, 2, (1, 3), (1, 2), (0, 1), rng=_r(), dtype=F64), (1, 3, 4, 5)),
+    "maxpool_2x2_s2": (lambda: MaxPool2D(2, 2), (2, 2, 4, 4)),
+    "maxpool_2x2_s2_odd_size": (lambda: MaxPool2D(2, 2), (2, 2, 5, 5)),
+    "maxpool_3x3_s2_p1": (lambda: MaxPool2D(3, 2, 1), (2, 2, 5, 5)),
+    "maxpool_2x2_s1": (lambda: MaxPool2D(2, 1), (2, 2, 4, 5)),
+    "maxpool_3x2_s21": (lambda: MaxPool2D((3, 2), (2, 1)), (1, 2, 5, 4)),
+    "avgpool_2x2_s2": (lambda: AvgPool2D(2, 2), (2, 2, 4, 4)),
+    "avgpool_2x2_s2_odd_size": (lambda: AvgPool2D(2, 2), (2, 2, 5, 5)),
+    "avgpool_3x3_s2_p1": (lambda: AvgPool2D(3, 2, 1), (2, 2, 5, 5)),
+    "avgpool_2x2_s1": (lambda: AvgPool2D(2, 1), (2, 2, 4, 5)),
+    "relu": (lambda: ReLU(), (3, 4)),
+    "sigmoid": (lambda: Sigmoid(), (3, 4)),
+    "tanh": (lambda: Tanh(), (2, 3, 2)),
+    "dropout_train": (lambda: Dropout(0.4, seed=5), (4, 6)),
+    "batchnorm_2d_train": (lambda: BatchNorm(4, dtype=F64), (5, 4)),
+    "batchnorm_4d_train": (lambda: BatchNorm(3, dtype=F64), (2, 3, 3, 3)),
+    "flatten": (lambda: Flatten(), (2, 3, 2, 2)),
+}
+
+
+@pytest.mark.parametrize("case", list(LAYER_CASES))
+def test_layer_gradients(backend, case, rng):
+    factory, shape = LAYER_CASES[case]
+    layer = factory()
+    x = backend.asarray(rng.standard_normal(shape))
+    errors = gradcheck.check_layer(layer, x, train=True)
+    assert set(errors) == {"x", *layer.params}
+    assert max(errors.values()) < TOL, errors
+
+
+def test_batchnorm_gradients_with_nontrivial_gamma_beta(backend, rng):
+    bn = BatchNorm(3, dtype=F64)
+    bn.params["gamma"] = backend.asarray(rng.standard_normal(3))
+    bn.params["beta"] = backend.asarray(rng.standard_normal(3))
+    errors = gradcheck.check_layer(bn, backend.asarray(rng.standard_normal((2, 3, 2, 3))), train=True)
+    assert max(errors.values()) < TOL, errors
+
+
+def test_sequential_gradients(backend, rng):
+    def net():
+        return Sequential(Conv2D(1, 2, 3, pad=1, rng=_r(), dtype=F64), ReLU(), MaxPool2D(2), BatchNorm(2, dtype=F64),
+                          Flatten(), Affine(2 * 2 * 2, 3, rng=_r(), dtype=F64), Tanh())
+
+    x = backend.asarray(rng.standard_normal((3, 1, 4, 4)))
+    assert gradcheck.check_layer(net(), x)["x"] < TOL
+    # Sequential exposes its parameters as all_params; check them through a model with an MSE head.
+    model = Model(net(), MeanSquaredError(), {})
+    _randomize_biases(model, backend, rng)
+    errors = gradcheck.check_model(model, x, rng.standard_normal((3, 3)))
+    assert set(errors) == set(model.params) and len(errors) == 6
+    assert max(errors.values()) < TOL, errors
+
+
+class _WrongReLU(ReLU):
+    def backward(self, dout):
+        return super().backward(dout) * 1.01
+
+
+def test_checker_catches_a_wrong_gradient(backend, rng):
+    errors = gradcheck.check_layer(_WrongReLU(), backend.asarray(rng.standard_normal((3, 4))))
+    assert errors["x"] > 1e-3
+
+
+# -- losses: our own central differences over y ------------------------------------------------------
+
+
+def _loss_numerical_gradient(backend, layer, y, t, eps=1e-6):
+    yn = backend.asnumpy(y).astype(np.float64)
+    grad = np.zeros_like(yn)
+    for i in np.ndindex(yn.shape):
+        yp, ym = yn.copy(), yn.copy()
+        yp[i] += eps
+        ym[i] -= eps
+        lp = float(layer.forward(backend.asarray(yp), t))
+        lm = float(layer.forward(backend.asarray(ym), t))
+        grad[i] = (lp - lm) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("labels", ["integer", "one_hot", "soft"])
+def test_softmax_cross_entropy_gradient(backend, labels, rng):
+    y = backend.asarray(rng.standard_normal((4, 5)) * 2)
+    t = np.array([1, 0, 4, 4])
+    if labels == "one_hot":
+        t = np.eye(5)[t]
+    elif labels == "soft":
+        t = rng.random((4, 5))
+        t /= t.sum(axis=1, keepdims=True)
+    layer = SoftmaxCrossEntropy()
+    layer.forward(y, t)
+    analytic = layer.backward()
+    numeric = _loss_numerical_gradient(backend, layer, y, t)
+    assert gradcheck.relative_error(analytic, numeric) < TOL
+
+
+def test_softmax_cross_entropy_gradient_scales_with_dout(backend, rng):
+    y = backend.asarray(rng.standard_normal((3, 4)))
+    layer = SoftmaxCrossEntropy()
+    layer.forward(y, np.array([0, 1, 3]))
+    np.testing.assert_allclose(backend.asnumpy(layer.backward(2.5)), 2.5 * backend.asnumpy(layer.backward()))
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (2, 2, 3)])
+def test_mean_squared_error_gradient(backend, shape, rng):
+    y = backend.asarray(rng.standard_normal(shape))
+    t = rng.standard_normal(shape)
+    layer = MeanSquaredError()
+    layer.forward(y, t)
+    analytic = layer.backward()
+    numeric = _loss_numerical_gradient(backend, layer, y, t)
+    assert gradcheck.relative_error(analytic, numeric) < TOL
+
+
+# -- models ------------------------------------------------------------------------------------------
+
+
+def _randomize_biases(model, backend, rng):
+    """Zero-initialised biases put ReLU inputs exactly on the kink wherever a row of inputs is all zero
+    (a fully dropped row, say); random biases move them off it."""
+    for name, p in model.params.items():
+        if name.endswith(".b"):
+            model.net.set_array(name, backend.asarray(rng.standard_normal(p.shape) * 0.1))
+
+
+def test_mlp_with_batchnorm_dropout_and_weight_decay(backend, rng):
+    model = MLP(input_size=6, hidden_size_list=(5, 4), output_size=3, use_batchnorm=True, use_dropout=True,
+                dropout_ratio=0.3, weight_decay_lambda=0.1, seed=2, dtype=F64)
+    assert any(name.startswith("bn") for name in model.net.layers)
+    assert any(name.startswith("dropout") for name in model.net.layers)
+    _randomize_biases(model, backend, rng)
+    errors = gradcheck.check_model(model, backend.asarray(rng.standard_normal((4, 6))), np.array([0, 2, 1, 2]))
+    assert set(errors) == set(model.params)
+    # BatchNorm cancels any constant shift, so the biases of fc1 and fc2 (each followed by a BatchNorm)
+    # have a true gradient of 0: both sides are rounding noise and only an absolute check makes sense.
+    for name in ("fc1.b", "fc2.b"):
+        assert float(abs(model.grads[name]).max()) < 1e-12
+        errors.pop(name)
+    assert max(errors.values()) < TOL, errors
+
+
+def test_mlp_with_dropout_and_weight_decay(backend, rng):
+    model = MLP(input_size=6, hidden_size_list=(5, 4), output_size=3, use_dropout=True, dropout_ratio=0.3,
+                weight_decay_lambda=0.1, seed=2, dtype=F64)
+    _randomize_biases(model, backend, rng)
+    errors = gradcheck.check_model(model, backend.asarray(rng.standard_normal((4, 6))), np.array([0, 2, 1, 2]))
+    assert set(errors) == set(model.params)
+    assert max(errors.values()) < TOL, errors
+
+
+def test_mlp_sigmoid_gradients(backend, rng):
+    model = MLP(input_size=4, hidden_size_list=(3,), output_size=2, activation="sigmoid",
+                weight_init_std="sigmoid", seed=1, dtype=F64)
+    _randomize_biases(model, backend, rng)
+    errors = gradcheck.check_model(model, backend.asarray(rng.standard_normal((3, 4))), np.array([0, 1, 1]))
+    assert max(errors.values()) < TOL, errors
+
+
+def test_simple_convnet_gradients(backend, rng):
+    model = SimpleConvNet(input_dim=(1, 6, 6), filter_num=2, filter_size=3, hidden_size=4, output_size=3,
+                          weight_init_std=0.5, dtype=F64)
+    _randomize_biases(model, backend, rng)
+    errors = gradcheck.check_model(model, backend.asarray(rng.standard_normal((2, 1, 6, 6))), np.array([0, 2]))
+    assert max(errors.values()) < TOL, errors
+
+
+@pytest.mark.slow
+def test_deep_convnet_loss_gradients_sampled(backend, rng):
+    """All 123,552 entries would take minutes; probe 2 random entries of every parameter array."""
+    model = DeepConvNet(seed=3, dtype=F64)
+    _randomize_biases(model, backend, rng)
+    x = backend.asarray(rng.standard_normal((2, 1, 28, 28)))
+    t = np.array([3, 7])
+
+    def loss():
+        gradcheck.reset_rng(model.net)  # the same dropout masks for every evaluation
+        return float(model.loss(x, t, train=True))
+
+    loss()
+    analytic = {k: backend.asnumpy(g).reshape(-1) for k, g in model.backward().items()}
+    assert set(analytic) == set(model.params) and len(analytic) == 16
+    eps = 1e-6
+    probed_analytic, probed_numeric = [], []
+    for name, p in model.params.items():
+        flat = p.reshape(-1)  # a view: writes reach the parameter
+        idx = rng.choice(flat.size, size=min(2, flat.size), replace=False)
+        numeric = np.empty(len(idx))
+        for j, i in enumerate(idx):
+            old = float(flat[i])
+            flat[i] = old + eps
+            lp = loss()
+            flat[i] = old - eps
+            lm = loss()
+            flat[i] = old
+            numeric[j] = (lp - lm) / (2 * eps)
+        # Many probed entries are ~0 (dropped units, dead ReLUs): an absolute floor well above the
+        # ~1e-10 noise of a float64 central difference, and a tight relative bound elsewhere.
+        np.testing.assert_allclose(analytic[name][idx], numeric, rtol=1e-5, atol=1e-8, err_msg=name)
+        probed_analytic.append(analytic[name][idx])
+        probed_numeric.append(numeric)
+    assert gradcheck.relative_error(np.concatenate(probed_analytic), np.concatenate(probed_numeric)) < TOL

@@ -1,0 +1,344 @@
+"""Layer contracts on every backend: dtypes, no mutation, padding, dropout, batchnorm, losses, errors."""
+
+import numpy as np
+import pytest
+
+from xpnet.errors import DTypeError, ShapeError
+from xpnet.layers import (
+    Affine,
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2D,
+    MeanSquaredError,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    SoftmaxCrossEntropy,
+    Tanh,
+)
+
+
+def _init_rng():
+    return np.random.default_rng(0)
+
+
+# name -> (factory(dtype) -> layer, input shape). Layers are built inside the ``backend`` fixture, so
+# their parameters live on the backend under test.
+LAYERS = {
+    "affine_2d": (lambda dt: Affine(5, 3, rng=_init_rng(), dtype=dt), (4, 5)),
+    "affine_4d": (lambda dt: Affine(2 * 3 * 3, 4, rng=_init_rng(), dtype=dt), (2, 2, 3, 3)),
+    "conv_3x3_pad1": (lambda dt: Conv2D(2, 3, 3, 1, 1, rng=_init_rng(), dtype=dt), (2, 2, 5, 5)),
+    "conv_rect": (lambda dt: Conv2D(2, 3, (3, 2), (2, 1), (1, 0), rng=_init_rng(), dtype=dt), (2, 2, 6, 5)),
+    "maxpool_2x2": (lambda dt: MaxPool2D(2, 2), (2, 2, 4, 4)),
+    "maxpool_3x3_s2_p1": (lambda dt: MaxPool2D(3, 2, 1), (2, 2, 5, 5)),
+    "maxpool_2x2_s1": (lambda dt: MaxPool2D(2, 1), (2, 2, 4, 5)),
+    "avgpool_2x2": (lambda dt: AvgPool2D(2, 2), (2, 2, 4, 4)),
+    "avgpool_3x3_s2_p1": (lambda dt: AvgPool2D(3, 2, 1), (2, 2, 5, 5)),
+    "avgpool_2x2_s1": (lambda dt: AvgPool2D(2, 1), (2, 2, 4, 5)),
+    "relu": (lambda dt: ReLU(), (3, 4)),
+    "sigmoid": (lambda dt: Sigmoid(), (3, 4)),
+    "tanh": (lambda dt: Tanh(), (2, 3, 2)),
+    "dropout": (lambda dt: Dropout(0.4, seed=3), (4, 6)),
+    "batchnorm_2d": (lambda dt: BatchNorm(4, dtype=dt), (5, 4)),
+    "batchnorm_4d": (lambda dt: BatchNorm(3, dtype=dt), (2, 3, 3, 3)),
+    "flatten": (lambda dt: Flatten(), (2, 3, 2, 2)),
+    "sequential": (lambda dt: Sequential(Conv2D(1, 2, 3, pad=1, rng=_init_rng(), dtype=dt), ReLU(), MaxPool2D(2),
+                                         Flatten(), Affine(2 * 2 * 2, 3, rng=_init_rng(), dtype=dt)), (2, 1, 4, 4)),
+}
+
+
+def _input(backend, rng, shape, dtype):
+    return backend.asarray(rng.standard_normal(shape), dtype=dtype)
+
+
+def _grads(layer):
+    return layer.all_grads if isinstance(layer, Sequential) else layer.grads
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", list(LAYERS))
+def test_dtype_preserved_forward_and_backward(backend, case, dtype, rng):
+    factory, shape = LAYERS[case]
+    layer = factory(dtype)
+    x = _input(backend, rng, shape, dtype)
+    y = layer.forward(x, train=True)
+    assert backend.owns(y)
+    assert y.dtype == np.dtype(dtype), f"{case} forward returned {y.dtype}"
+    dout = _input(backend, rng, y.shape, dtype)
+    dx = layer.backward(dout)
+    assert backend.owns(dx)
+    assert dx.shape == x.shape
+    assert dx.dtype == np.dtype(dtype), f"{case} backward returned {dx.dtype}"
+    for name, g in _grads(layer).items():
+        assert g.dtype == np.dtype(dtype), f"{case} grad {name} is {g.dtype}"
+    y_eval = layer.forward(x, train=False)
+    assert y_eval.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("case", list(LAYERS))
+def test_forward_and_backward_do_not_mutate_inputs(backend, case, rng):
+    factory, shape = LAYERS[case]
+    layer = factory("float32")
+    x = _input(backend, rng, shape, "float32")
+    x_before = backend.asnumpy(x).copy()
+    y = layer.forward(x, train=True)
+    dout = _input(backend, rng, y.shape, "float32")
+    dout_before = backend.asnumpy(dout).copy()
+    layer.backward(dout)
+    np.testing.assert_array_equal(backend.asnumpy(dout), dout_before)
+    np.testing.assert_array_equal(backend.asnumpy(x), x_before)
+
+
+@pytest.mark.parametrize("loss_cls", [SoftmaxCrossEntropy, MeanSquaredError])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_loss_layers_keep_dtype(backend, loss_cls, dtype, rng):
+    y = _input(backend, rng, (4, 3), dtype)
+    t = np.array([0, 2, 1, 2]) if loss_cls is SoftmaxCrossEntropy else rng.standard_normal((4, 3))
+    layer = loss_cls()
+    loss = layer.forward(y, t)
+    assert loss.shape == () and loss.dtype == np.dtype(dtype)
+    dy = layer.backward()
+    assert dy.dtype == np.dtype(dtype) and dy.shape == y.shape
+
+
+def test_linear_is_affine():
+    assert Linear is Affine
+
+
+# -- pooling padding ---------------------------------------------------------------------------------
+
+
+def test_maxpool_padding_is_minus_infinity(backend):
+    # x[h, w] = -(4h + w + 1): all negative, so a zero pad would win every border window.
+    x = backend.asarray(-(np.arange(16, dtype=np.float32) + 1).reshape(1, 1, 4, 4))
+    pool = MaxPool2D(3, 2, pad=1)
+    out = pool.forward(x)
+    # OH = (4 + 2 - 3) // 2 + 1 = 2. Windows cover rows/cols {-1,0,1} and {1,2,3}; pad excluded:
+    #   (0,0): rows 0-1, cols 0-1 -> max x[0,0] = -1     (0,1): rows 0-1, cols 1-3 -> x[0,1] = -2
+    #   (1,0): rows 1-3, cols 0-1 -> max x[1,0] = -5     (1,1): rows 1-3, cols 1-3 -> x[1,1] = -6
+    np.testing.assert_array_equal(backend.asnumpy(out), [[[[-1, -2], [-5, -6]]]])
+    dx = backend.asnumpy(pool.backward(backend.xp.ones_like(out)))
+    expected = np.zeros((4, 4), np.float32)
+    expected[0, 0] = expected[0, 1] = expected[1, 0] = expected[1, 1] = 1
+    np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+def test_avgpool_padding_counts_as_zero(backend):
+    # x[h, w] = 4h + w + 1 (1..16); padding is zero and the divisor is always 3*3 = 9.
+    x = backend.asarray((np.arange(16, dtype=np.float64) + 1).reshape(1, 1, 4, 4))
+    pool = AvgPool2D(3, 2, pad=1)
+    out = backend.asnumpy(pool.forward(x))
+    #   (0,0): 1+2+5+6 = 14          (0,1): 2+3+4+6+7+8 = 30
+    #   (1,0): 5+6+9+10+13+14 = 57   (1,1): 6+7+8+10+11+12+14+15+16 = 99
+    np.testing.assert_allclose(out[0, 0], np.array([[14, 30], [57, 99]]) / 9, rtol=1e-12)
+    dx = backend.asnumpy(pool.backward(backend.xp.ones_like(pool.forward(x))))
+    # Each pixel gets 1/9 per window covering it: rows are covered [1, 2, 1, 1] times, columns too.
+    cover = np.array([1, 2, 1, 1])
+    np.testing.assert_allclose(dx[0, 0], np.outer(cover, cover) / 9, rtol=1e-12)
+
+
+def test_pool_rejects_pad_larger_than_half_window():
+    with pytest.raises(ValueError, match="pad"):
+        MaxPool2D(2, 2, pad=2)
+
+
+# -- dropout -----------------------------------------------------------------------------------------
+
+
+def test_dropout_train_preserves_mean_and_inference_is_identity(backend):
+    ratio = 0.3
+    layer = Dropout(ratio, seed=7)
+    x = backend.xp.ones(100_000, dtype=np.float32)
+    y = backend.asnumpy(layer.forward(x, train=True))
+    assert y.dtype == np.float32
+    kept = y != 0
+    assert abs(1 - kept.mean() - ratio) < 0.01
+    np.testing.assert_allclose(y[kept], 1 / (1 - ratio), rtol=1e-6)  # inverted dropout scaling
+    assert abs(y.mean() - 1.0) < 0.01
+    dx = backend.asnumpy(layer.backward(backend.xp.ones_like(x)))
+    np.testing.assert_array_equal(dx, y)  # same mask and scale on the way back
+
+    y_eval = layer.forward(x, train=False)
+    np.testing.assert_array_equal(backend.asnumpy(y_eval), backend.asnumpy(x))
+    np.testing.assert_array_equal(backend.asnumpy(layer.backward(x)), backend.asnumpy(x))
+
+
+def test_dropout_same_seed_same_mask(backend, rng):
+    x = _input(backend, rng, (8, 8), "float32")
+    a = backend.asnumpy(Dropout(0.5, seed=11).forward(x, train=True))
+    b = backend.asnumpy(Dropout(0.5, seed=11).forward(x, train=True))
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.0])
+def test_dropout_rejects_bad_ratio(ratio):
+    with pytest.raises(ValueError, match=str(ratio)):
+        Dropout(ratio)
+
+
+# -- batch normalisation -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(8, 3), (4, 3, 2, 2)], ids=["2d", "4d"])
+def test_batchnorm_running_stats_and_inference(backend, shape, rng):
+    bn = BatchNorm(3, momentum=0.9, dtype="float64")
+    axes = (0,) if len(shape) == 2 else (0, 2, 3)
+    bshape = (1, 3) if len(shape) == 2 else (1, 3, 1, 1)
+    gamma, beta = np.array([0.5, 2.0, -1.0]), np.array([0.1, -0.2, 0.3])
+    bn.params["gamma"], bn.params["beta"] = backend.asarray(gamma), backend.asarray(beta)
+
+    rm, rv = np.zeros(3), np.ones(3)
+    for _ in range(2):
+        x = rng.standard_normal(shape) * 3 + 5
+        out = backend.asnumpy(bn.forward(backend.asarray(x), train=True))
+        mu, var = x.mean(axis=axes), x.var(axis=axes)  # biased batch variance
+        # running = 0.9 * running + 0.1 * batch statistic
+        rm, rv = 0.9 * rm + 0.1 * mu, 0.9 * rv + 0.1 * var
+        np.testing.assert_allclose(backend.asnumpy(bn.buffers["running_mean"]), rm, rtol=1e-12)
+        np.testing.assert_allclose(backend.asnumpy(bn.buffers["running_var"]), rv, rtol=1e-12)
+        # train mode normalises with the batch statistics
+        xn = (x - mu.reshape(bshape)) / np.sqrt(var.reshape(bshape) + 1e-5)
+        np.testing.assert_allclose(out, xn * gamma.reshape(bshape) + beta.reshape(bshape), rtol=1e-10, atol=1e-12)
+
+    x = rng.standard_normal(shape)
+    out = backend.asnumpy(bn.forward(backend.asarray(x), train=False))
+    want = (x - rm.reshape(bshape)) / np.sqrt(rv.reshape(bshape) + 1e-5) * gamma.reshape(bshape) + beta.reshape(bshape)
+    np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
+    # inference leaves the running statistics alone
+    np.testing.assert_allclose(backend.asnumpy(bn.buffers["running_mean"]), rm, rtol=1e-12)
+
+
+def test_batchnorm_rejects_bad_hyperparameters():
+    with pytest.raises(ValueError, match="1.5"):
+        BatchNorm(3, momentum=1.5)
+    with pytest.raises(ValueError, match="0"):
+        BatchNorm(3, eps=0)
+
+
+# -- losses ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_cross_entropy_stable_for_huge_logits(backend, dtype):
+    y = backend.asarray([[1e4, 0.0, -1e4], [0.0, 1e4, 1e4]], dtype=dtype)
+    t = np.array([0, 2])
+    layer = SoftmaxCrossEntropy()
+    loss = float(layer.forward(y, t))
+    # row 0: softmax is (1, 0, 0) -> -log p0 = 0; row 1: (0, .5, .5) -> -log p2 = log 2; mean log(2) / 2
+    assert np.isfinite(loss)
+    assert loss == pytest.approx(np.log(2) / 2, rel=1e-6)
+    dy = backend.asnumpy(layer.backward())
+    assert np.isfinite(dy).all()
+    # (p - onehot) / N
+    np.testing.assert_allclose(dy, np.array([[0, 0, 0], [0, 0.5, -0.5]]) / 2, atol=1e-7)
+
+
+def test_softmax_cross_entropy_integer_and_one_hot_agree(backend, rng):
+    y = _input(backend, rng, (5, 4), "float64")
+    t = np.array([0, 3, 1, 1, 2])
+    a, b = SoftmaxCrossEntropy(), SoftmaxCrossEntropy()
+    la, lb = float(a.forward(y, t)), float(b.forward(y, np.eye(4)[t]))
+    assert la == pytest.approx(lb, rel=1e-12)
+    np.testing.assert_allclose(backend.asnumpy(a.backward()), backend.asnumpy(b.backward()), rtol=1e-12)
+    yn = backend.asnumpy(y)
+    logp = yn - np.log(np.exp(yn).sum(axis=1, keepdims=True))
+    assert la == pytest.approx(-logp[np.arange(5), t].mean(), rel=1e-12)
+
+
+def test_mean_squared_error_value(backend):
+    y = backend.asarray([[1.0, 2.0], [3.0, 5.0]])
+    t = np.array([[0.0, 2.0], [3.0, 3.0]])
+    layer = MeanSquaredError()
+    # 0.5 * (1^2 + 0 + 0 + 2^2) / N=2 = 1.25; gradient (y - t) / N
+    assert float(layer.forward(y, t)) == pytest.approx(1.25)
+    np.testing.assert_allclose(backend.asnumpy(layer.backward()), [[0.5, 0.0], [0.0, 1.0]])
+
+
+@pytest.mark.parametrize("labels, values", [([0, 3], "[0, 3]"), ([-1, 1], "[-1, 1]")])
+def test_label_out_of_range(backend, labels, values):
+    y = backend.asarray(np.zeros((2, 3)))
+    with pytest.raises(ShapeError) as exc:
+        SoftmaxCrossEntropy().forward(y, np.array(labels))
+    assert "[0, 3)" in str(exc.value) and values in str(exc.value)
+
+
+def test_loss_label_shape_and_dtype_errors(backend):
+    y = backend.asarray(np.zeros((2, 3)))
+    with pytest.raises(ShapeError, match=r"\(2, 3\)"):
+        SoftmaxCrossEntropy().forward(y, np.zeros((2, 4)))
+    with pytest.raises(ShapeError, match="integer labels"):
+        SoftmaxCrossEntropy().forward(y, np.array([0.0, 1.0]))
+    with pytest.raises(ShapeError, match=r"\(3,\)"):
+        SoftmaxCrossEntropy().forward(y, np.array([0, 1, 2]))
+    with pytest.raises(ShapeError, match=r"\(2, 2\)"):
+        MeanSquaredError().forward(y, np.zeros((2, 2)))
+
+
+# -- error messages ----------------------------------------------------------------------------------
+
+
+def _named(layer, name):
+    return Sequential((name, layer))[name]
+
+
+def test_conv_errors_name_layer_expected_and_got(backend):
+    conv = _named(Conv2D(3, 4, 3, rng=_init_rng()), "conv1")
+    with pytest.raises(ShapeError) as exc:
+        conv.forward(backend.xp.zeros((3, 8, 8), dtype=np.float32))
+    assert "Conv2D 'conv1'" in str(exc.value) and "4-D" in str(exc.value) and "(3, 8, 8)" in str(exc.value)
+    with pytest.raises(ShapeError) as exc:
+        conv.forward(backend.xp.zeros((1, 2, 8, 8), dtype=np.float32))
+    assert "Conv2D 'conv1'" in str(exc.value) and "3 input channels" in str(exc.value)
+    assert "(1, 2, 8, 8)" in str(exc.value)
+    with pytest.raises(DTypeError) as exc:
+        conv.forward(backend.xp.zeros((1, 3, 8, 8), dtype=np.int64))
+    assert "Conv2D 'conv1'" in str(exc.value) and "floating" in str(exc.value) and "int64" in str(exc.value)
+    with pytest.raises(DTypeError) as exc:
+        conv.forward(backend.xp.zeros((1, 3, 8, 8), dtype=np.float64))
+    assert "Conv2D 'conv1'" in str(exc.value) and "float32" in str(exc.value) and "float64" in str(exc.value)
+    with pytest.raises(ShapeError, match="smaller than the kernel"):
+        conv.forward(backend.xp.zeros((1, 3, 2, 2), dtype=np.float32))
+
+
+def test_affine_and_batchnorm_errors_name_layer(backend):
+    fc = _named(Affine(5, 3, rng=_init_rng()), "fc1")
+    with pytest.raises(ShapeError) as exc:
+        fc.forward(backend.xp.zeros((2, 4), dtype=np.float32))
+    assert "Affine 'fc1'" in str(exc.value) and "(N, 5)" in str(exc.value) and "(2, 4)" in str(exc.value)
+    with pytest.raises(DTypeError, match="Affine 'fc1'.*expected an array, got list"):
+        fc.forward([[1.0] * 5])
+    bn = _named(BatchNorm(4), "bn1")
+    with pytest.raises(ShapeError) as exc:
+        bn.forward(backend.xp.zeros((2, 3), dtype=np.float32), train=True)
+    assert "BatchNorm 'bn1'" in str(exc.value) and "(N, 4)" in str(exc.value) and "(2, 3)" in str(exc.value)
+
+
+def test_pool_and_activation_errors_name_layer(backend):
+    pool = _named(MaxPool2D(2), "pool1")
+    with pytest.raises(ShapeError, match=r"MaxPool2D 'pool1'.*4-D.*\(2, 4\)"):
+        pool.forward(backend.xp.zeros((2, 4), dtype=np.float32))
+    relu = _named(ReLU(), "relu1")
+    with pytest.raises(DTypeError, match=r"ReLU 'relu1'.*int32"):
+        relu.forward(backend.xp.zeros((2, 4), dtype=np.int32))
+
+
+def test_backward_rejects_wrong_gradient_shape(backend, rng):
+    fc = _named(Affine(5, 3, rng=_init_rng()), "fc1")
+    fc.forward(_input(backend, rng, (4, 5), "float32"))
+    with pytest.raises(ShapeError, match=r"Affine 'fc1'.*\(4, 3\).*\(4, 2\)"):
+        fc.backward(backend.xp.zeros((4, 2), dtype=np.float32))
+
+
+def test_sequential_names_and_params(backend):
+    net = Sequential(Affine(2, 3, rng=_init_rng()), ReLU(), ("head", Affine(3, 1, rng=_init_rng())))
+    assert list(net.layers) == ["affine1", "relu1", "head"]
+    assert list(net.all_params) == ["affine1.W", "affine1.b", "head.W", "head.b"]
+    assert len(net) == 3 and net["head"].name == "head"
+    with pytest.raises(ValueError, match="unique"):
+        Sequential(("a", ReLU()), ("a", ReLU()))
+    with pytest.raises(ValueError, match="a.b"):
+        Sequential(("a.b", ReLU()))

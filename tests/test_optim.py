@@ -1,0 +1,290 @@
+"""Optimizers, clipping and schedules against values worked out by hand, on every backend."""
+
+import math
+
+import numpy as np
+import pytest
+
+from xpnet import optim
+from xpnet.optim import SGD, AdaGrad, Adam, AdamW, Constant, Cosine, Momentum, Nesterov, RMSprop, StepDecay, Warmup
+
+P0 = [1.0, -2.0]
+G = [0.5, -1.0]
+
+
+def _run(backend, opt, grads, p0=P0):
+    """Step ``opt`` on one parameter ``w`` (float64, starting at p0); return its value after each step."""
+    p = backend.asarray(p0, dtype=np.float64)
+    out = []
+    for g in grads:
+        opt.step({"w": p}, {"w": backend.asarray(g, dtype=np.float64)})
+        out.append(backend.asnumpy(p).copy())
+    return out
+
+
+def _assert_steps(got, want, rtol=1e-12):
+    assert len(got) == len(want)
+    for k, (a, b) in enumerate(zip(got, want), start=1):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12, err_msg=f"step {k}")
+
+
+def test_sgd(backend):
+    # p -= 0.1 * g: [1, -2] - [0.05, -0.1] = [0.95, -1.9]; again: [0.9, -1.8]
+    _assert_steps(_run(backend, SGD(lr=0.1), [G, G]), [[0.95, -1.9], [0.9, -1.8]])
+
+
+def test_momentum(backend):
+    # v1 = -0.1 g = [-0.05, 0.1]                            p1 = [0.95, -1.9]
+    # v2 = 0.9 v1 - 0.1 g = [-0.045 - 0.05, 0.09 + 0.1]    = [-0.095, 0.19]     p2 = [0.855, -1.71]
+    # v3 = 0.9 v2 - 0.1 g = [-0.0855 - 0.05, 0.171 + 0.1]  = [-0.1355, 0.271]   p3 = [0.7195, -1.439]
+    got = _run(backend, Momentum(lr=0.1, momentum=0.9), [G, G, G])
+    _assert_steps(got, [[0.95, -1.9], [0.855, -1.71], [0.7195, -1.439]])
+
+
+def test_nesterov(backend):
+    # v = mu v - lr g; p += mu^2 v - (1 + mu) lr g, with mu = 0.9, lr = 0.1:
+    # v1 = [-0.05, 0.1];  p += 0.81 v1 - 0.19 g = [-0.0405 - 0.095, 0.081 + 0.19] = [-0.1355, 0.271]
+    #   p1 = [0.8645, -1.729]
+    # v2 = [-0.095, 0.19]; p += 0.81 v2 - 0.19 g = [-0.07695 - 0.095, 0.1539 + 0.19] = [-0.17195, 0.3439]
+    #   p2 = [0.69255, -1.3851]
+    got = _run(backend, Nesterov(lr=0.1, momentum=0.9), [G, G])
+    _assert_steps(got, [[0.8645, -1.729], [0.69255, -1.3851]])
+
+
+def test_adagrad(backend):
+    # h1 = g^2 = [0.25, 1]; p -= 0.1 g / sqrt(h1) = 0.1 [1, -1]             p1 = [0.9, -1.9]
+    # h2 = 2 g^2 = [0.5, 2]; p -= 0.1 [0.5 / 0.70711, -1 / 1.41421] = 0.1 [0.70711, -0.70711]
+    #   p2 = [0.829289, -1.829289]   (eps = 1e-7 moves these by < 1e-6 relative)
+    got = _run(backend, AdaGrad(lr=0.1), [G, G])
+    _assert_steps(got, [[0.9, -1.9], [0.9 - 0.1 / math.sqrt(2), -1.9 + 0.1 / math.sqrt(2)]], rtol=1e-6)
+
+
+def test_rmsprop(backend):
+    # decay 0.9: h1 = 0.1 g^2 = [0.025, 0.1]; g / sqrt(h1) = [0.5 / 0.158114, -1 / 0.316228] = +-3.162278
+    #   p1 = [1 - 0.3162278, -2 + 0.3162278] = [0.6837722, -1.6837722]
+    # h2 = 0.9 h1 + 0.1 g^2 = [0.0475, 0.19]; g / sqrt(h2) = +-1 / sqrt(0.19) = +-2.2941573
+    #   p2 = [0.6837722 - 0.2294157, -1.6837722 + 0.2294157] = [0.4543565, -1.4543565]
+    got = _run(backend, RMSprop(lr=0.1, decay=0.9), [G, G])
+    _assert_steps(got, [[0.6837722, -1.6837722], [0.4543565, -1.4543565]], rtol=1e-6)
+
+
+def test_adam_bias_correction(backend):
+    # beta1 = 0.9, beta2 = 0.999, lr = 0.1, g1 = [0.5, -1], g2 = [-0.5, 2]
+    # step 1: m = 0.1 g1, v = 0.001 g1^2; corrected m / (1 - 0.9) = g1, v / (1 - 0.999) = g1^2
+    #   p -= 0.1 g1 / |g1| = [0.1, -0.1]                                    p1 = [0.9, -1.9]
+    # step 2: m = 0.9 [0.05, -0.1] + 0.1 g2 = [-0.005, 0.11]
+    #         v = 0.999 [0.00025, 0.001] + 0.001 g2^2 = [0.00049975, 0.004999]
+    #   c1 = 1 - 0.9^2 = 0.19, c2 = 1 - 0.999^2 = 0.001999
+    #   m / c1 = [-0.0263158, 0.5789474], v / c2 = [0.25, 2.5007504], sqrt = [0.5, 1.5813761]
+    #   p -= 0.1 [-0.0526316, 0.3661035]                                    p2 = [0.9052632, -1.9366104]
+    got = _run(backend, Adam(lr=0.1), [G, [-0.5, 2.0]])
+    _assert_steps(got, [[0.9, -1.9], [0.9052632, -1.9366104]], rtol=1e-6)
+
+
+def test_adam_constant_gradient_moves_lr_per_step(backend):
+    # with bias correction a constant g gives m_hat = g, v_hat = g^2: every step is lr * sign(g)
+    got = _run(backend, Adam(lr=0.1), [G, G, G])
+    _assert_steps(got, [[0.9, -1.9], [0.8, -1.8], [0.7, -1.7]], rtol=1e-6)
+
+
+def test_adamw_decoupled_decay(backend):
+    # p *= 1 - lr * wd = 0.99, then the Adam step of lr * sign(g) (constant g):
+    # p1 = [0.99, -1.98] - [0.1, -0.1] = [0.89, -1.88]
+    # p2 = [0.8811, -1.8612] - [0.1, -0.1] = [0.7811, -1.7612]
+    got = _run(backend, AdamW(lr=0.1, weight_decay=0.1), [G, G])
+    _assert_steps(got, [[0.89, -1.88], [0.7811, -1.7612]], rtol=1e-6)
+    # Adam's coupled L2 goes through the normalisation instead: step 1 is still lr * sign(g + wd p)
+    coupled = _run(backend, Adam(lr=0.1, weight_decay=0.1), [G])
+    _assert_steps(coupled, [[0.9, -1.9]], rtol=1e-6)
+
+
+def test_sgd_weight_decay_adds_l2_to_gradient(backend):
+    # g' = g + 0.5 p: step 1 g' = [0.5 + 0.5, -1 - 1] = [1, -2]         p1 = [0.9, -1.8]
+    #                 step 2 g' = [0.5 + 0.45, -1 - 0.9] = [0.95, -1.9]  p2 = [0.805, -1.61]
+    got = _run(backend, SGD(lr=0.1, weight_decay=0.5), [G, G])
+    _assert_steps(got, [[0.9, -1.8], [0.805, -1.61]])
+
+
+def test_clip_norm_scales_by_global_norm(backend):
+    # grads a = [3, 0], b = [4]: global norm sqrt(9 + 16) = 5; clip to 1 scales by 1 / 5
+    def step(clip_norm):
+        params = {"a": backend.xp.zeros(2), "b": backend.xp.zeros(1)}
+        grads = {"a": backend.asarray([3.0, 0.0]), "b": backend.asarray([4.0])}
+        norm = SGD(lr=1.0, clip_norm=clip_norm).step(params, grads)
+        return norm, backend.asnumpy(params["a"]), backend.asnumpy(params["b"])
+
+    norm, a, b = step(1.0)
+    assert float(norm) == pytest.approx(5.0)
+    np.testing.assert_allclose(a, [-0.6, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(b, [-0.8], rtol=1e-6)
+    norm, a, b = step(10.0)  # already below the limit: untouched
+    assert float(norm) == pytest.approx(5.0)
+    np.testing.assert_allclose(a, [-3.0, 0.0], rtol=1e-12)
+    np.testing.assert_allclose(b, [-4.0], rtol=1e-12)
+    assert step(None)[0] is None
+    assert float(optim.global_norm({"a": backend.asarray([3.0, 0.0]), "b": backend.asarray([4.0])})) == 5.0
+
+
+# -- schedules ---------------------------------------------------------------------------------------
+
+
+def test_step_decay_values():
+    s = StepDecay(step_size=2, gamma=0.5)
+    assert [s(k) for k in range(6)] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
+
+
+def test_cosine_values():
+    s = Cosine(total_steps=4, min_factor=0.1)
+    # 0.1 + 0.9 * 0.5 * (1 + cos(pi * k / 4)):  k=1 -> 0.1 + 0.45 * 1.7071068 = 0.8681981, k=2 -> 0.55
+    assert s(0) == pytest.approx(1.0)
+    assert s(1) == pytest.approx(0.8681981)
+    assert s(2) == pytest.approx(0.55)
+    assert s(4) == pytest.approx(0.1)
+    assert s(100) == pytest.approx(0.1)  # flat after total_steps
+
+
+def test_warmup_values():
+    s = Warmup(4)
+    assert [s(k) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert Constant()(123) == 1.0
+
+
+def test_warmup_then_cosine_values():
+    s = Warmup(2, after=Cosine(4))
+    # (k + 1) / 2 for k < 2, then cosine of k - 2: 1, cos-half at 2 -> 0.5, 0 from 4 on
+    expected = [0.5, 1.0, 1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4)), 0.0, 0.0]
+    assert [s(k) for k in range(8)] == pytest.approx(expected, abs=1e-12)
+    assert s.to_dict() == {"name": "warmup", "warmup_steps": 2,
+                           "after": {"name": "cosine", "total_steps": 4, "min_factor": 0.0}}
+
+
+@pytest.mark.parametrize("bad", [lambda: StepDecay(0), lambda: StepDecay(2, gamma=1.5), lambda: Cosine(0),
+                                 lambda: Cosine(4, min_factor=2.0), lambda: Warmup(0)])
+def test_schedules_reject_bad_arguments(bad):
+    with pytest.raises(ValueError):
+        bad()
+
+
+def test_schedule_drives_learning_rate(backend):
+    opt = SGD(lr=0.1, schedule=StepDecay(1, gamma=0.5))
+    assert opt.current_lr() == pytest.approx(0.1)
+    # lr 0.1, 0.05, 0.025 with g = 1: p = -0.1, -0.15, -0.175
+    got = _run(backend, opt, [[1.0]] * 3, p0=[0.0])
+    _assert_steps(got, [[-0.1], [-0.15], [-0.175]])
+    assert opt.t == 3 and opt.current_lr() == pytest.approx(0.0125)
+
+
+# -- contracts ---------------------------------------------------------------------------------------
+
+ALL = {
+    "sgd": lambda: SGD(lr=0.1, weight_decay=0.01, clip_norm=0.5),
+    "momentum": lambda: Momentum(lr=0.1, weight_decay=0.01, clip_norm=0.5),
+    "nesterov": lambda: Nesterov(lr=0.1, clip_norm=0.5),
+    "adagrad": lambda: AdaGrad(lr=0.1, weight_decay=0.01),
+    "rmsprop": lambda: RMSprop(lr=0.1, clip_norm=0.5),
+    "adam": lambda: Adam(lr=0.1, weight_decay=0.01, clip_norm=0.5),
+    "adamw": lambda: AdamW(lr=0.1, clip_norm=0.5),
+}
+
+
+def _problem(backend, rng, dtype=np.float32):
+    params = {"fc1.W": backend.asarray(rng.standard_normal((3, 2)), dtype=dtype),
+              "fc1.b": backend.asarray(rng.standard_normal(2), dtype=dtype)}
+    grads = {k: backend.asarray(rng.standard_normal(v.shape), dtype=dtype) for k, v in params.items()}
+    return params, grads
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_step_does_not_modify_gradient_and_keeps_dtype(backend, name, rng):
+    params, grads = _problem(backend, rng)
+    before = {k: backend.asnumpy(g).copy() for k, g in grads.items()}
+    p_before = {k: backend.asnumpy(p).copy() for k, p in params.items()}
+    opt = ALL[name]()
+    for _ in range(2):
+        opt.step(params, grads)
+    for k in grads:
+        np.testing.assert_array_equal(backend.asnumpy(grads[k]), before[k])
+        assert params[k].dtype == np.float32 and backend.owns(params[k])
+        assert not np.array_equal(backend.asnumpy(params[k]), p_before[k])  # updated in place
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_state_is_lazy_keyed_by_name_on_parameter_device(backend, name, rng):
+    params, grads = _problem(backend, rng)
+    opt = ALL[name]()
+    assert opt.state == {}
+    opt.step(params, grads)
+    assert set(opt.state) == set(params)
+    for k, state in opt.state.items():
+        for arr in state.values():
+            assert backend.owns(arr)
+            assert arr.shape == params[k].shape and arr.dtype == params[k].dtype
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_state_dict_round_trip_gives_identical_updates(backend, name, rng):
+    params, grads = _problem(backend, rng)
+    later = [_problem(backend, rng)[1] for _ in range(2)]
+    a = ALL[name]()
+    a.step(params, grads)
+    a.step(params, later[0])
+    sd = a.state_dict()
+    assert sd["type"] == type(a).__name__ and sd["t"] == 2
+    snapshot = {n: {k: np.array(v) for k, v in s.items()} for n, s in sd["state"].items()}
+    for s in sd["state"].values():
+        assert all(isinstance(v, np.ndarray) for v in s.values())
+
+    b = ALL[name]()
+    b.load_state_dict(sd)
+    params_b = {k: backend.asarray(backend.asnumpy(p).copy()) for k, p in params.items()}
+    for g in later:
+        a.step(params, g)
+        b.step(params_b, g)
+    for k in params:
+        np.testing.assert_array_equal(backend.asnumpy(params[k]), backend.asnumpy(params_b[k]))
+    assert a.t == b.t == 4
+    # the saved dict is a snapshot: stepping either optimizer did not change it
+    for n, s in sd["state"].items():
+        for k, v in s.items():
+            np.testing.assert_array_equal(v, snapshot[n][k])
+
+
+def test_load_state_dict_rejects_other_optimizer():
+    sd = SGD(lr=0.1).state_dict()
+    with pytest.raises(ValueError, match="SGD"):
+        Adam().load_state_dict(sd)
+
+
+def test_step_without_gradient_raises(backend):
+    with pytest.raises(ValueError, match="no gradient"):
+        SGD().step({"w": backend.xp.zeros(2)}, {})
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda: SGD(lr=-0.01), "lr must be a number > 0.0, got -0.01"),
+    (lambda: SGD(lr=0), "got 0"),
+    (lambda: SGD(lr="0.1"), "got '0.1'"),
+    (lambda: SGD(weight_decay=-1e-4), "weight_decay must be a number >= 0.0, got -0.0001"),
+    (lambda: SGD(clip_norm=0.0), "clip_norm must be a number > 0.0, got 0.0"),
+    (lambda: Momentum(momentum=-0.1), "momentum must be a number >= 0.0 and < 1.0, got -0.1"),
+    (lambda: Nesterov(momentum=1.0), "got 1.0"),
+    (lambda: AdaGrad(eps=0.0), "eps must be a number > 0.0, got 0.0"),
+    (lambda: RMSprop(decay=1.5), "decay must be a number >= 0.0 and < 1.0, got 1.5"),
+    (lambda: Adam(beta1=1.0), "beta1 must be a number >= 0.0 and < 1.0, got 1.0"),
+    (lambda: Adam(beta2=-0.5), "beta2 must be a number >= 0.0 and < 1.0, got -0.5"),
+    (lambda: AdamW(weight_decay=-0.01), "got -0.01"),
+])
+def test_hyperparameter_validation(make, needle):
+    with pytest.raises(ValueError) as exc:
+        make()
+    assert needle in str(exc.value)
+
+
+def test_get_by_name():
+    opt = optim.get("adam", lr=0.01, beta1=0.8)
+    assert isinstance(opt, Adam) and opt.lr == 0.01 and opt.beta1 == 0.8
+    assert type(optim.get("AdamW")) is AdamW
+    assert set(optim.OPTIMIZERS) == {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"}
+    with pytest.raises(ValueError) as exc:
+        optim.get("adamax")
+    assert "adamax" in str(exc.value) and "sgd" in str(exc.value) and "adamw" in str(exc.value)

@@ -1,0 +1,96 @@
+"""Trainer: loss falls, checkpoint/resume is bit-identical on the CPU, NaN stops with a clear message."""
+
+import numpy as np
+import pytest
+
+from xpnet import optim
+from xpnet.errors import TrainingError
+from xpnet.models import DeepConvNet, SimpleConvNet
+from xpnet.training import BatchIterator, Trainer, load_checkpoint
+
+
+def synthetic_digits(n, seed=0, size=28):
+    """Images whose class decides which quadrant is bright: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, 4, n)
+    x = rng.random((n, 1, size, size), dtype=np.float32) * 0.3
+    h = size // 2
+    for k in range(4):
+        r, c = divmod(k, 2)
+        x[t == k, :, r * h : (r + 1) * h, c * h : (c + 1) * h] += 0.7
+    return x, t
+
+
+def test_batch_iterator_covers_every_example_once_per_epoch(backend):
+    x = np.arange(10, dtype=np.float32).reshape(10, 1)
+    it = BatchIterator(x, np.arange(10), batch_size=3, seed=1)
+    seen = np.concatenate([backend.asnumpy(t) for _, t in it.epoch()])
+    assert sorted(seen.tolist()) == list(range(10))
+    assert [len(b) for b, _ in it.epoch()] == [3, 3, 3, 1]
+    assert not np.array_equal(seen, np.concatenate([backend.asnumpy(t) for _, t in it.epoch()]))
+
+
+def test_batch_iterator_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        BatchIterator(np.zeros((4, 2), np.float32), np.zeros(4, int), batch_size=0)
+    with pytest.raises(ValueError, match="larger than the dataset"):
+        BatchIterator(np.zeros((4, 2), np.float32), np.zeros(4, int), batch_size=5, drop_last=True)
+    with pytest.raises(ValueError, match="3 inputs but 4 labels"):
+        BatchIterator(np.zeros((3, 2), np.float32), np.zeros(4, int))
+
+
+def test_trainer_learns_and_writes_history(tmp_path, backend):
+    train, test = synthetic_digits(400), synthetic_digits(100, seed=1)
+    model = SimpleConvNet(input_dim=(1, 28, 28), filter_num=8, hidden_size=32, output_size=4, seed=0)
+    trainer = Trainer(model, optim.Adam(lr=0.003), train, test, epochs=3, batch_size=50, out_dir=str(tmp_path),
+                      progress=False)
+    history = trainer.fit()
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    assert history[-1]["test_acc"] >= 0.95
+    for name in ("checkpoint.npz", "metrics.json", "metrics.csv", "curves.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _deep_trainer(out_dir, epochs):
+    train, test = synthetic_digits(120, seed=2), synthetic_digits(40, seed=3)
+    model = DeepConvNet(output_size=4, seed=7)  # has dropout: exercises the saved RNG states
+    return Trainer(model, optim.Adam(), train, test, epochs=epochs, batch_size=40, seed=5, out_dir=str(out_dir),
+                   progress=False)
+
+
+def test_resume_is_bit_identical_on_cpu(tmp_path):
+    straight = _deep_trainer(tmp_path / "a", epochs=3)
+    straight.fit()
+    first = _deep_trainer(tmp_path / "b", epochs=1)
+    first.fit()
+    resumed = _deep_trainer(tmp_path / "b", epochs=3).resume()
+    assert resumed.epoch == 1
+    resumed.fit()
+    for k, v in straight.model.state_dict().items():
+        assert np.array_equal(v, resumed.model.state_dict()[k]), k
+    for k, s in straight.optimizer.state.items():
+        for name, arr in s.items():
+            assert np.array_equal(arr, resumed.optimizer.state[k][name]), (k, name)
+    assert [h["test_acc"] for h in straight.history] == [h["test_acc"] for h in resumed.history]
+
+
+def test_two_runs_with_the_same_seed_are_bit_identical(tmp_path):
+    a, b = _deep_trainer(tmp_path / "a", 1), _deep_trainer(tmp_path / "b", 1)
+    a.fit()
+    b.fit()
+    for k, v in a.model.state_dict().items():
+        assert np.array_equal(v, b.model.state_dict()[k]), k
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    trainer = _deep_trainer(tmp_path, epochs=1)
+    trainer.fit()
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    trainer.epochs = 2
+    trainer.iterator.x[5] = np.nan
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step \d+ of epoch 2.*intact"):
+        trainer.fit()
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before
+    _, _, meta = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert meta["epoch"] == 1
