@@ -7,6 +7,7 @@ from xpnet.layers.conv import Conv2D
 from xpnet.layers.dropout import Dropout
 from xpnet.layers.linear import Affine, Flatten
 from xpnet.layers.loss import MeanSquaredError, SoftmaxCrossEntropy
+from xpnet.layers.lrn import LocalResponseNormalization
 from xpnet.layers.norm import BatchNorm
 from xpnet.layers.pool import AvgPool2D, MaxPool2D
 
@@ -14,5 +15,5 @@ Linear = Affine
 
 __all__ = [
     "Affine", "AvgPool2D", "BatchNorm", "Conv2D", "Dropout", "Flatten", "Layer", "Linear", "MaxPool2D",
-    "MeanSquaredError", "ReLU", "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "Tanh",
+    "LocalResponseNormalization", "MeanSquaredError", "ReLU", "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "Tanh",
 ]

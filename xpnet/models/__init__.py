@@ -1,10 +1,11 @@
 """Models and the registry :func:`build` uses to rebuild a saved model by its architecture name."""
 
+from xpnet.models.alexnet import AlexNet
 from xpnet.models.base import Model
 from xpnet.models.convnets import DeepConvNet, SimpleConvNet
 from xpnet.models.mlp import MLP
 
-REGISTRY = {cls.arch: cls for cls in (MLP, SimpleConvNet, DeepConvNet)}
+REGISTRY = {cls.arch: cls for cls in (MLP, SimpleConvNet, DeepConvNet, AlexNet)}
 
 
 def build(arch, **kwargs):
@@ -16,4 +17,4 @@ def build(arch, **kwargs):
     return cls(**kwargs)
 
 
-__all__ = ["MLP", "REGISTRY", "DeepConvNet", "Model", "SimpleConvNet", "build"]
+__all__ = ["MLP", "AlexNet", "REGISTRY", "DeepConvNet", "Model", "SimpleConvNet", "build"]

@@ -1,0 +1,119 @@
+"""The benchmark suites run end to end at --quick sizes (seconds), so they never rot.
+
+They run as users run them, ``python -m benchmarks ...`` from the checkout's root, in a subprocess
+with one BLAS thread (quick and steady on a busy machine).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xpnet import backends
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+       "MPLBACKEND": "Agg"}
+
+
+def run_python(*args, timeout=240):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def benchmarks(*args):
+    return run_python("-m", "benchmarks", *args)
+
+
+@pytest.fixture(scope="module")
+def quick_all(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    proc = benchmarks("all", "--quick", "--json", str(out / "all.json"), "--plots", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads((out / "all.json").read_text()), proc.stdout
+
+
+def test_all_quick_writes_json_with_machine_and_every_suite(quick_all):
+    _, doc, stdout = quick_all
+    assert doc["quick"] is True and doc["suites"] == ["breakdown", "train", "conv"]
+    machine = doc["machine"]
+    for key in ("cpu", "cores", "blas", "blas_threads", "numpy", "xpnet", "torch", "date", "backends"):
+        assert key in machine
+    assert machine["blas_threads"] == 1 and "numpy" in machine["backends"]
+    assert set(doc["results"]) == {"breakdown", "train", "conv"}
+    assert "CPU:" in stdout and "BLAS" in stdout and "reduced for --quick" in stdout
+
+
+def test_breakdown_result(quick_all):
+    _, doc, _ = quick_all
+    result = doc["results"]["breakdown"]
+    alexnet, deep = result["models"]["alexnet"], result["models"]["deep_convnet"]
+    assert alexnet["phases"] == ["forward"] and deep["phases"] == ["forward", "backward"]
+    assert alexnet["input"] == [3, 67, 67]
+    rows = alexnet["backends"]["numpy"]["rows"]
+    assert [r["type"] for r in rows].count("norm") == 2 and rows[-1]["output_shape"] == [2, 1000]
+    by_type = {r["type"]: r for r in deep["backends"]["numpy"]["by_type"]}
+    assert by_type["conv"]["layers"] == 6 and by_type["conv"]["backward_share"] > 0
+    assert sum(r["forward_share"] for r in by_type.values()) == pytest.approx(1.0)
+    assert result["reference"]["conv_share"] == {"cpu": 0.89, "gpu": 0.95}
+
+
+def test_train_and_conv_results(quick_all):
+    _, doc, _ = quick_all
+    train = doc["results"]["train"]
+    row = train["rows"][0]
+    assert row["backend"] == "numpy" and row["batch"] == 4 and row["xpnet"]["images_per_s"] > 0
+    assert "torch" not in row and train["compare"] is None
+    conv = doc["results"]["conv"]
+    assert conv["peak"]["numpy"]["gflops"] > 0
+    layers = [r for r in conv["layers"] if r["backend"] == "numpy"]
+    assert [r["model"] for r in layers] == ["deep_convnet"] * 6 + ["alexnet"] * 5
+    for r in layers:
+        for phase, piece in (("forward", "im2col_ms"), ("backward", "col2im_ms")):
+            p = r[phase]
+            assert p["gflops"] > 0 and p["peak_fraction"] > 0 and p["gemm_ms"] > 0
+            assert p[piece] >= 0 and p["rest_ms"] >= 0
+
+
+def test_plots_exist(quick_all):
+    out, doc, _ = quick_all
+    names = ["breakdown_alexnet_forward.png", "breakdown_deep_convnet_forward.png",
+             "breakdown_deep_convnet_backward.png", "train_throughput.png", "conv_split_numpy.png"]
+    for name in names:
+        path = out / name
+        assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    listed = [p for suite in doc["results"].values() for p in suite["plots"]]
+    assert sorted(Path(p).name for p in listed) == sorted(names)
+
+
+def test_train_compare_torch(tmp_path):
+    pytest.importorskip("torch")
+    proc = benchmarks("train", "--quick", "--backend", "numpy", "--compare", "torch", "--batch-sizes", "3",
+                      "--repeats", "2", "--json", str(tmp_path / "t.json"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "t.json").read_text())["results"]["train"]
+    row = result["rows"][0]
+    assert row["batch"] == 3 and row["torch_device"] == "cpu"
+    assert row["torch"]["images_per_s"] > 0 and row["ratio_xpnet_over_torch"] > 0
+    assert row["max_score_difference"] < 1e-3  # the twin really is the same network
+    assert result["torch"]["threads"] == result["blas_threads"] == 1
+    assert "xpnet/torch" in proc.stdout
+
+
+def test_compare_torch_without_torch_says_how_to_install():
+    code = ("import sys; sys.modules['torch'] = None; from benchmarks.cli import main; "
+            "sys.exit(main(['train', '--quick', '--compare', 'torch']))")
+    proc = run_python("-c", code)
+    assert proc.returncode != 0
+    assert "pip install torch==2.13.0" in proc.stderr
+
+
+def test_usage_errors():
+    assert benchmarks("nosuch").returncode == 2
+    assert benchmarks("train", "--batch-sizes", "0").returncode == 2
+    if "cuda" not in backends.available():
+        proc = benchmarks("train", "--quick", "--backend", "cuda")
+        assert proc.returncode == 2 and "cuda" in proc.stderr

@@ -1,0 +1,161 @@
+"""Per-layer timing of a model's forward and backward passes, and the layer-type buckets of reports.
+
+Every layer is timed with its backend's :meth:`~xpnet.backends.Backend.timer` (``perf_counter`` on
+the CPU, CUDA events on a GPU; either way the timer waits for the layer's work before it reads the
+clock), after ``warmup`` untimed passes; each row reports the median, minimum and maximum over
+``repeats`` passes.
+
+Example:
+    >>> rows = profile(DeepConvNet(), x, t, repeats=10)
+    >>> for r in summarize(rows): print(r["type"], r["forward_ms"], r["backward_ms"])
+"""
+
+import statistics
+
+import numpy as np
+
+from xpnet import backends
+
+TYPES = ("conv", "fc", "pool", "norm", "relu", "dropout", "other")
+
+_TYPE_OF_CLASS = {
+    "Conv2D": "conv",
+    "Affine": "fc",
+    "MaxPool2D": "pool",
+    "AvgPool2D": "pool",
+    "LocalResponseNormalization": "norm",
+    "BatchNorm": "norm",
+    "ReLU": "relu",
+    "Dropout": "dropout",
+}
+
+
+def layer_type(layer):
+    """The report bucket of a layer: one of :data:`TYPES` (loss, Flatten, Sigmoid... are ``"other"``).
+
+    Subclasses count as their nearest known base class.
+    """
+    for cls in type(layer).__mro__:
+        if cls.__name__ in _TYPE_OF_CLASS:
+            return _TYPE_OF_CLASS[cls.__name__]
+    return "other"
+
+
+def time_stats(values):
+    """``(median, min, max)`` of a non-empty sequence of milliseconds, as floats."""
+    values = [float(v) for v in values]
+    return statistics.median(values), min(values), max(values)
+
+
+def _layers_of(model):
+    """(name, layer) pairs of a Model's network, or of a Sequential."""
+    net = getattr(model, "net", model)
+    if not hasattr(net, "layers"):
+        raise TypeError(f"profile: expected a Model or a Sequential, got {type(model).__name__}")
+    return list(net.layers.items())
+
+
+def _device_input(layers, x):
+    """``x`` on the parameters' device and in their dtype (unchanged when the net has no parameters)."""
+    ref = next((p for _, layer in layers for p in layer.params.values()), None)
+    if ref is None:
+        return x
+    be = backends.of(ref)
+    x = x if backends.of(x) is be else be.asarray(x)
+    return x if x.dtype == ref.dtype else x.astype(ref.dtype)
+
+
+def _one_pass(layers, loss_layer, x, t, train, backward):
+    """Run forward (and backward) once; returns ``{name: [forward_ms, backward_ms or None]}`` and shapes."""
+    be = backends.of(x)
+    times, shapes = {}, {}
+    for name, layer in layers:
+        with be.timer() as tm:
+            x = layer.forward(x, train)
+        times[name], shapes[name] = [tm.elapsed_ms, None], tuple(x.shape)
+    if loss_layer is not None:
+        with be.timer() as tm:
+            loss_layer.forward(x, t, train)
+        times["loss"], shapes["loss"] = [tm.elapsed_ms, None], ()
+    if not backward:
+        return times, shapes
+    if loss_layer is not None:
+        with be.timer() as tm:
+            dout = loss_layer.backward(1.0)
+        times["loss"][1] = tm.elapsed_ms
+    else:
+        dout = be.xp.ones(x.shape, dtype=x.dtype)  # the gradient of sum(scores)
+    for name, layer in reversed(layers):
+        with be.timer() as tm:
+            dout = layer.backward(dout)
+        times[name][1] = tm.elapsed_ms
+    return times, shapes
+
+
+def profile(model, x, t=None, backward=True, repeats=10, warmup=2, train=True):
+    """Time every layer of ``model`` on one batch.
+
+    Args:
+        model: a :class:`~xpnet.models.Model` (its loss layer is timed too when ``t`` is given) or a
+            :class:`~xpnet.layers.Sequential`.
+        x: input batch (N, ...) on any device; moved to the parameters' device and dtype.
+        t: labels (N,) or (N, K) for the loss layer; without them backward starts from the gradient
+            of ``sum(scores)`` and no loss row is reported.
+        backward: also time the backward pass.
+        repeats: timed passes (>= 1). warmup: untimed passes first (page faults, kernel compilation,
+            the backend's workspace buffers).
+        train: forward in training mode (dropout draws masks); needed for a meaningful backward.
+
+    Returns:
+        list of dicts, one per layer in forward order (then ``"loss"``), with keys ``name``, ``type``
+        (see :func:`layer_type`), ``layer`` (class name), ``output_shape``, ``forward_ms``,
+        ``forward_min_ms``, ``forward_max_ms`` and the same three for backward (None when
+        ``backward`` is False).
+    """
+    if int(repeats) < 1 or int(warmup) < 0:
+        raise ValueError(f"profile: need repeats >= 1 and warmup >= 0, got {repeats!r}, {warmup!r}")
+    layers = _layers_of(model)
+    loss_layer = getattr(model, "loss_layer", None) if t is not None else None
+    x = _device_input(layers, x if hasattr(x, "dtype") else np.asarray(x))
+    runs = []
+    for i in range(int(warmup) + int(repeats)):
+        times, shapes = _one_pass(layers, loss_layer, x, t, train, backward)
+        if i >= warmup:
+            runs.append(times)
+    kinds = dict(layers)
+    if loss_layer is not None:
+        kinds["loss"] = loss_layer
+    return [_row(name, kinds[name], shapes[name], [r[name] for r in runs], backward) for name in runs[0]]
+
+
+def _row(name, layer, shape, samples, backward):
+    fwd = time_stats(s[0] for s in samples)
+    bwd = time_stats(s[1] for s in samples) if backward else (None, None, None)
+    return {
+        "name": name, "type": layer_type(layer), "layer": type(layer).__name__, "output_shape": list(shape),
+        "forward_ms": fwd[0], "forward_min_ms": fwd[1], "forward_max_ms": fwd[2],
+        "backward_ms": bwd[0], "backward_min_ms": bwd[1], "backward_max_ms": bwd[2],
+    }
+
+
+def summarize(rows):
+    """Per-type totals of :func:`profile` rows: one dict per type in :data:`TYPES` order.
+
+    Returns:
+        list of dicts with ``type``, ``layers`` (count), ``forward_ms``, ``forward_share`` (fraction of
+        the forward total), ``backward_ms`` and ``backward_share`` (None when not measured). Types
+        with no layer are left out.
+    """
+    out = []
+    fwd_total = sum(r["forward_ms"] for r in rows) or 1.0
+    has_bwd = all(r["backward_ms"] is not None for r in rows)
+    bwd_total = (sum(r["backward_ms"] for r in rows) or 1.0) if has_bwd else None
+    for kind in TYPES:
+        mine = [r for r in rows if r["type"] == kind]
+        if not mine:
+            continue
+        fwd = sum(r["forward_ms"] for r in mine)
+        bwd = sum(r["backward_ms"] for r in mine) if has_bwd else None
+        out.append({"type": kind, "layers": len(mine), "forward_ms": fwd, "forward_share": fwd / fwd_total,
+                    "backward_ms": bwd, "backward_share": bwd / bwd_total if has_bwd else None})
+    return out
