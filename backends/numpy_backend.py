@@ -5,6 +5,7 @@ import platform
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
 from xpnet.backends.base import Backend
 
 
@@ -49,6 +50,16 @@ def _windows(xpad, KH, KW, SH, SW, OH, OW):
     N, C = xpad.shape[:2]
     sN, sC, sH, sW = xpad.strides
     return as_strided(xpad, (N, OH, OW, C, KH, KW), (sN, sH * SH, sW * SW, sC, sH, sW), writeable=False)
+
+
+def _inside(k, S, P, O, size):
+    """For tap k: the input slice it touches and the output slice that lands inside (not in padding)."""
+    o0 = max(0, -(-(P - k) // S))  # first output index whose input o*S - P + k is >= 0
+    o1 = min(O, (size - 1 + P - k) // S + 1)  # one past the last whose input is < size
+    if o1 <= o0:
+        return slice(0, 0), slice(0, 0)
+    i0 = o0 * S - P + k
+    return slice(i0, i0 + S * (o1 - o0 - 1) + 1, S), slice(o0, o1)
 
 
 def _buffer(ws, key, shape, dtype):
@@ -137,12 +148,12 @@ class NumpyBackend(Backend):
         dcol = _buffer(ws, "dcol", (N, C * KH * KW, OH * OW), dout.dtype)
         np.matmul(W.reshape(FN, -1).T, d, out=dcol)
         dcol = dcol.reshape(N, C, KH, KW, OH, OW)
-        img = np.zeros((N, C, H + 2 * PH, Wd + 2 * PW), dtype=dout.dtype)
+        img = np.zeros((N, C, H, Wd), dtype=dout.dtype)
         for kh in range(KH):
+            rows, orows = _inside(kh, SH, PH, OH, H)
             for kw in range(KW):
-                img[:, :, kh : kh + SH * (OH - 1) + 1 : SH, kw : kw + SW * (OW - 1) + 1 : SW] += dcol[:, :, kh, kw]
-        if PH or PW:
-            img = np.ascontiguousarray(img[:, :, PH : PH + H, PW : PW + Wd])
+                cols, ocols = _inside(kw, SW, PW, OW, Wd)
+                img[:, :, rows, cols] += dcol[:, :, kh, kw, orows, ocols]
         return img, dW, db
 
     def info(self):

@@ -1,0 +1,71 @@
+"""Pooling by looping over the KH*KW window taps with strided views (any window, stride, padding).
+
+No im2col: each tap is one strided slice of the padded input, so memory traffic is about KH*KW
+passes over the output. Written against ``xp`` so every backend can use it; the backward adds taps
+in (kh, kw) order, so it is deterministic.
+"""
+
+
+def _tap(a, kh, kw, SH, SW, OH, OW):
+    """The (N, C, OH, OW) strided view of tap (kh, kw)."""
+    return a[:, :, kh : kh + SH * (OH - 1) + 1 : SH, kw : kw + SW * (OW - 1) + 1 : SW]
+
+
+def _pad(xp, x, PH, PW, value):
+    if not (PH or PW):
+        return x
+    return xp.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)), mode="constant", constant_values=value)
+
+
+def max_forward(xp, x, KH, KW, stride, pad, OH, OW):
+    """Window maxima (N, C, OH, OW) and the index of the first maximum in (kh, kw) order (uint8)."""
+    (SH, SW), (PH, PW) = stride, pad
+    xpad = _pad(xp, x, PH, PW, float("-inf"))
+    out = _tap(xpad, 0, 0, SH, SW, OH, OW).copy()
+    arg = xp.zeros(out.shape, dtype=xp.uint8)
+    for k in range(1, KH * KW):
+        v = _tap(xpad, k // KW, k % KW, SH, SW, OH, OW)
+        larger = v > out  # strict: ties keep the earlier tap
+        xp.copyto(out, v, where=larger)
+        arg[larger] = k
+    return out, arg
+
+
+def max_backward(xp, dout, arg, x_shape, KH, KW, stride, pad):
+    """Route each output gradient to its window's first maximum."""
+    return _scatter_taps(xp, x_shape, KH, KW, stride, pad, dout.dtype,
+                         lambda k: xp.where(arg == k, dout, dout.dtype.type(0)))
+
+
+def avg_forward(xp, x, KH, KW, stride, pad, OH, OW):
+    """Window means, padding counted as zeros (count_include_pad)."""
+    (SH, SW), (PH, PW) = stride, pad
+    xpad = _pad(xp, x, PH, PW, 0)
+    out = _tap(xpad, 0, 0, SH, SW, OH, OW).copy()
+    for k in range(1, KH * KW):
+        out += _tap(xpad, k // KW, k % KW, SH, SW, OH, OW)
+    out *= x.dtype.type(1.0 / (KH * KW))
+    return out
+
+
+def avg_backward(xp, dout, x_shape, KH, KW, stride, pad):
+    """Spread each output gradient evenly over its window."""
+    share = dout * dout.dtype.type(1.0 / (KH * KW))
+    return _scatter_taps(xp, x_shape, KH, KW, stride, pad, dout.dtype, lambda k: share)
+
+
+def _scatter_taps(xp, x_shape, KH, KW, stride, pad, dtype, grad_of_tap):
+    N, C, H, W = x_shape
+    (SH, SW), (PH, PW) = stride, pad
+    OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
+    dx = xp.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=dtype)
+    non_overlapping = SH >= KH and SW >= KW
+    for k in range(KH * KW):
+        view = _tap(dx, k // KW, k % KW, SH, SW, OH, OW)
+        if non_overlapping:
+            view[...] = grad_of_tap(k)  # each input element belongs to one window at most
+        else:
+            view += grad_of_tap(k)
+    if PH or PW:
+        dx = xp.ascontiguousarray(dx[:, :, PH : PH + H, PW : PW + W])
+    return dx
