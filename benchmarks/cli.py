@@ -4,18 +4,20 @@ import argparse
 import sys
 import time
 
-from benchmarks import breakdown, conv, machine, train
+from benchmarks import breakdown, conv, infer, machine, train
 from benchmarks.report import write_json
 from benchmarks.settings import Settings
 from xpnet import backends
 
-SUITES = {"breakdown": breakdown, "train": train, "conv": conv}
+SUITES = {"breakdown": breakdown, "train": train, "infer": infer, "conv": conv}
 
 EPILOG = """suites:
   breakdown  AlexNet forward (and DeepConvNet forward/backward) time per layer and per layer type,
              as tables and CPU|GPU pie charts like the book's Figure 8.14
   train      DeepConvNet training-step throughput (images/s) per backend and batch size;
              --compare torch times PyTorch's identical network in the same run
+  infer      DeepConvNet inference throughput (eval-mode forward) at batch 100 and 1000 by default;
+             --compare torch times PyTorch in the same run
   conv       every conv layer of DeepConvNet and AlexNet: GFLOP/s against the measured GEMM peak,
              and the split between im2col/col2im, GEMM and the rest
   all        every suite
@@ -59,7 +61,7 @@ def parser():
                         "(default 32 for AlexNet, 100 for DeepConvNet)")
     p.add_argument("--repeats", type=_positive, help="timed repeats (default 10 for breakdown/conv, 20 for train)")
     p.add_argument("--warmup", type=int, help="untimed runs first (default 2, train 3; 1 with --quick)")
-    p.add_argument("--compare", choices=["torch"], help="train: also time PyTorch (CPU or CUDA) in the same run")
+    p.add_argument("--compare", choices=["torch"], help="train, infer: also time PyTorch (CPU or CUDA) in the same run")
     return p
 
 
@@ -88,7 +90,7 @@ def main(argv=None):
     if args.warmup is not None and args.warmup < 0:
         parser().error("--warmup must be >= 0")
     suites = list(SUITES) if args.suite == "all" else [args.suite]
-    if args.compare == "torch" and "train" in suites:
+    if args.compare == "torch" and ("train" in suites or "infer" in suites):
         missing = train.torch_missing()
         if missing:
             print(missing, file=sys.stderr)

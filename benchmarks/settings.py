@@ -12,6 +12,7 @@ DEEP_INPUT = (1, 28, 28)
 DEFAULT_BATCH = {"alexnet": 32, "deep_convnet": 100}
 QUICK_BATCH = {"alexnet": 2, "deep_convnet": 4}
 TRAIN_BATCHES, TRAIN_QUICK_BATCHES = (32, 100, 256), (4,)
+INFER_BATCHES = (100, 1000)
 GEMM_N = {"numpy": 2048, "cuda": 8192}
 GEMM_QUICK_N = 256
 
@@ -60,6 +61,11 @@ class Settings:
         if self.batch_sizes:
             return list(self.batch_sizes)
         return list(TRAIN_QUICK_BATCHES if self.quick else TRAIN_BATCHES)
+
+    def infer_batches(self):
+        if self.batch_sizes:
+            return list(self.batch_sizes)
+        return list(TRAIN_QUICK_BATCHES if self.quick else INFER_BATCHES)
 
     def gemm_n(self, backend):
         return GEMM_QUICK_N if self.quick else GEMM_N.get(backend, 2048)

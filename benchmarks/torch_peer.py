@@ -144,3 +144,16 @@ def max_score_difference(model, net, x):
     with torch.no_grad():
         theirs = net(torch.as_tensor(x, device=next(net.parameters()).device)).cpu().numpy()
     return float(np.max(np.abs(ours - theirs)))
+
+
+def inference(net, x):
+    """A zero-argument callable running ``net`` on host batch ``x`` in eval mode without autograd."""
+    torch = _torch()
+    xt = torch.as_tensor(x, device=next(net.parameters()).device)
+    net.eval()
+
+    def forward():
+        with torch.no_grad():
+            return net(xt)
+
+    return forward

@@ -71,6 +71,11 @@ def _measure(name, batch, settings):
         row["torch_device"] = device
         row["max_score_difference"] = torch_peer.max_score_difference(model, net, x)
         contenders["torch"] = (torch_peer.training_step(net, x, t), torch_peer.timer_factory(device))
+    return finish(row, contenders, batch, settings)
+
+
+def finish(row, contenders, batch, settings):
+    """Time the contenders alternately; add images/s per contender and the xpnet/torch ratio to ``row``."""
     results = timing.interleaved(contenders, settings.n_repeats(REPEATS), settings.n_warmup(3))
     for key, stats in results.items():
         stats["images_per_s"] = batch / (stats["median_ms"] / 1e3)
@@ -98,7 +103,7 @@ def render(result, unavailable=None):
             row += [fmt(t["median_ms"]), fmt(t["min_ms"]), fmt(t["max_ms"]), fmt(t["images_per_s"], 0),
                     f"{r['ratio_xpnet_over_torch']:.2f}x"]
         rows.append(row)
-    title = (f"DeepConvNet training step (forward + backward + Adam), float32, input "
+    title = result.get("title") or (f"DeepConvNet training step (forward + backward + Adam), float32, input "
              f"{'x'.join(map(str, result['input']))}, BLAS threads {result['blas_threads']}")
     lines = [table(headers, rows, title=title)]
     if compare:
@@ -120,6 +125,6 @@ def plot(result, settings):
         series.setdefault(f"xpnet {r['backend']}", {})[r["batch"]] = r["xpnet"]["images_per_s"]
         if "torch" in r:
             series.setdefault(f"torch {r['torch_device']}", {})[r["batch"]] = r["torch"]["images_per_s"]
-    path = os.path.join(settings.plots_dir, "train_throughput.png")
-    return [plots.throughput_bars(path, "DeepConvNet training throughput (forward + backward + Adam)",
-                                  series, batches)]
+    name = result.get("plot_name", "train_throughput.png")
+    title = result.get("plot_title", "DeepConvNet training throughput (forward + backward + Adam)")
+    return [plots.throughput_bars(os.path.join(settings.plots_dir, name), title, series, batches)]

@@ -38,12 +38,12 @@ def quick_all(tmp_path_factory):
 
 def test_all_quick_writes_json_with_machine_and_every_suite(quick_all):
     _, doc, stdout = quick_all
-    assert doc["quick"] is True and doc["suites"] == ["breakdown", "train", "conv"]
+    assert doc["quick"] is True and doc["suites"] == ["breakdown", "train", "infer", "conv"]
     machine = doc["machine"]
     for key in ("cpu", "cores", "blas", "blas_threads", "numpy", "xpnet", "torch", "date", "backends"):
         assert key in machine
     assert machine["blas_threads"] == 1 and "numpy" in machine["backends"]
-    assert set(doc["results"]) == {"breakdown", "train", "conv"}
+    assert set(doc["results"]) == {"breakdown", "train", "infer", "conv"}
     assert "CPU:" in stdout and "BLAS" in stdout and "reduced for --quick" in stdout
 
 
@@ -67,6 +67,8 @@ def test_train_and_conv_results(quick_all):
     row = train["rows"][0]
     assert row["backend"] == "numpy" and row["batch"] == 4 and row["xpnet"]["images_per_s"] > 0
     assert "torch" not in row and train["compare"] is None
+    infer = doc["results"]["infer"]["rows"][0]
+    assert infer["backend"] == "numpy" and infer["batch"] == 4 and infer["xpnet"]["images_per_s"] > 0
     conv = doc["results"]["conv"]
     assert conv["peak"]["numpy"]["gflops"] > 0
     layers = [r for r in conv["layers"] if r["backend"] == "numpy"]
@@ -81,7 +83,8 @@ def test_train_and_conv_results(quick_all):
 def test_plots_exist(quick_all):
     out, doc, _ = quick_all
     names = ["breakdown_alexnet_forward.png", "breakdown_deep_convnet_forward.png",
-             "breakdown_deep_convnet_backward.png", "train_throughput.png", "conv_split_numpy.png"]
+             "breakdown_deep_convnet_backward.png", "train_throughput.png", "infer_throughput.png",
+             "conv_split_numpy.png"]
     for name in names:
         path = out / name
         assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
