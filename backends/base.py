@@ -2,6 +2,8 @@
 
 import time
 
+from xpnet.backends import pooling
+
 
 class CPUTimer:
     """Wall-clock timer for host work: ``with timer: ...`` then ``timer.elapsed_ms``."""
@@ -79,6 +81,28 @@ class Backend:
         dW = (d.T @ col).reshape(W.shape)
         dcol = d @ W.reshape(FN, -1)
         return self.col2im(dcol, x_shape, KH, KW, stride, pad), dW, d.sum(axis=0)
+
+    # -- pooling -----------------------------------------------------------------------------
+    def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
+        """Max over each window: ``(out (N, C, OH, OW), arg)``; padding counts as -inf."""
+        return pooling.max_forward(self.xp, x, KH, KW, stride, pad, OH, OW)
+
+    def maxpool2d_backward(self, dout, arg, x_shape, KH, KW, stride, pad):
+        """dL/dx of :meth:`maxpool2d_forward`; ties went to the first maximum in (kh, kw) order."""
+        return pooling.max_backward(self.xp, dout, arg, x_shape, KH, KW, stride, pad)
+
+    def avgpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
+        """Mean over each window; padding counts as zeros."""
+        return pooling.avg_forward(self.xp, x, KH, KW, stride, pad, OH, OW)
+
+    def avgpool2d_backward(self, dout, x_shape, KH, KW, stride, pad):
+        """dL/dx of :meth:`avgpool2d_forward`."""
+        return pooling.avg_backward(self.xp, dout, x_shape, KH, KW, stride, pad)
+
+    # -- errors ------------------------------------------------------------------------------
+    def is_out_of_memory(self, exc):
+        """True when ``exc`` means this device ran out of memory (the CPU never says so: False)."""
+        return False
 
     # -- description -------------------------------------------------------------------------
     def info(self):

@@ -1,8 +1,8 @@
 """The CUDA backend: CuPy arrays on the current NVIDIA device, with xpnet's own kernels."""
 
 import numpy as np
-from xpnet.backends.base import Backend
 
+from xpnet.backends.base import Backend
 from xpnet.errors import BackendError
 
 _INSTALL = 'install CuPy for your CUDA version: pip install "xpnet[cuda12]" (or "xpnet[cuda13]")'
@@ -122,6 +122,10 @@ class CudaBackend(Backend):
         img = self.xp.empty((N, C, H, W), dtype=col.dtype)
         self._kernels.col2im_kernel(col, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, img)
         return img
+
+    def is_out_of_memory(self, exc):
+        """True when ``exc`` is CuPy's out-of-memory error (a failed device allocation)."""
+        return isinstance(exc, self.xp.cuda.memory.OutOfMemoryError)
 
     def info(self):
         cp = self.xp

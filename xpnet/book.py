@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from xpnet.datasets.safe_pickle import safe_load_pickle
-from xpnet.errors import FileFormatError
+from xpnet.errors import FileFormatError, UnsafePickleError
 
 BOOK_SHAPES = {"W1": (16, 1, 3, 3), "W2": (16, 16, 3, 3), "W3": (32, 16, 3, 3), "W4": (32, 32, 3, 3),
                "W5": (64, 32, 3, 3), "W6": (64, 64, 3, 3), "W7": (1024, 50), "W8": (50, 10)}
@@ -18,8 +18,13 @@ def read_book_params(path):
     try:
         with open(path, "rb") as f:
             params = safe_load_pickle(f)
+    except UnsafePickleError as e:
+        raise UnsafePickleError(f"{path}: {e}") from None
     except OSError as e:
         raise FileFormatError(f"{path}: cannot read: {e.strerror or e}") from None
+    except Exception as e:  # a damaged pickle fails in many ways (EOFError, UnpicklingError, ...)
+        raise FileFormatError(f"{path}: not a readable pickle (truncated or corrupted?): "
+                              f"{type(e).__name__}: {e}") from None
     if not isinstance(params, dict):
         raise FileFormatError(f"{path}: expected a dict of W1..W8, b1..b8, got {type(params).__name__}")
     for i in range(1, 9):

@@ -35,3 +35,18 @@ class UnsafePickleError(FileFormatError):
 
 class TrainingError(XpnetError, RuntimeError):
     """Training cannot go on (a non-finite loss, say)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped training; the last completed epoch's checkpoint, if any, is intact.
+
+    A ``KeyboardInterrupt`` (not an ``Exception``), so ``except Exception`` never swallows a Ctrl-C.
+
+    Attributes:
+        epoch: the epoch that was running (1-based). step: the updates taken so far.
+        checkpoint: the checkpoint a resume continues from, or None when none was written.
+    """
+
+    def __init__(self, epoch, step, checkpoint=None):
+        super().__init__(f"interrupted at epoch {epoch} step {step}")
+        self.epoch, self.step, self.checkpoint = epoch, step, checkpoint

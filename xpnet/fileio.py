@@ -15,11 +15,15 @@ def _umask():
 def atomic_write(path, mode="wb"):
     """Open a temporary file beside ``path``; on success it replaces ``path`` atomically.
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception (a full disk, Ctrl-C) the temporary file is removed and ``path`` is left as it was;
+    if the process is killed, ``path`` still holds its old content (a stray ``.<name>.*.tmp`` may remain).
 
     Args:
         path: destination file.
         mode: ``"wb"`` or ``"w"``.
+
+    Raises:
+        OSError: the write failed; its ``filename`` is ``path`` when the failing call named none.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -31,9 +35,11 @@ def atomic_write(path, mode="wb"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror or str(e), path) from e  # say which file could not be written
         raise
     with contextlib.suppress(OSError):
         dfd = os.open(directory, os.O_RDONLY)

@@ -31,6 +31,9 @@ def resolve_out_dir(args):
         return run_dir, path
     out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
     os.makedirs(out, exist_ok=True)
+    if os.path.exists(os.path.join(out, "checkpoint.npz")):  # never overwrite another run's work
+        raise FileExistsError(17, "already holds a training run (checkpoint.npz); continue it with --resume "
+                                  "or choose another --out", out)
     if not os.access(out, os.W_OK):
         raise PermissionError(13, "output directory is not writable", out)
     return out, None

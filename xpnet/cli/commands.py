@@ -1,10 +1,12 @@
 """The subcommands: train, eval, info."""
 
+import math
 import os
+import shlex
 import time
 
 from xpnet.cli.data import limit, load_dataset
-from xpnet.errors import DataError
+from xpnet.errors import DataError, TrainingError, TrainingInterrupted
 
 MODELS = ("deep_convnet", "simple_convnet", "mlp")
 
@@ -58,6 +60,18 @@ def _check_positive(**values):
     for k, v in values.items():
         if v is not None and not v > 0:
             raise ValueError(f"--{k.replace('_', '-')} must be positive, got {v}")
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"--{k.replace('_', '-')} must be finite, got {v}")
+
+
+def _resume_command(argv, out_dir):
+    """The command line that continues this run: the same arguments plus ``--out DIR --resume``."""
+    words = ["xpnet", *argv]
+    if not any(w == "--out" or w.startswith("--out=") for w in argv):
+        words += ["--out", out_dir]
+    if not any(w == "--resume" or w.startswith("--resume=") for w in argv):
+        words.append("--resume")
+    return shlex.join(words)
 
 
 def run_train(args):
@@ -66,6 +80,8 @@ def run_train(args):
     from xpnet.training import Trainer
 
     _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    if not args.warmup_epochs >= 0:
+        raise ValueError(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
     be = _backend(args.backend)
     out_dir, resume_path = resolve_out_dir(args)
     train, test, classes = load_dataset(args.dataset, flatten=args.model == "mlp")
@@ -75,7 +91,7 @@ def run_train(args):
     model = models.build(args.model, output_size=classes, seed=args.seed, dtype=args.dtype, backend=be, **kwargs)
     steps_per_epoch = -(-len(train[0]) // args.batch_size)
     optimizer = make_optimizer(args, steps_per_epoch)
-    config = {k: v for k, v in vars(args).items() if k != "func"}
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
     config.update(backend=be.name, device=be.device, out=out_dir)
     trainer = Trainer(model, optimizer, train, test, epochs=args.epochs, batch_size=args.batch_size,
                       seed=args.seed, out_dir=out_dir, progress=not args.no_progress, config=config)
@@ -85,8 +101,17 @@ def run_train(args):
     print(f"training {args.model} ({model.num_params():,} parameters) on {be.name} ({be.device}), "
           f"{len(train[0])} images, output in {out_dir}")
     start = time.perf_counter()
-    history = trainer.fit()
-    model.save(os.path.join(out_dir, "model.npz"))
+    try:
+        history = trainer.fit()
+    except TrainingInterrupted as e:
+        e.resume_command = _resume_command(getattr(args, "argv", []), out_dir)
+        raise
+    try:
+        model.save(os.path.join(out_dir, "model.npz"))
+    except OSError as e:
+        raise TrainingError(f"could not write {os.path.join(out_dir, 'model.npz')}: {e.strerror or e}; the "
+                            f"last epoch's checkpoint is intact; to write the model file, run: "
+                            f"{_resume_command(getattr(args, 'argv', []), out_dir)}") from e
     wall = time.perf_counter() - start
     imgs = sum(h["images_per_s"] * h["seconds"] for h in history) / max(sum(h["seconds"] for h in history), 1e-9)
     print(f"wall time {wall:.1f} s, {imgs:.0f} train images/s; saved {os.path.join(out_dir, 'model.npz')}")
@@ -96,6 +121,7 @@ def run_train(args):
 def run_eval(args):
     import xpnet
 
+    _check_positive(batch_size=args.batch_size)
     be = _backend(args.backend)
     if bool(args.model) == bool(args.book_params):
         raise ValueError("give either a MODEL file or --book-params FILE")

@@ -16,6 +16,12 @@ def load_dataset(name, flatten=False):
     if not os.path.isdir(name):
         raise DataError(f"--dataset must be 'mnist' or a directory of IDX files; {name!r} is neither")
     (xa, ta), (xb, tb) = load_idx_dir(name)
+    for split, x in (("train", xa), ("t10k", xb)):
+        if len(x) == 0:
+            raise DataError(f"{name}: the {split} split is empty")
+    if xa.shape[1:] != xb.shape[1:]:
+        raise DataError(f"{name}: train images are {xa.shape[1]}x{xa.shape[2]} but t10k images are "
+                        f"{xb.shape[1]}x{xb.shape[2]}; both splits must have one size")
 
     def prep(x):
         x = x.astype(np.float32) / np.float32(255.0)

@@ -2,16 +2,24 @@
 
 import argparse
 import sys
+import warnings
 
-from xpnet.errors import XpnetError
+from xpnet.errors import TrainingInterrupted, XpnetError
 
-EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, like every other error."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"xpnet: error: {_one_line(message)} (see: {self.prog} --help)\n")
 
 
 def build_parser():
     from xpnet.cli import commands
 
-    p = argparse.ArgumentParser(prog="xpnet", description="Deep learning from scratch on NumPy or CuPy.")
+    p = _Parser(prog="xpnet", description="Deep learning from scratch on NumPy or CuPy.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
     commands.add_train(sub)
@@ -21,19 +29,51 @@ def build_parser():
 
 
 def main(argv=None):
-    """Entry point; returns the process exit code."""
+    """Entry point; returns the process exit code.
+
+    Every failure is one line on stderr (``xpnet --debug ...`` re-raises it with its traceback):
+    exit 1 for errors, 2 for bad arguments, 130 for Ctrl-C (training names how to resume).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except KeyboardInterrupt:
-        print("xpnet: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except (XpnetError, ValueError, TypeError, OSError, KeyError) as e:
-        if args.debug:
-            raise
-        print(f"xpnet: error: {_one_line(e)}", file=sys.stderr)
-        return EXIT_ERROR
+    args.argv = argv
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        # NumPy's floating-point warnings are noise here: the Trainer names a non-finite loss itself.
+        warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
+        try:
+            return args.func(args) or 0
+        except KeyboardInterrupt as e:
+            print(f"xpnet: {_interrupted(e)}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except Exception as e:  # nothing reaches the user as a traceback without --debug
+            if args.debug:
+                raise
+            print(f"xpnet: error: {_describe(e)}", file=sys.stderr)
+            return EXIT_ERROR
+
+
+def _describe(e):
+    if isinstance(e, MemoryError):
+        return f"out of memory ({_one_line(e)}); try a smaller --batch-size"
+    if isinstance(e, (XpnetError, ValueError, TypeError, OSError, KeyError)):
+        return _one_line(e)
+    return f"internal error {type(e).__name__}: {_one_line(e)} (run 'xpnet --debug ...' for the traceback)"
+
+
+def _interrupted(e):
+    if not isinstance(e, TrainingInterrupted):
+        return "interrupted"
+    where = f"interrupted at epoch {e.epoch} step {e.step}"
+    command = getattr(e, "resume_command", None)
+    if e.checkpoint is None:
+        return f"{where}; no epoch had finished, so nothing was saved"
+    return f"{where}; resume with: {command}" if command else f"{where}; checkpoint {e.checkpoint} is intact"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"xpnet: warning: {_one_line(message)}", file=sys.stderr)
 
 
 def _one_line(e):

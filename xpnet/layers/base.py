@@ -65,10 +65,10 @@ class Layer:
         dtype = getattr(x, "dtype", None)
         if dtype is None or not hasattr(x, "shape"):
             raise DTypeError(f"{self._label()}: expected an array, got {type(x).__name__}")
-        if ndim is not None and x.ndim not in (ndim if isinstance(ndim, tuple) else (ndim,)):
-            raise ShapeError(
-                f"{self._label()}: expected a {ndim}-D input {shape_hint}, got shape {tuple(x.shape)}"
-            )
+        dims = ndim if isinstance(ndim, tuple) else (ndim,)
+        if ndim is not None and x.ndim not in dims:
+            want = " or ".join(f"{d}-D" for d in dims) + (f" {shape_hint}" if shape_hint else "")
+            raise ShapeError(f"{self._label()}: expected a {want} input, got shape {tuple(x.shape)}")
         if dtype.kind != "f":
             raise DTypeError(f"{self._label()}: expected a floating-point input, got dtype {dtype}")
         ref = next(iter(self._arrays().values()), None)

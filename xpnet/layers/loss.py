@@ -20,6 +20,8 @@ class SoftmaxCrossEntropy(Layer):
         if not be.owns(t):
             t = be.asarray(t)
         N, K = y.shape
+        if N == 0:
+            raise ShapeError(f"{self._label()}: expected a batch of at least one example, got shape {(N, K)}")
         s = y - y.max(axis=1, keepdims=True)
         logp = s - xp.log(xp.exp(s).sum(axis=1, keepdims=True))
         self.p = xp.exp(logp)
@@ -63,6 +65,8 @@ class MeanSquaredError(Layer):
             t = be.asarray(t)
         if t.shape != y.shape:
             raise ShapeError(f"{self._label()}: targets must have shape {tuple(y.shape)}, got {tuple(t.shape)}")
+        if y.ndim == 0 or y.shape[0] == 0:
+            raise ShapeError(f"{self._label()}: expected a batch of at least one example, got shape {tuple(y.shape)}")
         self.diff = y - t.astype(y.dtype, copy=False)
         return 0.5 * (self.diff * self.diff).sum() / y.dtype.type(y.shape[0])
 

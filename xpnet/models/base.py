@@ -84,9 +84,30 @@ class Model:
             x = be.asarray(x)
         return x if x.dtype == self.dtype else x.astype(self.dtype)
 
+    def _check_shape(self, x):
+        """Raise ShapeError naming the model unless x is a batch of the configured input shape."""
+        dims = self.config.get("input_dim") or ([self.config["input_size"]] if "input_size" in self.config else None)
+        if dims is None:
+            return
+        want = tuple(int(d) for d in dims)
+        got = tuple(x.shape[1:])
+        if len(want) == 1:  # a flat input: any (N, ...) with that many values per example
+            ok = x.ndim >= 2 and int(np.prod(got)) == want[0]
+        else:
+            ok = got == want
+        if not ok:
+            raise ShapeError(f"{type(self).__name__}: expected input of shape (N, {', '.join(map(str, want))}), "
+                             f"got shape {tuple(x.shape)}")
+
     def predict(self, x, train=False):
-        """Scores before softmax. x: (N, ...) on any device -> (N, classes) on the model's device."""
-        return self.net.forward(self._prepare(x), train)
+        """Scores before softmax. x: (N, ...) on any device -> (N, classes) on the model's device.
+
+        Shapes and dtypes are checked; values are not: NaN or Inf inputs give NaN or Inf scores (a check
+        would cost a device sync per call). The Trainer stops on a non-finite loss instead.
+        """
+        x = self._prepare(x)
+        self._check_shape(x)
+        return self.net.forward(x, train)
 
     def loss(self, x, t, train=True):
         """Mean loss over the batch as a 0-d device array (``float(...)`` to read it)."""

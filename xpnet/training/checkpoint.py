@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 
+from xpnet.errors import FileFormatError
 from xpnet.serialization import FORMAT_VERSION, model_meta, read_npz, write_npz
 
 FORMAT = "xpnet-checkpoint"
@@ -45,8 +46,19 @@ def load_checkpoint(path):
 
 
 def restore(path, model, optimizer, iterator):
-    """Load a checkpoint into live objects; returns ``(epoch, history, meta)``."""
+    """Load a checkpoint into live objects; returns ``(epoch, history, meta)``.
+
+    Raises:
+        FileFormatError: the file is missing, damaged, or holds another model or optimizer.
+    """
     model_state, opt_state, meta = load_checkpoint(path)
+    arch = meta["model"].get("arch")
+    if arch != model.arch:
+        raise FileFormatError(f"{path}: holds a {arch!r} model, not {model.arch!r}; resume with the model it "
+                              "was trained with")
+    if opt_state.get("type") != type(optimizer).__name__:
+        raise FileFormatError(f"{path}: holds {opt_state.get('type')} optimizer state, not "
+                              f"{type(optimizer).__name__}; resume with the optimizer it was trained with")
     model.load_state_dict(model_state)
     optimizer.load_state_dict(opt_state)
     model.set_rng_state(meta["rng"]["model"])

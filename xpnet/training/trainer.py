@@ -4,9 +4,11 @@ import math
 import os
 import time
 
+import numpy as np
 from tqdm import tqdm
 
-from xpnet.errors import TrainingError
+from xpnet import backends
+from xpnet.errors import ShapeError, TrainingError, TrainingInterrupted
 from xpnet.training.batches import BatchIterator
 from xpnet.training.checkpoint import restore, save_checkpoint
 from xpnet.training.history import write_history
@@ -24,12 +26,25 @@ class Trainer:
         out_dir: where checkpoint.npz, metrics.json/.csv and curves.png go (None: nothing written).
         progress: show a tqdm bar. log_every: steps between host reads of the running loss.
         eval_batch_size: batch size of evaluation passes.
+
+    Failures: a non-finite training loss (naming the step) or test loss stops training before the
+    epoch's checkpoint is written; Ctrl-C raises :class:`~xpnet.errors.TrainingInterrupted`; a full or
+    unwritable ``out_dir`` and a device out of memory raise :class:`~xpnet.errors.TrainingError`. In
+    every case the last completed epoch's checkpoint is left intact.
     """
 
     def __init__(self, model, optimizer, train, test, epochs=20, batch_size=100, seed=0, out_dir=None,
                  progress=True, log_every=None, eval_batch_size=1000, config=None):
         if int(epochs) < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs!r}")
+        if not isinstance(eval_batch_size, (int, np.integer)) or eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be a positive integer, got {eval_batch_size!r}")
+        classes = model.config.get("output_size")
+        _check_split("training", *train, classes)
+        _check_split("test", *test, classes)
+        if tuple(test[0].shape[1:]) != tuple(train[0].shape[1:]):
+            raise ShapeError(f"Trainer: test inputs have shape {tuple(test[0].shape[1:])} per example but "
+                             f"training inputs have {tuple(train[0].shape[1:])}")
         self.model, self.optimizer = model, optimizer
         self.epochs, self.out_dir, self.progress = int(epochs), out_dir, progress
         self.iterator = BatchIterator(*train, batch_size=batch_size, seed=seed, backend=model.backend)
@@ -52,21 +67,57 @@ class Trainer:
         return self
 
     def fit(self):
-        """Run the remaining epochs; returns the history (a list of per-epoch dicts)."""
+        """Run the remaining epochs; returns the history (a list of per-epoch dicts).
+
+        Raises:
+            TrainingError: a non-finite loss, a failed checkpoint write, or the device out of memory.
+            TrainingInterrupted: Ctrl-C; the last completed epoch's checkpoint is intact.
+        """
         if self.out_dir:
             os.makedirs(self.out_dir, exist_ok=True)
-        while self.epoch < self.epochs:
-            record = self._train_epoch()
-            record.update(self.evaluate())
-            self.epoch += 1
-            record["epoch"] = self.epoch
-            self.history.append(record)
-            self._report(record)
-            if self.out_dir:
-                save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.iterator,
-                                self.epoch, self.history, extra={"config": self.config})
-                write_history(self.out_dir, self.history, self.config)
+        running = self.epoch + 1
+        try:
+            while self.epoch < self.epochs:
+                running = self.epoch + 1
+                self._fit_epoch()
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:
+            saved = self.checkpoint_path if self._kept() else None
+            raise TrainingInterrupted(running, self.step, saved) from None
         return self.history
+
+    def _fit_epoch(self):
+        record = self._train_epoch()
+        record.update(self.evaluate())
+        if not math.isfinite(record["test_loss"]):
+            raise TrainingError(f"non-finite test loss ({record['test_loss']}) after epoch {self.epoch + 1}: the "
+                                f"model diverged; lower the learning rate{self._kept()}")
+        self.epoch += 1
+        record["epoch"] = self.epoch
+        self.history.append(record)
+        self._report(record)
+        if self.out_dir:
+            self._save()
+
+    def _save(self):
+        """Write the checkpoint, then the history; a full or unwritable disk is a TrainingError."""
+        try:
+            save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.iterator,
+                            self.epoch, self.history, extra={"config": self.config})
+        except OSError as e:
+            kept = "; the previous checkpoint is intact" if os.path.exists(self.checkpoint_path) else ""
+            raise TrainingError(f"could not write the checkpoint of epoch {self.epoch} to {self.checkpoint_path}: "
+                                f"{e.strerror or e}{kept}") from e
+        try:
+            write_history(self.out_dir, self.history, self.config)
+        except OSError as e:
+            raise TrainingError(f"could not write the history of epoch {self.epoch} to {self.out_dir}: "
+                                f"{e.strerror or e}; the checkpoint of epoch {self.epoch} is saved") from e
+
+    def _kept(self):
+        path = self.checkpoint_path
+        return f"; the last good checkpoint ({path}) is intact" if path and os.path.exists(path) else ""
 
     def _train_epoch(self):
         model, opt, be = self.model, self.optimizer, self.model.backend
@@ -75,38 +126,55 @@ class Trainer:
                    disable=not self.progress, leave=False, dynamic_ncols=True)
         loss_sum = correct = xp.zeros((), dtype=xp.float64)
         seen, window_loss, window_start, start = 0, xp.zeros((), dtype=xp.float64), self.step, time.perf_counter()
-        for xb, tb in self.iterator.epoch():
-            loss = model.loss(xb, tb, train=True)
-            model.backward()
-            opt.step(model.params, model.grads)
-            self.step += 1
-            n = len(xb)
-            loss_sum = loss_sum + loss * n
-            window_loss = window_loss + loss
-            correct = correct + (model.loss_layer.p.argmax(axis=1) == _labels(tb)).sum()
-            seen += n
-            if (self.step - window_start) >= self.log_every:
-                mean = float(window_loss) / (self.step - window_start)
-                self._check_finite(mean, window_start, self.step)
-                window_loss, window_start = xp.zeros((), dtype=xp.float64), self.step
-                bar.set_postfix(loss=f"{mean:.4f}", acc=f"{float(correct) / seen:.4f}",
-                                img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
-            bar.update(n)
-        if self.step > window_start:
-            self._check_finite(float(window_loss), window_start, self.step)
-        be.synchronize()
+        try:
+            for xb, tb in self.iterator.epoch():
+                loss = self._step(xb, tb)
+                n = len(xb)
+                loss_sum = loss_sum + loss * n
+                window_loss = window_loss + loss
+                correct = correct + (model.loss_layer.p.argmax(axis=1) == _labels(tb)).sum()
+                seen += n
+                if (self.step - window_start) >= self.log_every:
+                    mean = float(window_loss) / (self.step - window_start)
+                    self._check_finite(mean, window_start, self.step)
+                    window_loss, window_start = xp.zeros((), dtype=xp.float64), self.step
+                    bar.set_postfix(loss=f"{mean:.4f}", acc=f"{float(correct) / seen:.4f}",
+                                    img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
+                bar.update(n)
+            if self.step > window_start:
+                self._check_finite(float(window_loss), window_start, self.step)
+            be.synchronize()
+        finally:
+            bar.close()
         elapsed = time.perf_counter() - start
-        bar.close()
         return {"train_loss": float(loss_sum) / seen, "train_acc": float(correct) / seen,
                 "lr": opt.current_lr(), "seconds": round(elapsed, 3), "images_per_s": round(seen / elapsed, 1)}
+
+    def _step(self, xb, tb):
+        """One update on a batch; returns its loss (a device scalar)."""
+        model = self.model
+        try:
+            loss = model.loss(xb, tb, train=True)
+            model.backward()
+            self.optimizer.step(model.params, model.grads)
+        except Exception as e:
+            self._raise_if_out_of_memory(e, "at batch size", self.iterator.batch_size, "--batch-size")
+            raise
+        self.step += 1
+        return loss
+
+    def _raise_if_out_of_memory(self, exc, where, batch_size, option):
+        """Turn the device's out-of-memory error into a TrainingError naming the batch size to lower."""
+        if not self.model.backend.is_out_of_memory(exc):
+            return
+        advice = f"try {option} {batch_size // 2}" if batch_size > 1 else "the model does not fit on this device"
+        raise TrainingError(f"out of GPU memory {where} {batch_size}; {advice}{self._kept()}") from exc
 
     def _check_finite(self, value, first, last):
         if not math.isfinite(value):
             where = f"step {last}" if last - first == 1 else f"steps {first + 1}..{last}"
-            kept = f"; the last good checkpoint ({self.checkpoint_path}) is intact" if self.epoch and \
-                self.out_dir else ""
             raise TrainingError(f"non-finite loss ({value}) at {where} of epoch {self.epoch + 1}; "
-                                f"lower the learning rate or check the data{kept}")
+                                f"lower the learning rate or check the data{self._kept()}")
 
     def evaluate(self):
         """Loss and accuracy on the whole test set (inference mode)."""
@@ -115,7 +183,11 @@ class Trainer:
         total_loss = correct = 0.0
         for i in range(0, len(x), self.eval_batch_size):
             xb, tb = x[i : i + self.eval_batch_size], t[i : i + self.eval_batch_size]
-            loss = model.loss(xb, tb, train=False)
+            try:
+                loss = model.loss(xb, tb, train=False)
+            except Exception as e:
+                self._raise_if_out_of_memory(e, "evaluating at batch size", self.eval_batch_size, "eval_batch_size")
+                raise
             total_loss = total_loss + loss * len(xb)
             correct = correct + (model.loss_layer.p.argmax(axis=1) == _labels(be.asarray(tb))).sum()
         return {"test_loss": float(total_loss) / len(x), "test_acc": float(correct) / len(x)}
@@ -130,3 +202,19 @@ class Trainer:
 
 def _labels(t):
     return t if t.ndim == 1 else t.argmax(axis=1)
+
+
+def _check_split(name, x, t, classes=None):
+    """Raise before any work is done unless ``(x, t)`` is a non-empty set of in-range labels."""
+    if len(x) != len(t):
+        raise ShapeError(f"Trainer: the {name} set has {len(x)} inputs but {len(t)} labels")
+    if len(x) == 0:
+        raise ShapeError(f"Trainer: the {name} set is empty")
+    t = t if hasattr(t, "dtype") else np.asarray(t)
+    if t.ndim != 1 or t.dtype.kind not in "iu":
+        return  # one-hot or float labels: the loss layer checks them
+    labels = backends.of(t).asnumpy(t)
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or (classes is not None and high >= classes):
+        want = f"in [0, {classes}) for a model with output_size {classes}" if classes is not None else "non-negative"
+        raise ShapeError(f"Trainer: {name} labels must be {want}, got values in [{low}, {high}]")
