@@ -6,6 +6,7 @@ import platform
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from xpnet.backends import numpy_conv
 from xpnet.backends.base import Backend
 
 
@@ -50,26 +51,6 @@ def _windows(xpad, KH, KW, SH, SW, OH, OW):
     N, C = xpad.shape[:2]
     sN, sC, sH, sW = xpad.strides
     return as_strided(xpad, (N, OH, OW, C, KH, KW), (sN, sH * SH, sW * SW, sC, sH, sW), writeable=False)
-
-
-def _inside(k, S, P, O, size):
-    """For tap k: the input slice it touches and the output slice that lands inside (not in padding)."""
-    o0 = max(0, -(-(P - k) // S))  # first output index whose input o*S - P + k is >= 0
-    o1 = min(O, (size - 1 + P - k) // S + 1)  # one past the last whose input is < size
-    if o1 <= o0:
-        return slice(0, 0), slice(0, 0)
-    i0 = o0 * S - P + k
-    return slice(i0, i0 + S * (o1 - o0 - 1) + 1, S), slice(o0, o1)
-
-
-def _buffer(ws, key, shape, dtype):
-    """A reusable scratch array from the caller's workspace dict (fresh when no dict is given)."""
-    if ws is None:
-        return np.empty(shape, dtype)
-    buf = ws.get(key)
-    if buf is None or buf.shape != shape or buf.dtype != dtype:
-        buf = ws[key] = np.empty(shape, dtype)
-    return buf
 
 
 class NumpyBackend(Backend):
@@ -117,44 +98,12 @@ class NumpyBackend(Backend):
         return img
 
     def conv2d_forward(self, x, W, b, stride, pad, ws=None):
-        """Channel-major im2col (N, C*KH*KW, OH*OW) and a batched W @ col: NCHW out, no transposes.
-
-        Each of the KH*KW copies moves whole rows, and ``ws`` keeps the column buffer between steps
-        (fresh 10-100 MB arrays cost more in page faults than the copy itself).
-        """
-        N, C, H, Wd = x.shape
-        FN, _, KH, KW = W.shape
-        (SH, SW), (PH, PW) = stride, pad
-        OH, OW = (H + 2 * PH - KH) // SH + 1, (Wd + 2 * PW - KW) // SW + 1
-        xpad = _padded(x, PH, PW, 0)
-        col = _buffer(ws, "col", (N, C, KH, KW, OH, OW), x.dtype)
-        for kh in range(KH):
-            for kw in range(KW):
-                col[:, :, kh, kw] = xpad[:, :, kh : kh + SH * (OH - 1) + 1 : SH, kw : kw + SW * (OW - 1) + 1 : SW]
-        col = col.reshape(N, C * KH * KW, OH * OW)
-        out = np.matmul(W.reshape(FN, -1), col)
-        out += b.reshape(1, FN, 1)
-        return out.reshape(N, FN, OH, OW), (col, x.shape)
+        """Strided-copy im2col + BLAS GEMMs, in the layout that suits the layer (see numpy_conv)."""
+        return numpy_conv.forward(x, W, b, stride, pad, ws)
 
     def conv2d_backward(self, dout, cache, W, stride, pad, ws=None):
-        """Batched GEMMs for dW and dcol, then col2im as KH*KW strided adds of whole rows."""
-        col, (N, C, H, Wd) = cache
-        FN, _, KH, KW = W.shape
-        (SH, SW), (PH, PW) = stride, pad
-        OH, OW = (H + 2 * PH - KH) // SH + 1, (Wd + 2 * PW - KW) // SW + 1
-        d = dout.reshape(N, FN, OH * OW)
-        db = d.sum(axis=(0, 2))
-        dW = np.matmul(d, col.transpose(0, 2, 1)).sum(axis=0).reshape(W.shape)
-        dcol = _buffer(ws, "dcol", (N, C * KH * KW, OH * OW), dout.dtype)
-        np.matmul(W.reshape(FN, -1).T, d, out=dcol)
-        dcol = dcol.reshape(N, C, KH, KW, OH, OW)
-        img = np.zeros((N, C, H, Wd), dtype=dout.dtype)
-        for kh in range(KH):
-            rows, orows = _inside(kh, SH, PH, OH, H)
-            for kw in range(KW):
-                cols, ocols = _inside(kw, SW, PW, OW, Wd)
-                img[:, :, rows, cols] += dcol[:, :, kh, kw, orows, ocols]
-        return img, dW, db
+        """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward`."""
+        return numpy_conv.backward(dout, cache, W, stride, pad, ws)
 
     def info(self):
         cfg = {}

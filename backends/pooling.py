@@ -21,13 +21,13 @@ def max_forward(xp, x, KH, KW, stride, pad, OH, OW):
     """Window maxima (N, C, OH, OW) and the index of the first maximum in (kh, kw) order (uint8)."""
     (SH, SW), (PH, PW) = stride, pad
     xpad = _pad(xp, x, PH, PW, float("-inf"))
-    out = _tap(xpad, 0, 0, SH, SW, OH, OW).copy()
-    arg = xp.zeros(out.shape, dtype=xp.uint8)
+    out = _tap(xpad, 0, 0, SH, SW, OH, OW).copy(order="K")  # keep the input's memory order
+    arg = xp.zeros_like(out, dtype=xp.uint8)
     for k in range(1, KH * KW):
         v = _tap(xpad, k // KW, k % KW, SH, SW, OH, OW)
         larger = v > out  # strict: ties keep the earlier tap
         xp.copyto(out, v, where=larger)
-        arg[larger] = k
+        xp.copyto(arg, k, where=larger)
     return out, arg
 
 
@@ -41,7 +41,7 @@ def avg_forward(xp, x, KH, KW, stride, pad, OH, OW):
     """Window means, padding counted as zeros (count_include_pad)."""
     (SH, SW), (PH, PW) = stride, pad
     xpad = _pad(xp, x, PH, PW, 0)
-    out = _tap(xpad, 0, 0, SH, SW, OH, OW).copy()
+    out = _tap(xpad, 0, 0, SH, SW, OH, OW).copy(order="K")  # keep the input's memory order
     for k in range(1, KH * KW):
         out += _tap(xpad, k // KW, k % KW, SH, SW, OH, OW)
     out *= x.dtype.type(1.0 / (KH * KW))
