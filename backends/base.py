@@ -84,12 +84,12 @@ class Backend:
 
     # -- pooling -----------------------------------------------------------------------------
     def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
-        """Max over each window: ``(out (N, C, OH, OW), arg)``; padding counts as -inf."""
+        """Max over each window: ``(out (N, C, OH, OW), cache)``; padding counts as -inf."""
         return pooling.max_forward(self.xp, x, KH, KW, stride, pad, OH, OW)
 
-    def maxpool2d_backward(self, dout, arg, x_shape, KH, KW, stride, pad):
-        """dL/dx of :meth:`maxpool2d_forward`; ties went to the first maximum in (kh, kw) order."""
-        return pooling.max_backward(self.xp, dout, arg, x_shape, KH, KW, stride, pad)
+    def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad):
+        """dL/dx of :meth:`maxpool2d_forward`; ties send the gradient to the first maximum in (kh, kw) order."""
+        return pooling.max_backward(self.xp, dout, cache, x_shape, KH, KW, stride, pad)
 
     def avgpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
         """Mean over each window; padding counts as zeros."""

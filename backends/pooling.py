@@ -18,23 +18,33 @@ def _pad(xp, x, PH, PW, value):
 
 
 def max_forward(xp, x, KH, KW, stride, pad, OH, OW):
-    """Window maxima (N, C, OH, OW) and the index of the first maximum in (kh, kw) order (uint8)."""
+    """Window maxima (N, C, OH, OW) and a cache for :func:`max_backward` (the padded input, no copy)."""
     (SH, SW), (PH, PW) = stride, pad
     xpad = _pad(xp, x, PH, PW, float("-inf"))
     out = _tap(xpad, 0, 0, SH, SW, OH, OW).copy(order="K")  # keep the input's memory order
-    arg = xp.zeros_like(out, dtype=xp.uint8)
     for k in range(1, KH * KW):
-        v = _tap(xpad, k // KW, k % KW, SH, SW, OH, OW)
-        larger = v > out  # strict: ties keep the earlier tap
-        xp.copyto(out, v, where=larger)
-        xp.copyto(arg, k, where=larger)
-    return out, arg
+        xp.maximum(out, _tap(xpad, k // KW, k % KW, SH, SW, OH, OW), out=out)
+    return out, (xpad, out)
 
 
-def max_backward(xp, dout, arg, x_shape, KH, KW, stride, pad):
-    """Route each output gradient to its window's first maximum."""
-    return _scatter_taps(xp, x_shape, KH, KW, stride, pad, dout.dtype,
-                         lambda k: xp.where(arg == k, dout, dout.dtype.type(0)))
+def max_backward(xp, dout, cache, x_shape, KH, KW, stride, pad):
+    """Route each output gradient to its window's first maximum in (kh, kw) order.
+
+    The argmax is found here, not in the forward pass, so inference pays nothing for it.
+    """
+    xpad, out = cache
+    _, _, OH, OW = out.shape
+    (SH, SW) = stride
+    taken = xp.zeros(out.shape, dtype=bool)
+    zero = dout.dtype.type(0)
+
+    def grad_of_tap(k):
+        hit = _tap(xpad, k // KW, k % KW, SH, SW, OH, OW) == out
+        hit &= ~taken
+        taken[...] |= hit
+        return xp.where(hit, dout, zero)
+
+    return _scatter_taps(xp, x_shape, KH, KW, stride, pad, dout.dtype, grad_of_tap)
 
 
 def avg_forward(xp, x, KH, KW, stride, pad, OH, OW):

@@ -19,9 +19,6 @@ class _Pool2D(Layer):
         if self.pad[0] > self.KH // 2 or self.pad[1] > self.KW // 2:
             raise ValueError(f"{type(self).__name__}: pad must be at most half the window, "
                              f"got pad={pad!r} for size={size!r}")
-        if self.KH * self.KW > 255:
-            raise ValueError(f"{type(self).__name__}: windows of more than 255 elements are not supported, "
-                             f"got size={size!r}")
 
     def extra_repr(self):
         return f"size=({self.KH}, {self.KW}), stride={self.stride}, pad={self.pad}"
@@ -50,12 +47,12 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x, train=False):
         be, OH, OW = self._setup(x)
-        out, self.arg = be.maxpool2d_forward(x, self.KH, self.KW, self.stride, self.pad, OH, OW)
+        out, self.cache = be.maxpool2d_forward(x, self.KH, self.KW, self.stride, self.pad, OH, OW)
         return out
 
     def backward(self, dout):
         self.check_grad(dout, self.out_shape)
-        return backends.of(dout).maxpool2d_backward(dout, self.arg, self.x_shape, self.KH, self.KW, self.stride,
+        return backends.of(dout).maxpool2d_backward(dout, self.cache, self.x_shape, self.KH, self.KW, self.stride,
                                                     self.pad)
 
 
