@@ -82,6 +82,7 @@ def run_train(args):
     _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     if not args.warmup_epochs >= 0:
         raise ValueError(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
+    make_optimizer(args, steps_per_epoch=1)  # reject bad optimizer arguments before any data is fetched
     be = _backend(args.backend)
     out_dir, resume_path = resolve_out_dir(args)
     train, test, classes = load_dataset(args.dataset, flatten=args.model == "mlp")
