@@ -1,6 +1,7 @@
 """``xpnet`` / ``python -m xpnet``: train, eval, info. User errors end in one line on stderr."""
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -47,6 +48,9 @@ def main(argv=None):
         except KeyboardInterrupt as e:
             print(f"xpnet: {_interrupted(e)}", file=sys.stderr)
             return EXIT_INTERRUPTED
+        except BrokenPipeError:  # stdout closed early (xpnet info | head): not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_ERROR
         except Exception as e:  # nothing reaches the user as a traceback without --debug
             if args.debug:
                 raise
