@@ -29,7 +29,8 @@ class NumpyRNG:
         self.gen.bit_generator.state = state
 
 
-def _cpu_model():
+def cpu_model():
+    """The CPU's name from /proc/cpuinfo (the platform's processor string elsewhere)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -113,7 +114,7 @@ class NumpyBackend(Backend):
             pass
         return {
             "backend": self.name,
-            "device": _cpu_model(),
+            "device": cpu_model(),
             "cores": os.cpu_count(),
             "numpy": np.__version__,
             "blas": f"{cfg.get('name', 'unknown')} {cfg.get('version', '')}".strip(),
