@@ -2,6 +2,7 @@
 
 import time
 
+from xpnet import precision
 from xpnet.backends import pooling
 
 
@@ -80,7 +81,8 @@ class Backend:
         d = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
         dW = (d.T @ col).reshape(W.shape)
         dcol = d @ W.reshape(FN, -1)
-        return self.col2im(dcol, x_shape, KH, KW, stride, pad), dW, d.sum(axis=0)
+        db = d.sum(axis=0, dtype=precision.compute_dtype(d.dtype)).astype(d.dtype, copy=False)
+        return self.col2im(dcol, x_shape, KH, KW, stride, pad), dW, db
 
     # -- pooling -----------------------------------------------------------------------------
     def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):

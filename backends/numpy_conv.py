@@ -22,6 +22,11 @@ import numpy as np
 THIN = 32
 
 
+def _acc(a):
+    """float32 for float16 arrays: sums over the batch accumulate there (see xpnet.precision)."""
+    return np.float32 if a.dtype.itemsize < 4 else a.dtype
+
+
 def _out_size(H, Wd, KH, KW, stride, pad):
     return (H + 2 * pad[0] - KH) // stride[0] + 1, (Wd + 2 * pad[1] - KW) // stride[1] + 1
 
@@ -101,17 +106,17 @@ def backward(dout, cache, W, stride, pad, ws=None):
     Wc = W.reshape(FN, -1)
     if layout == "batched":
         d = dout.reshape(N, FN, OH * OW)
-        dW = np.matmul(d, col.transpose(0, 2, 1)).sum(axis=0)
+        dW = np.matmul(d, col.transpose(0, 2, 1)).sum(axis=0, dtype=_acc(d)).astype(d.dtype, copy=False)
         dcol = _buffer(ws, "dcol", (N, C * KH * KW, OH * OW), dout.dtype)
         np.matmul(Wc.T, d, out=dcol)
         dcol = dcol.reshape(N, C, KH, KW, OH, OW)
         dx = _scatter(np.zeros((N, C, H, Wd), dout.dtype), lambda kh, kw: dcol[:, :, kh, kw], KH, KW, stride,
                       pad, OH, OW)
-        return dx, dW.reshape(W.shape), d.sum(axis=(0, 2))
+        return dx, dW.reshape(W.shape), d.sum(axis=(0, 2), dtype=_acc(d)).astype(d.dtype, copy=False)
     d = dout.transpose(1, 0, 2, 3).reshape(FN, N * OH * OW)  # free when dout kept (FN, N, ...) order
     dW = d @ col.T
     dcol = _buffer(ws, "dcol", (C * KH * KW, N * OH * OW), dout.dtype)
     np.matmul(Wc.T, d, out=dcol)
     dcol = dcol.reshape(C, KH, KW, N, OH, OW)
     dx = _scatter(np.zeros((C, N, H, Wd), dout.dtype), lambda kh, kw: dcol[:, kh, kw], KH, KW, stride, pad, OH, OW)
-    return dx.transpose(1, 0, 2, 3), dW.reshape(W.shape), d.sum(axis=1)
+    return dx.transpose(1, 0, 2, 3), dW.reshape(W.shape), d.sum(axis=1, dtype=_acc(d)).astype(d.dtype, copy=False)

@@ -4,12 +4,12 @@ import argparse
 import sys
 import time
 
-from benchmarks import breakdown, conv, infer, machine, train
+from benchmarks import breakdown, conv, infer, machine, precision, train
 from benchmarks.report import write_json
 from benchmarks.settings import Settings
 from xpnet import backends
 
-SUITES = {"breakdown": breakdown, "train": train, "infer": infer, "conv": conv}
+SUITES = {"breakdown": breakdown, "train": train, "infer": infer, "conv": conv, "precision": precision}
 
 EPILOG = """suites:
   breakdown  AlexNet forward (and DeepConvNet forward/backward) time per layer and per layer type,
@@ -20,6 +20,8 @@ EPILOG = """suites:
              --compare torch times PyTorch in the same run
   conv       every conv layer of DeepConvNet and AlexNet: GFLOP/s against the measured GEMM peak,
              and the split between im2col/col2im, GEMM and the rest
+  precision  DeepConvNet inference speed and accuracy per dtype (float64, float32, float16; bfloat16
+             listed as unsupported) per backend; XPNET_PRECISION_MODEL=model.npz gives MNIST accuracy
   all        every suite
 
 examples:

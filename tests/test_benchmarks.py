@@ -38,12 +38,12 @@ def quick_all(tmp_path_factory):
 
 def test_all_quick_writes_json_with_machine_and_every_suite(quick_all):
     _, doc, stdout = quick_all
-    assert doc["quick"] is True and doc["suites"] == ["breakdown", "train", "infer", "conv"]
+    assert doc["quick"] is True and doc["suites"] == ["breakdown", "train", "infer", "conv", "precision"]
     machine = doc["machine"]
     for key in ("cpu", "cores", "blas", "blas_threads", "numpy", "xpnet", "torch", "date", "backends"):
         assert key in machine
     assert machine["blas_threads"] == 1 and "numpy" in machine["backends"]
-    assert set(doc["results"]) == {"breakdown", "train", "infer", "conv"}
+    assert set(doc["results"]) == {"breakdown", "train", "infer", "conv", "precision"}
     assert "CPU:" in stdout and "BLAS" in stdout and "reduced for --quick" in stdout
 
 
@@ -80,11 +80,20 @@ def test_train_and_conv_results(quick_all):
             assert p[piece] >= 0 and p["rest_ms"] >= 0
 
 
+def test_precision_result(quick_all):
+    _, doc, _ = quick_all
+    rows = [r for r in doc["results"]["precision"]["rows"] if r["backend"] == "numpy"]
+    assert [r["dtype"] for r in rows] == ["float64", "float32", "float16", "bfloat16"]
+    assert all(r["images_per_s"] > 0 and 0 <= r["accuracy"] <= 1 for r in rows[:3])
+    assert rows[0]["max_score_difference"] == 0 and rows[2]["max_score_difference"] < 1e-2
+    assert "NumPy has no bfloat16" in rows[3]["unsupported"]
+
+
 def test_plots_exist(quick_all):
     out, doc, _ = quick_all
     names = ["breakdown_alexnet_forward.png", "breakdown_deep_convnet_forward.png",
              "breakdown_deep_convnet_backward.png", "train_throughput.png", "infer_throughput.png",
-             "conv_split_numpy.png"]
+             "conv_split_numpy.png", "precision_throughput.png"]
     for name in names:
         path = out / name
         assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

@@ -130,3 +130,27 @@ def test_resume_continues_from_the_checkpoint(tmp_path, capsys):
         for k in a.files:
             if k != "__meta__":
                 assert np.array_equal(a[k], b[k]), k
+
+
+def test_mixed_training_and_eval_per_dtype(tmp_path, capsys):
+    import json
+
+    data = tmp_path / "data"
+    data.mkdir()
+    make_idx_dir(data, n_train=120, n_test=40)
+    common = ["--dataset", str(data), "--model", "mlp", "--batch-size", "40", "--lr", "0.01", "--no-progress"]
+    assert main(["train", *common, "--epochs", "1", "--dtype", "mixed", "--out", str(tmp_path / "m")]) == 0
+    assert main(["train", *common, "--epochs", "2", "--dtype", "mixed", "--out", str(tmp_path / "m"), "--resume"]) == 0
+    history = json.loads((tmp_path / "m" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2] and history[-1]["loss_scale"] >= 2.0**15
+    with np.load(tmp_path / "m" / "model.npz") as f:  # the float32 masters are saved
+        assert all(f[k].dtype == np.float32 for k in f.files if k != "__meta__")
+    capsys.readouterr()
+    for dtype in ("float16", "float64"):
+        assert main(["eval", str(tmp_path / "m" / "model.npz"), "--dataset", str(data), "--dtype", dtype]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert lines[0].startswith(f"{dtype} on numpy: 40 images in") and "images/s" in lines[0]
+        assert lines[-1].startswith("test accuracy: ")
+    code = main(["eval", str(tmp_path / "m" / "model.npz"), "--dataset", str(data), "--dtype", "bfloat16"])
+    assert_one_line_error(code, capsys.readouterr().err, "bfloat16 is not supported on backend 'numpy'",
+                          "float16, float32, float64")

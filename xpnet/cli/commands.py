@@ -9,6 +9,7 @@ from xpnet.cli.data import limit, load_dataset
 from xpnet.errors import DataError, TrainingError, TrainingInterrupted
 
 MODELS = ("deep_convnet", "simple_convnet", "mlp")
+EVAL_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
 
 def add_train(sub):
@@ -17,20 +18,28 @@ def add_train(sub):
     p.add_argument("--model", default="deep_convnet", choices=MODELS)
     p.add_argument("--dataset", default="mnist", help="'mnist' or a directory of IDX files")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=0.001)
+    p.add_argument("--batch-size", type=int, default=100,
+                   help="examples per step; with --distributed, per rank (global batch = this x ranks)")
+    p.add_argument("--lr", type=float, default=0.001,
+                   help="learning rate; with --distributed, the base that --scale-lr scales")
     p.add_argument("--optimizer", default="adam")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--schedule", default="none", choices=("none", "step", "cosine"))
     p.add_argument("--warmup-epochs", type=float, default=0.0)
     p.add_argument("--backend", default=None, help="numpy (cpu), cuda (gpu) or auto; default $XPNET_BACKEND")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64", "float16", "mixed"),
+                   help="mixed: float16 activations and GEMMs, float32 master weights, dynamic loss scaling")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output directory (default runs/<timestamp>)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
                    help="continue from DIR/checkpoint.npz (default: --out)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI ranks: launch with 'mpiexec -n N xpnet train --distributed ...' "
+                        "(needs xpnet[dist]); one GPU per rank; rank 0 logs, evaluates and saves")
+    p.add_argument("--scale-lr", default="none", choices=("none", "linear", "sqrt"),
+                   help="with --distributed: lr used = --lr x 1, x ranks, or x sqrt(ranks) (default none)")
     p.set_defaults(func=run_train)
 
 
@@ -41,6 +50,8 @@ def add_eval(sub):
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--backend", default=None)
+    p.add_argument("--dtype", default=None, choices=EVAL_DTYPES,
+                   help="compute in this dtype (default: the saved model's); bfloat16 says why it is unsupported")
     p.set_defaults(func=run_eval)
 
 
@@ -75,7 +86,6 @@ def _resume_command(argv, out_dir):
 
 
 def run_train(args):
-    from xpnet import models
     from xpnet.cli.build import make_optimizer, resolve_out_dir
     from xpnet.training import Trainer
 
@@ -83,23 +93,24 @@ def run_train(args):
     if not args.warmup_epochs >= 0:
         raise ValueError(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
     make_optimizer(args, steps_per_epoch=1)  # reject bad optimizer arguments before any data is fetched
+    world = _start_world(args)
     be = _backend(args.backend)
-    out_dir, resume_path = resolve_out_dir(args)
+    if world is None:
+        out_dir, resume_path = resolve_out_dir(args)
+    else:
+        out_dir, resume_path = _distributed_setup(args, world, be, resolve_out_dir)
     train, test, classes = load_dataset(args.dataset, flatten=args.model == "mlp")
     train = limit(train, args.limit)
-    input_dim = train[0].shape[1:]
-    kwargs = {"input_size": int(input_dim[0])} if args.model == "mlp" else {"input_dim": list(input_dim)}
-    model = models.build(args.model, output_size=classes, seed=args.seed, dtype=args.dtype, backend=be, **kwargs)
-    steps_per_epoch = -(-len(train[0]) // args.batch_size)
-    optimizer = make_optimizer(args, steps_per_epoch)
-    config = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
+    model, optimizer = _build(args, train, classes, be, world)
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "argv", "world")}
     config.update(backend=be.name, device=be.device, out=out_dir)
     trainer = Trainer(model, optimizer, train, test, epochs=args.epochs, batch_size=args.batch_size,
-                      seed=args.seed, out_dir=out_dir, progress=not args.no_progress, config=config)
+                      seed=args.seed, out_dir=out_dir, progress=not args.no_progress, config=config, world=world)
+    say = print if world is None or world.is_root else _quiet
     if resume_path:
         trainer.resume(resume_path)
-        print(f"resumed from {resume_path} at epoch {trainer.epoch}")
-    print(f"training {args.model} ({model.num_params():,} parameters) on {be.name} ({be.device}), "
+        say(f"resumed from {resume_path} at epoch {trainer.epoch}")
+    say(f"training {args.model} ({model.num_params():,} parameters) on {be.name} ({be.device}), "
           f"{len(train[0])} images, output in {out_dir}")
     start = time.perf_counter()
     try:
@@ -107,16 +118,78 @@ def run_train(args):
     except TrainingInterrupted as e:
         e.resume_command = _resume_command(getattr(args, "argv", []), out_dir)
         raise
-    try:
-        model.save(os.path.join(out_dir, "model.npz"))
-    except OSError as e:
-        raise TrainingError(f"could not write {os.path.join(out_dir, 'model.npz')}: {e.strerror or e}; the "
-                            f"last epoch's checkpoint is intact; to write the model file, run: "
-                            f"{_resume_command(getattr(args, 'argv', []), out_dir)}") from e
+    if world is not None and not world.is_root:
+        return None  # rank 0 alone writes the model and reports
+    path = _save_model(args, model, optimizer, out_dir)
     wall = time.perf_counter() - start
     imgs = sum(h["images_per_s"] * h["seconds"] for h in history) / max(sum(h["seconds"] for h in history), 1e-9)
-    print(f"wall time {wall:.1f} s, {imgs:.0f} train images/s; saved {os.path.join(out_dir, 'model.npz')}")
+    print(f"wall time {wall:.1f} s, {imgs:.0f} train images/s; saved {path}")
     print(f"test accuracy: {history[-1]['test_acc']:.4f}")
+
+
+def _build(args, train, classes, be, world):
+    """The model (sized from the data) and its optimizer; ``--dtype mixed`` wraps it for float16 compute."""
+    from xpnet import models
+    from xpnet.cli.build import make_optimizer
+    from xpnet.training import MixedPrecision
+
+    input_dim = train[0].shape[1:]
+    kwargs = {"input_size": int(input_dim[0])} if args.model == "mlp" else {"input_dim": list(input_dim)}
+    mixed = args.dtype == "mixed"
+    model = models.build(args.model, output_size=classes, seed=args.seed, dtype="float32" if mixed else args.dtype,
+                         backend=be, **kwargs)
+    steps_per_epoch = -(-len(train[0]) // (args.batch_size * (world.size if world else 1)))
+    optimizer = make_optimizer(args, steps_per_epoch)
+    return model, (MixedPrecision(optimizer).attach(model) if mixed else optimizer)
+
+
+def _save_model(args, model, optimizer, out_dir):
+    """Write ``out_dir/model.npz`` (float32 master weights under mixed precision); returns its path."""
+    path = os.path.join(out_dir, "model.npz")
+    if args.dtype == "mixed":
+        optimizer.copy_masters_to(model)
+    try:
+        model.save(path)
+    except OSError as e:
+        raise TrainingError(f"could not write {path}: {e.strerror or e}; the last epoch's checkpoint is intact; "
+                            f"to write the model file, run: {_resume_command(getattr(args, 'argv', []), out_dir)}"
+                            ) from e
+    return path
+
+
+def _quiet(*args, **kwargs):
+    """``print`` for ranks other than 0."""
+
+
+def _start_world(args):
+    """The MPI world for ``--distributed`` (kept on ``args`` so an error on any rank aborts them all)."""
+    if not getattr(args, "distributed", False):
+        if getattr(args, "scale_lr", "none") != "none":
+            raise ValueError("--scale-lr needs --distributed")
+        return None
+    from xpnet import backends, distributed
+
+    args.world = world = distributed.init()
+    if backends.resolve_name(args.backend or os.environ.get("XPNET_BACKEND") or "numpy") != "numpy":
+        world.use_local_gpu()  # before the CUDA backend starts on the default device
+    return world
+
+
+def _distributed_setup(args, world, be, resolve_out_dir):
+    """Rank 0 resolves the output directory for all; pick the allreduce path; scale the learning rate.
+
+    Returns rank 0's ``(out_dir, resume_path)``.
+    """
+    from xpnet.distributed import scale_lr
+
+    out_dir, resume_path = world.bcast_object(resolve_out_dir(args) if world.is_root else None)
+    engine = world.bind(be)
+    base, args.lr = args.lr, scale_lr(args.lr, world.size, args.scale_lr)
+    if world.is_root:
+        print(f"distributed: {world.size} ranks x batch {args.batch_size} = global batch "
+              f"{world.size * args.batch_size}; lr {args.lr:g} (--lr {base:g}, --scale-lr {args.scale_lr}); "
+              f"gradients averaged by {engine.describe()}")
+    return out_dir, resume_path
 
 
 def run_eval(args):
@@ -137,7 +210,13 @@ def run_eval(args):
     if tuple(x.shape[1:]) != tuple(model.config.get("input_dim", x.shape[1:])):
         raise DataError(f"the model expects inputs {tuple(model.config['input_dim'])}, the dataset has "
                         f"{tuple(x.shape[1:])}")
-    acc = model.accuracy(x, t, batch_size=args.batch_size)
+    if args.dtype:
+        model.astype(args.dtype)
+    be.synchronize()
+    start = time.perf_counter()
+    acc = model.accuracy(x, t, batch_size=args.batch_size)  # reads the count back: the device is done
+    seconds = time.perf_counter() - start
+    print(f"{model.dtype} on {be.name}: {len(x)} images in {seconds:.2f} s ({len(x) / seconds:.0f} images/s)")
     print(f"test accuracy: {acc:.4f}")
 
 

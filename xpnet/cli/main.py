@@ -3,6 +3,7 @@
 import argparse
 import os
 import sys
+import traceback
 import warnings
 
 from xpnet.errors import TrainingInterrupted, XpnetError
@@ -46,16 +47,39 @@ def main(argv=None):
         try:
             return args.func(args) or 0
         except KeyboardInterrupt as e:
-            print(f"xpnet: {_interrupted(e)}", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            print(f"xpnet: {_rank(args)}{_interrupted(e)}", file=sys.stderr)
+            return _end(args, EXIT_INTERRUPTED)
         except BrokenPipeError:  # stdout closed early (xpnet info | head): not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return EXIT_ERROR
         except Exception as e:  # nothing reaches the user as a traceback without --debug
-            if args.debug:
+            if args.debug and _peers(args) is None:
                 raise
-            print(f"xpnet: error: {_describe(e)}", file=sys.stderr)
-            return EXIT_ERROR
+            if args.debug:
+                traceback.print_exc()
+            print(f"xpnet: error: {_rank(args)}{_describe(e)}", file=sys.stderr)
+            return _end(args, EXIT_ERROR)
+
+
+def _peers(args):
+    """The MPI world of a ``--distributed`` run with more than one rank, else None."""
+    world = getattr(args, "world", None)
+    return world if world is not None and world.size > 1 else None
+
+
+def _rank(args):
+    world = _peers(args)
+    return f"[rank {world.rank}/{world.size}] " if world else ""
+
+
+def _end(args, code):
+    """Return ``code``; in a job of several ranks, abort them all (MPI_Abort) so none waits forever."""
+    world = _peers(args)
+    if world is not None:
+        from xpnet.distributed.abort import abort_world
+
+        abort_world(world, code)
+    return code
 
 
 def _describe(e):

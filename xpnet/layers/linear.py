@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from xpnet import backends, init
+from xpnet import backends, init, precision
 from xpnet.layers.base import Layer, xp_of
 
 
@@ -15,6 +15,9 @@ class Affine(Layer):
         weight_init: ``"he"``, ``"xavier"`` or a float standard deviation.
         rng: NumPy Generator for initialisation (a fresh default one if None).
         dtype: parameter dtype. backend: where parameters live (default: the current backend).
+
+    Half precision: the GEMMs run in the input's dtype (see :mod:`xpnet.precision` for how each
+    backend accumulates); the bias gradient, a sum over the batch, accumulates in float32.
 
     Shapes:
         x (N, ...) with prod(...) == in_features -> (N, out_features).
@@ -47,7 +50,7 @@ class Affine(Layer):
     def backward(self, dout):
         self.check_grad(dout, (self.x.shape[0], self.out_features))
         self.grads["W"] = self.x.T @ dout
-        self.grads["b"] = dout.sum(axis=0)
+        self.grads["b"] = precision.sum_axis0(dout)
         return (dout @ self.params["W"].T).reshape(self.x_shape)
 
 

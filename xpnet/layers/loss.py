@@ -1,6 +1,6 @@
 """Loss layers: ``forward(y, t)`` returns a 0-d array (no host sync); ``backward()`` returns dL/dy."""
 
-from xpnet import backends
+from xpnet import backends, precision
 from xpnet.errors import ShapeError
 from xpnet.layers.base import Layer
 
@@ -8,9 +8,13 @@ from xpnet.layers.base import Layer
 class SoftmaxCrossEntropy(Layer):
     """Mean cross-entropy of softmax(y) against labels, via a stable log-sum-exp.
 
+    Half precision: for float16 scores the softmax, the log-sum-exp and the mean are computed in
+    float32 (:func:`xpnet.precision.compute_dtype`), so logits up to float16's maximum give finite
+    probabilities and losses; the loss is returned in float32 and dL/dy is cast back to y's dtype.
+
     Shapes:
         y (N, K) scores; t (N,) integer class indices or (N, K) one-hot / probabilities.
-        Returns a 0-d array of y's dtype.
+        Returns a 0-d array of y's dtype (float32 for float16 scores).
     """
 
     def forward(self, y, t, train=False):
@@ -22,6 +26,8 @@ class SoftmaxCrossEntropy(Layer):
         N, K = y.shape
         if N == 0:
             raise ShapeError(f"{self._label()}: expected a batch of at least one example, got shape {(N, K)}")
+        self.out_dtype = y.dtype
+        y = precision.widen(y)
         s = y - y.max(axis=1, keepdims=True)
         logp = s - xp.log(xp.exp(s).sum(axis=1, keepdims=True))
         self.p = xp.exp(logp)
@@ -48,7 +54,8 @@ class SoftmaxCrossEntropy(Layer):
         else:
             dy = self.p.copy()
             dy[xp.arange(N), self.t] -= 1
-        return dy * self.p.dtype.type(dout / N) if not hasattr(dout, "shape") else dy * (dout / N)
+        dy = dy * self.p.dtype.type(dout / N) if not hasattr(dout, "shape") else dy * (dout / N)
+        return dy.astype(self.out_dtype, copy=False)
 
 
 class MeanSquaredError(Layer):

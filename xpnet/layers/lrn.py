@@ -1,5 +1,6 @@
 """Local response normalisation across channels (Krizhevsky, Sutskever & Hinton 2012, section 3.3)."""
 
+from xpnet import precision
 from xpnet.errors import ShapeError
 from xpnet.layers.base import Layer, xp_of
 
@@ -32,6 +33,9 @@ class LocalResponseNormalization(Layer):
         size: n, the number of adjacent channels summed (5 in AlexNet).
         alpha: scale of the sum of squares (1e-4). beta: exponent (0.75). k: additive constant (2).
 
+    Half precision: for float16 input the sum of squares and the powers are computed in float32
+    (squares overflow float16 above |x| = 256) and the output and dL/dx are cast back to float16.
+
     Shapes:
         x (N, C, H, W) -> (N, C, H, W).
     """
@@ -54,17 +58,19 @@ class LocalResponseNormalization(Layer):
         if x.shape[1] < 1:
             raise ShapeError(f"{self._label()}: expected at least one channel, got shape {tuple(x.shape)}")
         xp = xp_of(x)
+        self.dtype, x = x.dtype, precision.widen(x)
         one = x.dtype.type
         scale = _window_sum(x * x, self.lo, self.hi)
         scale *= one(self.alpha)
         scale += one(self.k)
         self.x, self.scale = x, scale
         self.inv = xp.power(scale, one(-self.beta))  # s^-beta, reused by backward
-        return x * self.inv
+        return (x * self.inv).astype(self.dtype, copy=False)
 
     def backward(self, dout):
         """dx_j = dy_j s_j^-beta - 2 alpha beta x_j sum_{i: j in window(i)} dy_i y_i / s_i."""
         self.check_grad(dout, self.x.shape)
+        dout = precision.widen(dout)
         one = dout.dtype.type
         ratio = dout * self.x
         ratio *= self.inv
@@ -73,4 +79,4 @@ class LocalResponseNormalization(Layer):
         back *= self.x
         back *= one(-2.0 * self.alpha * self.beta)
         back += dout * self.inv
-        return back
+        return back.astype(self.dtype, copy=False)

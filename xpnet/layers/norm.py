@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from xpnet import backends
+from xpnet import backends, precision
 from xpnet.errors import ShapeError
 from xpnet.layers.base import Layer
 
@@ -14,6 +14,11 @@ class BatchNorm(Layer):
         num_features: D for (N, D) input, C for (N, C, H, W) input.
         momentum: running = momentum * running + (1 - momentum) * batch statistic (the book's 0.9).
         eps: added to the variance.
+
+    Half precision: for float16 input the statistics, the normalisation and the parameter gradients
+    are computed in float32 (squares of activations above 256 overflow float16) and the output and
+    dL/dx are cast back to float16; the running statistics stay in float32 (a variance above 65,504
+    would be stored as inf).
 
     Shapes:
         x (N, D) or (N, C, H, W) -> same. Parameters gamma, beta (D,); buffers running_mean,
@@ -33,6 +38,12 @@ class BatchNorm(Layer):
         self.buffers["running_mean"] = be.xp.zeros(self.D, dtype=dtype)
         self.buffers["running_var"] = be.xp.ones(self.D, dtype=dtype)
 
+    def astype(self, dtype):
+        """Cast gamma and beta to ``dtype``; the running statistics to float32 at least; returns self."""
+        super().astype(dtype)
+        self.buffers = {k: v.astype(precision.compute_dtype(dtype)) for k, v in self.buffers.items()}
+        return self
+
     def extra_repr(self):
         return f"{self.D}, momentum={self.momentum}, eps={self.eps}"
 
@@ -46,27 +57,32 @@ class BatchNorm(Layer):
         self.check_input(x, (2, 4))
         self.axes, bshape = self._layout(x)
         xp = backends.of(x).xp
-        gamma = self.params["gamma"].reshape(bshape)
-        beta = self.params["beta"].reshape(bshape)
+        dtype, x = x.dtype, precision.widen(x)
+        gamma = precision.widen(self.params["gamma"]).reshape(bshape)
+        beta = precision.widen(self.params["beta"]).reshape(bshape)
         if not train:
-            std = xp.sqrt(self.buffers["running_var"] + self.eps).reshape(bshape)
-            return (x - self.buffers["running_mean"].reshape(bshape)) / std * gamma + beta
+            std = xp.sqrt(precision.widen(self.buffers["running_var"]) + self.eps).reshape(bshape)
+            out = (x - precision.widen(self.buffers["running_mean"]).reshape(bshape)) / std * gamma + beta
+            return out.astype(dtype, copy=False)
         mu = x.mean(axis=self.axes, keepdims=True)
         xc = x - mu
         var = (xc * xc).mean(axis=self.axes, keepdims=True)
         self.std = xp.sqrt(var + self.eps)
         self.xn = xc / self.std
         m = self.momentum
-        self.buffers["running_mean"] = m * self.buffers["running_mean"] + (1 - m) * mu.reshape(-1)
-        self.buffers["running_var"] = m * self.buffers["running_var"] + (1 - m) * var.reshape(-1)
-        return self.xn * gamma + beta
+        for name, stat in (("running_mean", mu), ("running_var", var)):
+            old = self.buffers[name]
+            self.buffers[name] = (m * precision.widen(old) + (1 - m) * stat.reshape(-1)).astype(old.dtype, copy=False)
+        return (self.xn * gamma + beta).astype(dtype, copy=False)
 
     def backward(self, dout):
         self.check_grad(dout, self.xn.shape)
         bshape = self.std.shape
-        self.grads["gamma"] = (dout * self.xn).sum(axis=self.axes)
-        self.grads["beta"] = dout.sum(axis=self.axes)
-        dxn = dout * self.params["gamma"].reshape(bshape)
+        dtype, dout = dout.dtype, precision.widen(dout)
+        pdtype = self.params["gamma"].dtype
+        self.grads["gamma"] = (dout * self.xn).sum(axis=self.axes).astype(pdtype, copy=False)
+        self.grads["beta"] = dout.sum(axis=self.axes).astype(pdtype, copy=False)
+        dxn = dout * precision.widen(self.params["gamma"]).reshape(bshape)
         mean_dxn = dxn.mean(axis=self.axes, keepdims=True)
         mean_dxn_xn = (dxn * self.xn).mean(axis=self.axes, keepdims=True)
-        return (dxn - mean_dxn - self.xn * mean_dxn_xn) / self.std
+        return ((dxn - mean_dxn - self.xn * mean_dxn_xn) / self.std).astype(dtype, copy=False)

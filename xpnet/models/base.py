@@ -4,7 +4,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from xpnet import backends
+from xpnet import backends, precision
 from xpnet.errors import DTypeError, FileFormatError, ShapeError
 
 
@@ -64,10 +64,13 @@ class Model:
         return self
 
     def astype(self, dtype):
-        """Cast every parameter and buffer to a floating dtype; returns self."""
-        dtype = np.dtype(dtype)
-        if dtype.kind != "f":
-            raise DTypeError(f"{type(self).__name__}.astype: expected a floating dtype, got {dtype}")
+        """Cast every parameter and buffer to a floating dtype; returns self.
+
+        ``float16`` stores and computes in half precision on both backends (layers that need range or
+        long sums compute those parts in float32: see :mod:`xpnet.precision`). ``bfloat16`` raises
+        DTypeError naming the backend: neither NumPy nor CuPy has that dtype.
+        """
+        dtype = precision.resolve(dtype, self.backend.name, f"{type(self).__name__}.astype")
         self.net.astype(dtype)
         return self
 
@@ -113,19 +116,26 @@ class Model:
         """Mean loss over the batch as a 0-d device array (``float(...)`` to read it)."""
         loss = self.loss_layer.forward(self.predict(x, train), t, train)
         if self.weight_decay_lambda:
-            loss = loss + 0.5 * self.weight_decay_lambda * sum((w * w).sum() for w in self._weights())
+            acc = precision.compute_dtype(self.dtype)
+            loss = loss + 0.5 * self.weight_decay_lambda * sum((w * w).sum(dtype=acc) for w in self._weights())
         return loss
 
     def _weights(self):
         return [p for k, p in self.params.items() if k.endswith(".W")]
 
-    def backward(self):
-        """Back-propagate the last :meth:`loss`; fills :attr:`grads`."""
-        self.net.backward(self.loss_layer.backward(1.0))
+    def backward(self, loss_scale=1.0):
+        """Back-propagate the last :meth:`loss`; fills :attr:`grads`.
+
+        Args:
+            loss_scale: multiplies the loss before back-propagation (mixed-precision training's loss
+                scaling), so every gradient, the weight-decay term included, comes out scaled by it.
+        """
+        self.net.backward(self.loss_layer.backward(float(loss_scale)))
         if self.weight_decay_lambda:
+            wd = self.weight_decay_lambda * float(loss_scale)
             for k, p in self.params.items():
                 if k.endswith(".W"):
-                    self.net.set_array(k, self.net.all_grads[k] + self.weight_decay_lambda * p, "grads")
+                    self.net.set_array(k, self.net.all_grads[k] + p.dtype.type(wd) * p, "grads")
         return self.grads
 
     def gradient(self, x, t):
@@ -171,7 +181,8 @@ class Model:
             if v.shape != current[k].shape:
                 raise FileFormatError(f"{type(self).__name__}: '{k}' has shape {v.shape} in the state but "
                                       f"{tuple(current[k].shape)} in the model")
-            self.net.set_array(k, self.backend.asarray(v, dtype=self.dtype), kind)
+            dtype = current[k].dtype if kind == "buffers" else self.dtype  # BatchNorm keeps float32 statistics
+            self.net.set_array(k, self.backend.asarray(v, dtype=dtype), kind)
         return self
 
     def save(self, path):

@@ -26,6 +26,10 @@ class Trainer:
         out_dir: where checkpoint.npz, metrics.json/.csv and curves.png go (None: nothing written).
         progress: show a tqdm bar. log_every: steps between host reads of the running loss.
         eval_batch_size: batch size of evaluation passes.
+        world: a :class:`xpnet.distributed.World` for data-parallel training (None: this process alone).
+            With more than one rank, ``batch_size`` is per rank (the global batch is ``batch_size *
+            world.size``), parameters are broadcast from rank 0 here, gradients are averaged over the
+            global batch every step, and rank 0 alone shows progress, evaluates and writes files.
 
     Failures: a non-finite training loss (naming the step) or test loss stops training before the
     epoch's checkpoint is written; Ctrl-C raises :class:`~xpnet.errors.TrainingInterrupted`; a full or
@@ -34,7 +38,7 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, train, test, epochs=20, batch_size=100, seed=0, out_dir=None,
-                 progress=True, log_every=None, eval_batch_size=1000, config=None):
+                 progress=True, log_every=None, eval_batch_size=1000, config=None, world=None):
         if int(epochs) < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs!r}")
         if not isinstance(eval_batch_size, (int, np.integer)) or eval_batch_size < 1:
@@ -46,8 +50,12 @@ class Trainer:
             raise ShapeError(f"Trainer: test inputs have shape {tuple(test[0].shape[1:])} per example but "
                              f"training inputs have {tuple(train[0].shape[1:])}")
         self.model, self.optimizer = model, optimizer
-        self.epochs, self.out_dir, self.progress = int(epochs), out_dir, progress
-        self.iterator = BatchIterator(*train, batch_size=batch_size, seed=seed, backend=model.backend)
+        self.world, self.averager = world, _averager(world, model)
+        self.is_root = world is None or world.is_root
+        self.epochs = int(epochs)
+        self.out_dir, self.progress = (out_dir, progress) if self.is_root else (None, False)
+        self.iterator = BatchIterator(*train, batch_size=batch_size, seed=seed, backend=model.backend,
+                                      rank=world.rank if world else 0, world_size=world.size if world else 1)
         self.test = test
         self.eval_batch_size = eval_batch_size
         # On the CPU reading the loss is free, so check every step; on a GPU each read is a sync.
@@ -89,6 +97,11 @@ class Trainer:
 
     def _fit_epoch(self):
         record = self._train_epoch()
+        if not self.is_root:  # rank 0 alone evaluates, reports and writes files
+            self.epoch += 1
+            record["epoch"] = self.epoch
+            self.history.append(record)
+            return
         record.update(self.evaluate())
         if not math.isfinite(record["test_loss"]):
             raise TrainingError(f"non-finite test loss ({record['test_loss']}) after epoch {self.epoch + 1}: the "
@@ -147,16 +160,25 @@ class Trainer:
         finally:
             bar.close()
         elapsed = time.perf_counter() - start
-        return {"train_loss": float(loss_sum) / seen, "train_acc": float(correct) / seen,
-                "lr": opt.current_lr(), "seconds": round(elapsed, 3), "images_per_s": round(seen / elapsed, 1)}
+        if self.averager is not None:  # the epoch's metrics over the global batches, not this shard
+            loss_sum, correct, seen = self.world.sum([float(loss_sum), float(correct), seen])
+        record = {"train_loss": float(loss_sum) / seen, "train_acc": float(correct) / seen,
+                  "lr": opt.current_lr(), "seconds": round(elapsed, 3), "images_per_s": round(seen / elapsed, 1)}
+        scaler = getattr(opt, "scaler", None)
+        if scaler is not None:  # mixed precision: the loss scale at the epoch's end and the steps skipped so far
+            record.update(loss_scale=scaler.scale, skipped_steps=scaler.skipped)
+        return record
 
     def _step(self, xb, tb):
         """One update on a batch; returns its loss (a device scalar)."""
         model = self.model
         try:
             loss = model.loss(xb, tb, train=True)
-            model.backward()
-            self.optimizer.step(model.params, model.grads)
+            model.backward(getattr(self.optimizer, "loss_scale", 1.0))
+            grads = model.grads
+            if self.averager is not None:
+                grads = self.averager.average(grads, len(xb))
+            self.optimizer.step(model.params, grads)
         except Exception as e:
             self._raise_if_out_of_memory(e, "at batch size", self.iterator.batch_size, "--batch-size")
             raise
@@ -198,6 +220,19 @@ class Trainer:
                f"{r['images_per_s']:.0f} img/s  {r['seconds']:.1f} s")
         if self.progress is not None:
             tqdm.write(msg)
+
+
+def _averager(world, model):
+    """A GradientAverager for a world of several ranks (parameters broadcast from rank 0), else None."""
+    if world is None or world.size == 1:
+        return None
+    from xpnet.distributed import GradientAverager
+
+    if world.engine is None:
+        world.bind(model.backend)
+    averager = GradientAverager(world, model)
+    averager.broadcast_parameters(model)
+    return averager
 
 
 def _labels(t):
