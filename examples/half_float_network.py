@@ -6,10 +6,10 @@ that dtype (softmax and BatchNorm statistics run in float32 internally; see ``xp
 table gives the accuracy on all 10,000 MNIST test images and the inference speed, per dtype and backend.
 
 Usage:
-    XPNET_DATA=data python examples/half_float_network.py [MODEL.npz] [--batch-size 1000]
+    xpnet train --out runs/deepnet            # or any model.npz that xpnet saved
+    python examples/half_float_network.py runs/deepnet/model.npz [--batch-size 1000]
 
-MODEL defaults to data/deepconvnet_run20.npz (a DeepConvNet trained by ``xpnet train``). One dtype on
-one backend is also ``xpnet eval MODEL --dtype float16``.
+One dtype on one backend is also ``xpnet eval MODEL --dtype float16``.
 """
 
 import argparse
@@ -34,7 +34,7 @@ def measure(path, backend, dtype, x, t, batch_size):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("model", nargs="?", default="data/deepconvnet_run20.npz")
+    p.add_argument("model", help="a model file saved by xpnet (xpnet train writes RUN/model.npz)")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--limit", type=int, default=None, help="only the first N test images (default: all 10,000)")
     args = p.parse_args(argv)
