@@ -1,5 +1,8 @@
 """Shared fixtures: ``backend`` runs a test once per available backend; GPU cases carry the gpu mark."""
 
+import sys
+import types
+
 import numpy as np
 import pytest
 
@@ -40,3 +43,27 @@ def cuda():
     if not _cuda_usable():
         pytest.skip("CUDA backend unavailable (no CuPy or no GPU)")
     return backends.get("cuda")
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    """Install a stand-in ``cupy`` module that imports but has no usable device.
+
+    Call it with the device count to report, or an exception for ``getDeviceCount`` to raise; the
+    cached cuda backend is dropped so the next lookup goes through the stand-in.
+    """
+
+    def install(devices):
+        def count():
+            if isinstance(devices, BaseException):
+                raise devices
+            return devices
+
+        fake = types.ModuleType("cupy")
+        fake.__version__ = "13.0.0"
+        fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=count))
+        monkeypatch.setitem(sys.modules, "cupy", fake)
+        monkeypatch.setattr(backends, "_instances", {k: v for k, v in backends._instances.items() if k != "cuda"})
+        return fake
+
+    return install

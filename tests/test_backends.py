@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -138,15 +137,8 @@ def test_cuda_without_cupy_says_not_installed(monkeypatch):
     assert backends.get("auto").name == "numpy"
 
 
-def test_cuda_without_device_says_no_usable_device(monkeypatch):
-    def no_device():
-        raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
-
-    fake = types.ModuleType("cupy")
-    fake.__version__ = "13.0.0"
-    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=no_device))
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(backends, "_instances", {})
+def test_cuda_without_device_says_no_usable_device(fake_cupy):
+    fake_cupy(RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected"))
     with pytest.raises(BackendError) as exc:
         backends.get("gpu")
     msg = str(exc.value)
@@ -154,12 +146,8 @@ def test_cuda_without_device_says_no_usable_device(monkeypatch):
     assert "13.0.0" in msg and "cudaErrorNoDevice" in msg
 
 
-def test_cuda_with_zero_devices_says_no_usable_device(monkeypatch):
-    fake = types.ModuleType("cupy")
-    fake.__version__ = "13.0.0"
-    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 0))
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(backends, "_instances", {})
+def test_cuda_with_zero_devices_says_no_usable_device(fake_cupy):
+    fake_cupy(0)
     with pytest.raises(BackendError, match="no usable CUDA device"):
         backends.get("cupy")
 

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 
 import numpy as np
 import pytest
@@ -282,15 +281,8 @@ def test_train_on_cuda_without_cupy_is_one_line(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "run").exists()  # refused before the output directory was made
 
 
-def test_train_on_gpu_without_a_device_is_one_line(tmp_path, capsys, monkeypatch):
-    def no_device():
-        raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
-
-    fake = types.ModuleType("cupy")
-    fake.__version__ = "13.0.0"
-    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=no_device))
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(backends, "_instances", {k: v for k, v in backends._instances.items() if k != "cuda"})
+def test_train_on_gpu_without_a_device_is_one_line(tmp_path, capsys, fake_cupy):
+    fake_cupy(RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected"))
     code, _, err = run_main(capsys, *train_args(tiny_idx(tmp_path / "data"), tmp_path / "run", "--backend", "gpu"))
     assert_one_line_error(code, err, "no usable CUDA device", "cudaErrorNoDevice", "nvidia-smi")
 
