@@ -214,32 +214,11 @@ def test_deep_convnet_loss_gradients_sampled(backend, rng):
     model = DeepConvNet(seed=3, dtype=F64)
     _randomize_biases(model, backend, rng)
     x = backend.asarray(rng.standard_normal((2, 1, 28, 28)))
-    t = np.array([3, 7])
-
-    def loss():
-        gradcheck.reset_rng(model.net)  # the same dropout masks for every evaluation
-        return float(model.loss(x, t, train=True))
-
-    loss()
-    analytic = {k: backend.asnumpy(g).reshape(-1) for k, g in model.backward().items()}
-    assert set(analytic) == set(model.params) and len(analytic) == 16
-    eps = 1e-6
-    probed_analytic, probed_numeric = [], []
-    for name, p in model.params.items():
-        flat = p.reshape(-1)  # a view: writes reach the parameter
-        idx = rng.choice(flat.size, size=min(2, flat.size), replace=False)
-        numeric = np.empty(len(idx))
-        for j, i in enumerate(idx):
-            old = float(flat[i])
-            flat[i] = old + eps
-            lp = loss()
-            flat[i] = old - eps
-            lm = loss()
-            flat[i] = old
-            numeric[j] = (lp - lm) / (2 * eps)
+    probes = gradcheck.sample_model(model, x, np.array([3, 7]), rng, per_param=2)
+    assert set(probes) == set(model.params) and len(probes) == 16
+    for name, (analytic, numeric) in probes.items():
         # Many probed entries are ~0 (dropped units, dead ReLUs): an absolute floor well above the
         # ~1e-10 noise of a float64 central difference, and a tight relative bound elsewhere.
-        np.testing.assert_allclose(analytic[name][idx], numeric, rtol=1e-5, atol=1e-8, err_msg=name)
-        probed_analytic.append(analytic[name][idx])
-        probed_numeric.append(numeric)
-    assert gradcheck.relative_error(np.concatenate(probed_analytic), np.concatenate(probed_numeric)) < TOL
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8, err_msg=name)
+    both = [np.concatenate(side) for side in zip(*probes.values())]
+    assert gradcheck.relative_error(*both) < TOL

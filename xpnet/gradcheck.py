@@ -73,6 +73,39 @@ def check_model(model, x, t, eps=1e-6):
     return {k: relative_error(analytic[k], numerical_gradient(f, p, eps)) for k, p in model.params.items()}
 
 
+def sample_model(model, x, t, rng, per_param=2, eps=1e-6):
+    """Probe ``per_param`` random entries of every parameter of a float64 model by central differences.
+
+    For models too large for :func:`check_model`. Dropout is reseeded before every forward.
+
+    Returns:
+        dict name -> ``(analytic, numeric)``: two float64 NumPy arrays of the probed entries.
+    """
+
+    def loss():
+        reset_rng(model.net)
+        return float(model.loss(x, t, train=True))
+
+    loss()
+    be = model.backend
+    analytic = {k: be.asnumpy(g).reshape(-1) for k, g in model.backward().items()}
+    out = {}
+    for name, p in model.params.items():
+        flat = p.reshape(-1)  # a view: writes reach the parameter
+        idx = rng.choice(flat.size, size=min(per_param, flat.size), replace=False)
+        numeric = np.empty(len(idx))
+        for j, i in enumerate(idx):
+            old = float(flat[i])
+            flat[i] = old + eps
+            plus = loss()
+            flat[i] = old - eps
+            minus = loss()
+            flat[i] = old
+            numeric[j] = (plus - minus) / (2 * eps)
+        out[name] = (np.asarray(analytic[name][idx], np.float64), numeric)
+    return out
+
+
 def layer_output_shape(layer, x, train):
     reset_rng(layer)
     return tuple(layer.forward(x, train).shape)
@@ -80,7 +113,7 @@ def layer_output_shape(layer, x, train):
 
 def reset_rng(layer):
     """Re-create dropout generators from their seeds, so repeated forwards draw the same masks."""
-    children = getattr(layer, "layers", None)
-    for l in children.values() if children is not None else [layer]:
+    leaves = [l for _, l in layer.walk()] if hasattr(layer, "walk") else [layer]
+    for l in leaves:
         if hasattr(l, "set_rng_state"):
             l.set_rng_state(None)

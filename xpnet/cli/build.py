@@ -1,7 +1,11 @@
 """Building the optimizer, schedule and output directory from CLI arguments."""
 
+import inspect
+import json
 import os
 import time
+
+import numpy as np
 
 from xpnet import optim
 
@@ -37,3 +41,36 @@ def resolve_out_dir(args):
     if not os.access(out, os.W_OK):
         raise PermissionError(13, "output directory is not writable", out)
     return out, None
+
+
+def make_augment(args):
+    """The ``--augment`` pipeline (None for 'none'), seeded from ``--seed`` apart from the shuffle's stream."""
+    from xpnet.augment import parse_spec
+
+    if args.augment.strip().lower() not in ("", "none") and args.model == "mlp":
+        raise ValueError("--augment needs image input; the mlp model trains on flattened images")
+    seed = int(np.random.SeedSequence([args.seed, 0xA06]).generate_state(1)[0])
+    return parse_spec(args.augment, seed=seed)
+
+
+RESERVED = ("input_dim", "input_size", "output_size", "seed", "dtype", "backend")  # set from the data and flags
+
+
+def model_args(arch, items):
+    """``--model-arg KEY=VALUE`` items as constructor keyword arguments (VALUE parsed as JSON, else text)."""
+    from xpnet.models import REGISTRY
+
+    accepted = [k for k in inspect.signature(REGISTRY[arch].__init__).parameters if k not in ("self", *RESERVED)]
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"--model-arg: expected KEY=VALUE, got {item!r}")
+        if key not in accepted:
+            raise ValueError(f"--model-arg: {arch} has no argument {key!r}; its arguments: {', '.join(accepted)}")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out

@@ -5,10 +5,12 @@ import os
 import shlex
 import time
 
-from xpnet.cli.data import limit, load_dataset
+from xpnet import ensemble
+from xpnet.cli.data import check_dataset, limit, load_dataset
 from xpnet.errors import DataError, TrainingError, TrainingInterrupted
+from xpnet.models import REGISTRY
 
-MODELS = ("deep_convnet", "simple_convnet", "mlp")
+MODELS = tuple(name for name in REGISTRY if name != "alexnet")  # AlexNet expects 3x227x227 images
 EVAL_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
 
@@ -16,6 +18,9 @@ def add_train(sub):
     p = sub.add_parser("train", help="train a model (defaults: the book's DeepConvNet, Adam 0.001, "
                                      "batch 100, 20 epochs)")
     p.add_argument("--model", default="deep_convnet", choices=MODELS)
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="a constructor argument of the model, repeatable, VALUE in JSON: --model-arg width=0.25 "
+                        "--model-arg 'blocks=[2,2,2]' (see help(xpnet.models.<Model>))")
     p.add_argument("--dataset", default="mnist", help="'mnist' or a directory of IDX files")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=100,
@@ -26,6 +31,13 @@ def add_train(sub):
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--schedule", default="none", choices=("none", "step", "cosine"))
     p.add_argument("--warmup-epochs", type=float, default=0.0)
+    p.add_argument("--augment", default="none", metavar="SPEC",
+                   help="augment training batches on their device: 'default' (rotate=10,shift=2,scale=0.1) or "
+                        "key=value,... with rotate (degrees), shift (pixels), scale, crop (padding), flip "
+                        "(probability), brightness, contrast; default none")
+    p.add_argument("--ensemble", type=int, default=1, metavar="K",
+                   help="train K models with seeds seed..seed+K-1 in OUT/member<k>, then evaluate the average "
+                        "of their softmax outputs (manifest OUT/ensemble.json)")
     p.add_argument("--backend", default=None, help="numpy (cpu), cuda (gpu) or auto; default $XPNET_BACKEND")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64", "float16", "mixed"),
                    help="mixed: float16 activations and GEMMs, float32 master weights, dynamic loss scaling")
@@ -45,13 +57,18 @@ def add_train(sub):
 
 def add_eval(sub):
     p = sub.add_parser("eval", help="test accuracy of a saved model or of the book's parameters")
-    p.add_argument("model", nargs="?", help="a model file saved by xpnet (.npz)")
+    p.add_argument("model", nargs="?", help="a model file saved by xpnet (.npz) or an ensemble manifest "
+                                            "(.json, or a directory holding ensemble.json)")
     p.add_argument("--book-params", metavar="FILE", help="the book's deep_convnet_params.pkl")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--backend", default=None)
     p.add_argument("--dtype", default=None, choices=EVAL_DTYPES,
                    help="compute in this dtype (default: the saved model's); bfloat16 says why it is unsupported")
+    p.add_argument("--misclassified", metavar="FILE",
+                   help="draw the misclassified test images with their true/predicted labels (.png, .pdf, .svg; "
+                        "the book's Figure 8.2)")
+    p.add_argument("--max-images", type=int, default=20, help="with --misclassified: how many to draw (default 20)")
     p.set_defaults(func=run_eval)
 
 
@@ -86,26 +103,42 @@ def _resume_command(argv, out_dir):
 
 
 def run_train(args):
-    from xpnet.cli.build import make_optimizer, resolve_out_dir
-    from xpnet.training import Trainer
+    from xpnet.cli.build import make_augment, make_optimizer, model_args
 
-    _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, ensemble=args.ensemble)
     if not args.warmup_epochs >= 0:
         raise ValueError(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
-    make_optimizer(args, steps_per_epoch=1)  # reject bad optimizer arguments before any data is fetched
+    make_optimizer(args, steps_per_epoch=1)  # reject bad arguments before any data is fetched
+    make_augment(args)
+    model_args(args.model, args.model_arg)
+    check_dataset(args.dataset)
+    if args.ensemble > 1:
+        from xpnet.cli.ensemble import train_ensemble
+
+        return train_ensemble(args, train_one)
+    train_one(args)
+    return None
+
+
+def train_one(args):
+    """Train one model as ``args`` says; returns ``(model_path, history)`` (None on ranks other than 0)."""
+    from xpnet.cli.build import make_augment, resolve_out_dir
+    from xpnet.training import Trainer
+
     world = _start_world(args)
     be = _backend(args.backend)
-    if world is None:
-        out_dir, resume_path = resolve_out_dir(args)
-    else:
+    if world is not None:  # every rank needs the output directory and the scaled lr before building
         out_dir, resume_path = _distributed_setup(args, world, be, resolve_out_dir)
     train, test, classes = load_dataset(args.dataset, flatten=args.model == "mlp")
     train = limit(train, args.limit)
     model, optimizer = _build(args, train, classes, be, world)
+    if world is None:  # only now: a run that cannot start leaves no empty directory behind
+        out_dir, resume_path = resolve_out_dir(args)
     config = {k: v for k, v in vars(args).items() if k not in ("func", "argv", "world")}
     config.update(backend=be.name, device=be.device, out=out_dir)
     trainer = Trainer(model, optimizer, train, test, epochs=args.epochs, batch_size=args.batch_size,
-                      seed=args.seed, out_dir=out_dir, progress=not args.no_progress, config=config, world=world)
+                      seed=args.seed, out_dir=out_dir, progress=not args.no_progress, config=config, world=world,
+                      augment=make_augment(args))
     say = print if world is None or world.is_root else _quiet
     if resume_path:
         trainer.resume(resume_path)
@@ -125,17 +158,19 @@ def run_train(args):
     imgs = sum(h["images_per_s"] * h["seconds"] for h in history) / max(sum(h["seconds"] for h in history), 1e-9)
     print(f"wall time {wall:.1f} s, {imgs:.0f} train images/s; saved {path}")
     print(f"test accuracy: {history[-1]['test_acc']:.4f}")
+    return path, history
 
 
 def _build(args, train, classes, be, world):
     """The model (sized from the data) and its optimizer; ``--dtype mixed`` wraps it for float16 compute."""
     from xpnet import models
-    from xpnet.cli.build import make_optimizer
+    from xpnet.cli.build import make_optimizer, model_args
     from xpnet.training import MixedPrecision
 
     input_dim = train[0].shape[1:]
     kwargs = {"input_size": int(input_dim[0])} if args.model == "mlp" else {"input_dim": list(input_dim)}
     mixed = args.dtype == "mixed"
+    kwargs.update(model_args(args.model, args.model_arg))
     model = models.build(args.model, output_size=classes, seed=args.seed, dtype="float32" if mixed else args.dtype,
                          backend=be, **kwargs)
     steps_per_epoch = -(-len(train[0]) // (args.batch_size * (world.size if world else 1)))
@@ -195,7 +230,7 @@ def _distributed_setup(args, world, be, resolve_out_dir):
 def run_eval(args):
     import xpnet
 
-    _check_positive(batch_size=args.batch_size)
+    _check_positive(batch_size=args.batch_size, max_images=args.max_images)
     be = _backend(args.backend)
     if bool(args.model) == bool(args.book_params):
         raise ValueError("give either a MODEL file or --book-params FILE")
@@ -203,6 +238,8 @@ def run_eval(args):
         from xpnet.book import load_book_params
 
         model = load_book_params(args.book_params, backend=be)
+    elif ensemble.is_manifest(args.model):
+        return _eval_ensemble(args, be)
     else:
         model = xpnet.load(args.model, backend=be)
     flatten = model.arch == "mlp"
@@ -218,6 +255,22 @@ def run_eval(args):
     seconds = time.perf_counter() - start
     print(f"{model.dtype} on {be.name}: {len(x)} images in {seconds:.2f} s ({len(x) / seconds:.0f} images/s)")
     print(f"test accuracy: {acc:.4f}")
+    if args.misclassified:
+        from xpnet.viz import misclassified, plot_misclassified
+
+        idx, pred = misclassified(model, x, t, batch_size=args.batch_size)
+        drawn, total = plot_misclassified(x[idx], t[idx], pred, args.misclassified, max_images=args.max_images)
+        print(f"drew {drawn} of {total} misclassified images in {args.misclassified}")
+
+
+def _eval_ensemble(args, be):
+    from xpnet.cli.ensemble import report
+
+    if args.dtype or args.misclassified:
+        raise ValueError("--dtype and --misclassified apply to one model; evaluate the members one by one")
+    members = ensemble.load(args.model, backend=be)
+    _, (x, t), _ = load_dataset(args.dataset, flatten=members.models[0].arch == "mlp")
+    report(members, x, t, args.batch_size)
 
 
 def run_info(args):

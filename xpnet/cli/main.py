@@ -1,4 +1,4 @@
-"""``xpnet`` / ``python -m xpnet``: train, eval, info. User errors end in one line on stderr."""
+"""``xpnet`` / ``python -m xpnet``: train, eval, ensemble, info. User errors end in one line on stderr."""
 
 import argparse
 import os
@@ -19,13 +19,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from xpnet.cli import commands
+    from xpnet.cli import commands, ensemble
 
     p = _Parser(prog="xpnet", description="Deep learning from scratch on NumPy or CuPy.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
     commands.add_train(sub)
     commands.add_eval(sub)
+    ensemble.add_ensemble(sub)
     commands.add_info(sub)
     return p
 

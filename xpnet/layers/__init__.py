@@ -2,7 +2,8 @@
 
 from xpnet.layers.activation import ReLU, Sigmoid, Tanh
 from xpnet.layers.base import Layer
-from xpnet.layers.container import Sequential
+from xpnet.layers.blocks import Concat, GlobalAvgPool2D, Residual, basic_block, inception_block
+from xpnet.layers.container import Container, Sequential
 from xpnet.layers.conv import Conv2D
 from xpnet.layers.dropout import Dropout
 from xpnet.layers.linear import Affine, Flatten
@@ -14,6 +15,7 @@ from xpnet.layers.pool import AvgPool2D, MaxPool2D
 Linear = Affine
 
 __all__ = [
-    "Affine", "AvgPool2D", "BatchNorm", "Conv2D", "Dropout", "Flatten", "Layer", "Linear", "MaxPool2D",
-    "LocalResponseNormalization", "MeanSquaredError", "ReLU", "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "Tanh",
+    "Affine", "AvgPool2D", "BatchNorm", "Concat", "Container", "Conv2D", "Dropout", "Flatten", "GlobalAvgPool2D",
+    "Layer", "Linear", "MaxPool2D", "LocalResponseNormalization", "MeanSquaredError", "ReLU", "Residual",
+    "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "Tanh", "basic_block", "inception_block",
 ]

@@ -1,31 +1,43 @@
-"""Sequential: layers applied in order, gradients in reverse."""
+"""Containers: layers made of named child layers (Sequential here; Residual and Concat in blocks.py)."""
 
 from collections import OrderedDict
 
 from xpnet.layers.base import Layer
 
 
-class Sequential(Layer):
-    """A chain of named layers; parameters are exposed as ``"<layer>.<param>"``.
+class Container(Layer):
+    """A layer that holds named child layers, any of which may itself be a Container.
 
-    Args:
-        *layers: Layer objects (named ``<type><k>`` automatically) or ``(name, layer)`` pairs.
+    Parameters, gradients and buffers of every descendant are exposed under dotted names
+    (``"block1.body.conv1.W"``) through :attr:`params`, :attr:`grads` and :attr:`buffers` (also
+    available as ``all_params``, ``all_grads``, ``all_buffers``). A container has no arrays of its own.
+
+    Subclasses add children with :meth:`add` and implement ``forward`` and ``backward``.
     """
 
-    def __init__(self, *layers):
-        super().__init__()
+    def __init__(self):
+        # Layer.__init__ is not called: params, grads and buffers are views over the children.
+        self.name = type(self).__name__.lower()
         self.layers = OrderedDict()
-        counts = {}
-        for item in layers:
-            name, layer = item if isinstance(item, tuple) else (None, item)
-            if name is None:
-                base = type(layer).__name__.lower()
-                counts[base] = counts.get(base, 0) + 1
-                name = f"{base}{counts[base]}"
-            if name in self.layers or "." in name:
-                raise ValueError(f"Sequential: layer names must be unique and contain no '.', got {name!r}")
-            layer.name = name
-            self.layers[name] = layer
+
+    def add(self, name, layer):
+        """Adopt ``layer`` under ``name`` (unique, without '.'); returns the layer."""
+        if not isinstance(name, str) or not name or name in self.layers or "." in name:
+            raise ValueError(f"{type(self).__name__}: layer names must be unique and contain no '.', got {name!r}")
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{type(self).__name__}: expected a Layer for {name!r}, got {type(layer).__name__}")
+        self.layers[name] = layer
+        self._qualify()
+        return layer
+
+    def _qualify(self):
+        """Give every descendant its dotted path below this container as ``name`` (for error messages)."""
+        outer = self.name if getattr(self, "_qualified", False) else None
+        for local, child in self.layers.items():
+            child.name = f"{outer}.{local}" if outer else local
+            if isinstance(child, Container):
+                child._qualified = True
+                child._qualify()
 
     def __getitem__(self, name):
         return self.layers[name]
@@ -37,42 +49,48 @@ class Sequential(Layer):
         return len(self.layers)
 
     def __repr__(self):
-        inner = "\n".join(f"  ({k}): {v!r}" for k, v in self.layers.items())
-        return f"Sequential(\n{inner}\n)"
+        inner = "\n".join(f"({k}): {v!r}" for k, v in self.layers.items())
+        inner = "\n".join("  " + line for line in inner.splitlines())
+        return f"{type(self).__name__}(\n{inner}\n)"
 
-    def forward(self, x, train=False):
-        for layer in self.layers.values():
-            x = layer.forward(x, train)
-        return x
-
-    def backward(self, dout):
-        for layer in reversed(self.layers.values()):
-            dout = layer.backward(dout)
-        return dout
+    def walk(self, prefix=""):
+        """Yield ``(dotted_name, leaf_layer)`` for every non-container descendant, in order."""
+        for local, child in self.layers.items():
+            full = f"{prefix}{local}"
+            if isinstance(child, Container):
+                yield from child.walk(full + ".")
+            else:
+                yield full, child
 
     def _collect(self, attr):
         out = OrderedDict()
-        for lname, layer in self.layers.items():
-            for k, v in getattr(layer, attr).items():
-                out[f"{lname}.{k}"] = v
+        for full, leaf in self.walk():
+            for k, v in getattr(leaf, attr).items():
+                out[f"{full}.{k}"] = v
         return out
 
     @property
-    def all_params(self):
+    def params(self):
         return self._collect("params")
 
     @property
-    def all_grads(self):
+    def grads(self):
         return self._collect("grads")
 
     @property
-    def all_buffers(self):
+    def buffers(self):
         return self._collect("buffers")
 
+    all_params, all_grads, all_buffers = params, grads, buffers
+
     def set_array(self, full_name, value, kind="params"):
-        """Replace one parameter or buffer by its ``"<layer>.<name>"``."""
-        lname, k = full_name.split(".", 1)
-        getattr(self.layers[lname], kind)[k] = value
+        """Replace one parameter, gradient or buffer by its dotted name (``"block1.body.conv1.W"``)."""
+        lname, rest = full_name.split(".", 1)
+        child = self.layers[lname]
+        if isinstance(child, Container):
+            child.set_array(rest, value, kind)
+        else:
+            getattr(child, kind)[rest] = value
 
     def to(self, backend):
         for layer in self.layers.values():
@@ -83,3 +101,35 @@ class Sequential(Layer):
         for layer in self.layers.values():
             layer.astype(dtype)
         return self
+
+
+class Sequential(Container):
+    """A chain of named layers applied in order; gradients flow back in reverse.
+
+    Args:
+        *layers: Layer objects (named ``<type><k>`` automatically) or ``(name, layer)`` pairs.
+
+    Shapes:
+        x -> whatever the last layer returns.
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        counts = {}
+        for item in layers:
+            name, layer = item if isinstance(item, tuple) else (None, item)
+            if name is None:
+                base = type(layer).__name__.lower()
+                counts[base] = counts.get(base, 0) + 1
+                name = f"{base}{counts[base]}"
+            self.add(name, layer)
+
+    def forward(self, x, train=False):
+        for layer in self.layers.values():
+            x = layer.forward(x, train)
+        return x
+
+    def backward(self, dout):
+        for layer in reversed(self.layers.values()):
+            dout = layer.backward(dout)
+        return dout

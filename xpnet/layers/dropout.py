@@ -6,6 +6,7 @@ folds that difference into the imported weights.
 
 from xpnet import backends, precision
 from xpnet.layers.base import Layer
+from xpnet.utils import LazyGenerator
 
 
 class Dropout(Layer):
@@ -24,26 +25,20 @@ class Dropout(Layer):
         if not 0.0 <= ratio < 1.0:
             raise ValueError(f"Dropout: ratio must be in [0, 1), got {ratio!r}")
         self.ratio, self.seed = float(ratio), seed
-        self._rng = None
-        self._pending_state = None
+        self._generator = LazyGenerator(seed)
 
     def extra_repr(self):
         return f"ratio={self.ratio}"
 
     def rng_for(self, be):
         """This layer's generator on backend ``be`` (re-created if the model moved device)."""
-        if self._rng is None or self._rng_backend is not be:
-            self._rng, self._rng_backend = be.rng(self.seed), be
-            if self._pending_state is not None:
-                self._rng.set_state(self._pending_state)
-                self._pending_state = None
-        return self._rng
+        return self._generator.on(be)
 
     def get_rng_state(self):
-        return self._rng.get_state() if self._rng is not None else self._pending_state
+        return self._generator.get_state()
 
     def set_rng_state(self, state):
-        self._rng, self._pending_state = None, state
+        self._generator.set_state(state)
 
     def forward(self, x, train=False):
         self.check_input(x)

@@ -3,9 +3,12 @@
 from xpnet.models.alexnet import AlexNet
 from xpnet.models.base import Model
 from xpnet.models.convnets import DeepConvNet, SimpleConvNet
+from xpnet.models.inception import Inception
 from xpnet.models.mlp import MLP
+from xpnet.models.resnet import ResNet
+from xpnet.models.vgg import VGG16
 
-REGISTRY = {cls.arch: cls for cls in (MLP, SimpleConvNet, DeepConvNet, AlexNet)}
+REGISTRY = {cls.arch: cls for cls in (MLP, SimpleConvNet, DeepConvNet, AlexNet, ResNet, Inception, VGG16)}
 
 
 def build(arch, **kwargs):
@@ -17,4 +20,6 @@ def build(arch, **kwargs):
     return cls(**kwargs)
 
 
-__all__ = ["MLP", "AlexNet", "REGISTRY", "DeepConvNet", "Model", "SimpleConvNet", "build"]
+__all__ = [
+    "MLP", "VGG16", "AlexNet", "REGISTRY", "DeepConvNet", "Inception", "Model", "ResNet", "SimpleConvNet", "build",
+]

@@ -1,6 +1,7 @@
 """Model: a Sequential network plus a loss layer, with the book's predict/loss/accuracy API."""
 
 from collections import OrderedDict
+from fnmatch import fnmatchcase
 
 import numpy as np
 
@@ -17,6 +18,11 @@ class Model:
     Args:
         weight_decay_lambda: the book's L2 penalty 0.5 * lambda * sum(W^2) over weights named ``W``,
             added to the loss and its gradient.
+
+    Parameters can be frozen by name (:meth:`freeze`): the Trainer passes only
+    :attr:`trainable_params` to the optimizer, so frozen ones keep their values. Training
+    checkpoints record the frozen names and :func:`~xpnet.training.restore` brings them back; a saved
+    model file (:meth:`save`) holds weights only, no frozen state.
     """
 
     arch = "model"
@@ -25,6 +31,7 @@ class Model:
         self.net, self.loss_layer = net, loss_layer
         self.config = dict(config)
         self.weight_decay_lambda = float(weight_decay_lambda)
+        self._frozen = set()
 
     def __repr__(self):
         head = f"{type(self).__name__}({self.num_params():,} parameters, {self.dtype}, {self.backend.name})"
@@ -33,7 +40,7 @@ class Model:
     # -- arrays ----------------------------------------------------------------------------------
     @property
     def params(self):
-        """OrderedDict ``"<layer>.<name>" -> array`` of every learnable parameter."""
+        """OrderedDict ``"<layer>.<name>" -> array`` of every learnable parameter (dotted paths in blocks)."""
         return self.net.all_params
 
     @property
@@ -160,6 +167,52 @@ class Model:
             correct = correct + (y == self.backend.asarray(tt)).sum()
         return float(xp.asarray(correct)) / len(x)
 
+    # -- freezing --------------------------------------------------------------------------------
+    @property
+    def frozen(self):
+        """The set of frozen parameter names (a copy)."""
+        return set(self._frozen)
+
+    @property
+    def trainable_params(self):
+        """OrderedDict of the parameters that are not frozen, keyed like :attr:`params`."""
+        return OrderedDict((k, v) for k, v in self.params.items() if k not in self._frozen)
+
+    def freeze(self, *patterns):
+        """Freeze parameters so training leaves them unchanged; returns self.
+
+        Args:
+            *patterns: fnmatch-style patterns matched against the full name (``"conv1.W"``) and against
+                the layer name (``"conv*"``, ``"fc2"``). None: every parameter.
+
+        Raises:
+            ValueError: a pattern matches no parameter (the message lists the layers).
+
+        Freezing stops optimizer updates only: a frozen BatchNorm still updates its running statistics
+        in training mode, and gradients are still computed.
+        """
+        self._frozen |= self._select(patterns, "freeze")
+        return self
+
+    def unfreeze(self, *patterns):
+        """Undo :meth:`freeze` for the parameters matching ``patterns`` (none: all); returns self."""
+        self._frozen -= self._select(patterns, "unfreeze")
+        return self
+
+    def _select(self, patterns, caller):
+        names = list(self.params)
+        if not patterns:
+            return set(names)
+        selected = set()
+        for pattern in patterns:
+            hits = {k for k in names if name_matches(k, pattern)}
+            if not hits:
+                layers = ", ".join(dict.fromkeys(k.split(".", 1)[0] for k in names))
+                raise ValueError(f"{type(self).__name__}.{caller}: pattern {pattern!r} matches no parameter; "
+                                 f"layers with parameters: {layers}")
+            selected |= hits
+        return selected
+
     # -- state -----------------------------------------------------------------------------------
     def state_dict(self):
         """OrderedDict of parameters and buffers as NumPy arrays."""
@@ -192,10 +245,30 @@ class Model:
         serialization.save(self, path)
 
     # -- randomness (dropout) ---------------------------------------------------------------------
+    def _random_layers(self):
+        """``(dotted_name, layer)`` for every layer with its own generator, nested blocks included."""
+        leaves = self.net.walk() if hasattr(self.net, "walk") else ((l.name, l) for l in self.net)
+        return [(name, l) for name, l in leaves if hasattr(l, "get_rng_state")]
+
     def get_rng_state(self):
-        return {l.name: l.get_rng_state() for l in self.net if hasattr(l, "get_rng_state")}
+        """Generator states of every Dropout layer, keyed by dotted layer name (``"block1.body.dropout"``)."""
+        return {name: l.get_rng_state() for name, l in self._random_layers()}
 
     def set_rng_state(self, state):
-        for l in self.net:
-            if hasattr(l, "set_rng_state"):
-                l.set_rng_state((state or {}).get(l.name))
+        for name, l in self._random_layers():
+            l.set_rng_state((state or {}).get(name))
+
+
+def name_matches(name, patterns):
+    """True when ``name`` or one of its layer prefixes matches a pattern (fnmatch, case-sensitive).
+
+    Args:
+        name: a parameter or buffer name such as ``"conv1.W"`` (or ``"block1.body.conv.W"`` in nested
+            blocks, whose prefixes ``"block1"`` and ``"block1.body"`` are tried too).
+        patterns: one pattern (``"conv*"``, ``"fc2"``, ``"*.b"``) or an iterable of them.
+    """
+    if isinstance(patterns, str):
+        patterns = (patterns,)
+    parts = name.split(".")
+    candidates = [name, *(".".join(parts[:i]) for i in range(1, len(parts)))]
+    return any(fnmatchcase(c, p) for p in patterns for c in candidates)

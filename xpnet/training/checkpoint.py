@@ -10,7 +10,7 @@ from xpnet.serialization import FORMAT_VERSION, model_meta, read_npz, write_npz
 FORMAT = "xpnet-checkpoint"
 
 
-def save_checkpoint(path, model, optimizer, iterator, epoch, history, extra=None):
+def save_checkpoint(path, model, optimizer, iterator, epoch, history, extra=None, augment=None):
     """Write everything needed to continue training after ``epoch`` to ``path``, atomically."""
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
@@ -24,8 +24,10 @@ def save_checkpoint(path, model, optimizer, iterator, epoch, history, extra=None
         "optimizer": opt,
         "epoch": int(epoch),
         "history": history,
-        "rng": {"model": model.get_rng_state(), "iterator": iterator.get_state()},
+        "rng": {"model": model.get_rng_state(), "iterator": iterator.get_state(),
+                "augment": augment.get_state() if augment is not None else None},
         "extra": extra or {},
+        "frozen": sorted(getattr(model, "frozen", ())),
     }
     json.dumps(meta)  # fail here, before writing, if anything is not serialisable
     write_npz(path, arrays, meta)
@@ -45,8 +47,10 @@ def load_checkpoint(path):
     return model_state, opt, meta
 
 
-def restore(path, model, optimizer, iterator):
+def restore(path, model, optimizer, iterator, augment=None):
     """Load a checkpoint into live objects; returns ``(epoch, history, meta)``.
+
+    The model's frozen parameter names (:meth:`~xpnet.models.Model.freeze`) are restored too.
 
     Raises:
         FileFormatError: the file is missing, damaged, or holds another model or optimizer.
@@ -63,4 +67,10 @@ def restore(path, model, optimizer, iterator):
     optimizer.load_state_dict(opt_state)
     model.set_rng_state(meta["rng"]["model"])
     iterator.set_state(meta["rng"]["iterator"])
+    if "frozen" in meta:  # older checkpoints have no frozen names: the model's own set stays as it is
+        model.unfreeze()
+        if meta["frozen"]:
+            model.freeze(*meta["frozen"])
+    if augment is not None:
+        augment.set_state(meta["rng"].get("augment"))
     return meta["epoch"], meta["history"], meta

@@ -116,7 +116,7 @@ class MixedPrecision:
         if not self.scaler.update(all_finite({k: grads[k] for k in params})):
             return False
         unscaled = {k: grads[k].astype(MASTER) * inv for k in params}
-        self.optimizer.step(self.master, unscaled)
+        self.optimizer.step({k: self.master[k] for k in params}, unscaled)  # only these: some may be frozen
         for k, p in params.items():
             p[...] = self.master[k].astype(p.dtype)
         return True

@@ -30,6 +30,8 @@ class Trainer:
             With more than one rank, ``batch_size`` is per rank (the global batch is ``batch_size *
             world.size``), parameters are broadcast from rank 0 here, gradients are averaged over the
             global batch every step, and rank 0 alone shows progress, evaluates and writes files.
+        augment: a callable applied to every training batch on its device (an :class:`xpnet.augment.Augment`;
+            its generator state is saved in checkpoints), or None. Evaluation never augments.
 
     Failures: a non-finite training loss (naming the step) or test loss stops training before the
     epoch's checkpoint is written; Ctrl-C raises :class:`~xpnet.errors.TrainingInterrupted`; a full or
@@ -38,7 +40,7 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, train, test, epochs=20, batch_size=100, seed=0, out_dir=None,
-                 progress=True, log_every=None, eval_batch_size=1000, config=None, world=None):
+                 progress=True, log_every=None, eval_batch_size=1000, config=None, world=None, augment=None):
         if int(epochs) < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs!r}")
         if not isinstance(eval_batch_size, (int, np.integer)) or eval_batch_size < 1:
@@ -56,7 +58,7 @@ class Trainer:
         self.out_dir, self.progress = (out_dir, progress) if self.is_root else (None, False)
         self.iterator = BatchIterator(*train, batch_size=batch_size, seed=seed, backend=model.backend,
                                       rank=world.rank if world else 0, world_size=world.size if world else 1)
-        self.test = test
+        self.test, self.augment = test, augment
         self.eval_batch_size = eval_batch_size
         # On the CPU reading the loss is free, so check every step; on a GPU each read is a sync.
         self.log_every = log_every or (1 if model.backend.name == "numpy" else 50)
@@ -70,7 +72,7 @@ class Trainer:
     def resume(self, path=None):
         """Continue from a checkpoint (default: ``out_dir/checkpoint.npz``)."""
         self.epoch, self.history, _ = restore(path or self.checkpoint_path, self.model, self.optimizer,
-                                              self.iterator)
+                                              self.iterator, self.augment)
         self.step = self.epoch * len(self.iterator)
         return self
 
@@ -117,7 +119,7 @@ class Trainer:
         """Write the checkpoint, then the history; a full or unwritable disk is a TrainingError."""
         try:
             save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.iterator,
-                            self.epoch, self.history, extra={"config": self.config})
+                            self.epoch, self.history, extra={"config": self.config}, augment=self.augment)
         except OSError as e:
             kept = "; the previous checkpoint is intact" if os.path.exists(self.checkpoint_path) else ""
             raise TrainingError(f"could not write the checkpoint of epoch {self.epoch} to {self.checkpoint_path}: "
@@ -141,6 +143,8 @@ class Trainer:
         seen, window_loss, window_start, start = 0, xp.zeros((), dtype=xp.float64), self.step, time.perf_counter()
         try:
             for xb, tb in self.iterator.epoch():
+                if self.augment is not None:
+                    xb = self.augment(xb)
                 loss = self._step(xb, tb)
                 n = len(xb)
                 loss_sum = loss_sum + loss * n
@@ -178,7 +182,7 @@ class Trainer:
             grads = model.grads
             if self.averager is not None:
                 grads = self.averager.average(grads, len(xb))
-            self.optimizer.step(model.params, grads)
+            self.optimizer.step(model.trainable_params, grads)  # frozen parameters stay as they are
         except Exception as e:
             self._raise_if_out_of_memory(e, "at batch size", self.iterator.batch_size, "--batch-size")
             raise
