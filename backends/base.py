@@ -101,6 +101,15 @@ class Backend:
         """dL/dx of :meth:`avgpool2d_forward`."""
         return pooling.avg_backward(self.xp, dout, x_shape, KH, KW, stride, pad)
 
+    # -- activations -------------------------------------------------------------------------
+    def relu_forward(self, x):
+        """``(max(x, 0), mask x > 0)``, both in x's dtype/bool and memory order."""
+        return self.xp.maximum(x, 0, dtype=x.dtype), x > 0
+
+    def relu_backward(self, dout, mask):
+        """dL/dx of ReLU: ``dout`` where the mask is set, else 0 (a new array)."""
+        return dout * mask
+
     # -- errors ------------------------------------------------------------------------------
     def is_out_of_memory(self, exc):
         """True when ``exc`` means this device ran out of memory (the CPU never says so: False)."""

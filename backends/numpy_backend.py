@@ -6,8 +6,9 @@ import platform
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from xpnet.backends import numpy_conv
+from xpnet.backends import numpy_conv, numpy_pool
 from xpnet.backends.base import Backend
+from xpnet.backends.cpu_threads import BatchSplitter
 
 
 class NumpyRNG:
@@ -60,6 +61,14 @@ class NumpyBackend(Backend):
     name = "numpy"
     device = "cpu"
     xp = np
+    _splitter = None
+
+    @property
+    def splitter(self):
+        """The BatchSplitter that runs convolutions' batch slices in threads (``XPNET_NUM_THREADS``)."""
+        if self._splitter is None:
+            self._splitter = BatchSplitter()
+        return self._splitter
 
     def asarray(self, a, dtype=None):
         if type(a).__module__.startswith("cupy"):
@@ -100,11 +109,33 @@ class NumpyBackend(Backend):
 
     def conv2d_forward(self, x, W, b, stride, pad, ws=None):
         """Strided-copy im2col + BLAS GEMMs, in the layout that suits the layer (see numpy_conv)."""
-        return numpy_conv.forward(x, W, b, stride, pad, ws)
+        return numpy_conv.forward(x, W, b, stride, pad, ws, self.splitter)
 
     def conv2d_backward(self, dout, cache, W, stride, pad, ws=None):
         """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward`."""
-        return numpy_conv.backward(dout, cache, W, stride, pad, ws)
+        return numpy_conv.backward(dout, cache, W, stride, pad, ws, self.splitter)
+
+    def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
+        return numpy_pool.max_forward(self.splitter, x, KH, KW, stride, pad, OH, OW)
+
+    def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad):
+        return numpy_pool.max_backward(self.splitter, dout, cache, x_shape, KH, KW, stride, pad)
+
+    def avgpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
+        return numpy_pool.avg_forward(self.splitter, x, KH, KW, stride, pad, OH, OW)
+
+    def avgpool2d_backward(self, dout, x_shape, KH, KW, stride, pad):
+        return numpy_pool.avg_backward(self.splitter, dout, x_shape, KH, KW, stride, pad)
+
+    def relu_forward(self, x):
+        if x.ndim < 2:
+            return super().relu_forward(x)
+        return numpy_pool.relu_forward(self.splitter, x)
+
+    def relu_backward(self, dout, mask):
+        if dout.ndim < 2:
+            return super().relu_backward(dout, mask)
+        return numpy_pool.relu_backward(self.splitter, dout, mask)
 
     def info(self):
         cfg = {}
@@ -118,4 +149,5 @@ class NumpyBackend(Backend):
             "cores": os.cpu_count(),
             "numpy": np.__version__,
             "blas": f"{cfg.get('name', 'unknown')} {cfg.get('version', '')}".strip(),
+            "threads": f"{self.splitter.threads} (batch slices in threads; XPNET_NUM_THREADS)",
         }

@@ -77,46 +77,89 @@ def _scatter(img, tap, KH, KW, stride, pad, OH, OW):
     return img
 
 
-def forward(x, W, b, stride, pad, ws=None):
-    """Returns ``(out (N, FN, OH, OW), cache)``."""
+def forward(x, W, b, stride, pad, ws=None, split=None):
+    """Returns ``(out (N, FN, OH, OW), cache)``; ``split`` (a BatchSplitter) runs slices of the batch in threads."""
     N, C, H, Wd = x.shape
     FN, _, KH, KW = W.shape
     OH, OW = _out_size(H, Wd, KH, KW, stride, pad)
-    Wc = W.reshape(FN, -1)
+    Wc, run = W.reshape(FN, -1), _runner(split)
     if C * KH * KW < THIN:
         col = _buffer(ws, "col", (N, C, KH, KW, OH, OW), x.dtype)
-        _gather(_pad(x, *pad), lambda kh, kw: col[:, :, kh, kw], KH, KW, stride, OH, OW)
-        col = col.reshape(N, C * KH * KW, OH * OW)
-        out = np.matmul(Wc, col)
-        out += b.reshape(1, FN, 1)
-        return out.reshape(N, FN, OH, OW), ("batched", col, x.shape)
+        out = np.empty((N, FN, OH * OW), x.dtype)
+
+        def batched(k, n0, n1):
+            _gather(_pad(x[n0:n1], *pad), lambda kh, kw: col[n0:n1, :, kh, kw], KH, KW, stride, OH, OW)
+            part = out[n0:n1]
+            np.matmul(Wc, col[n0:n1].reshape(n1 - n0, C * KH * KW, OH * OW), out=part)
+            part += b.reshape(1, FN, 1)
+
+        run(batched, N)
+        return out.reshape(N, FN, OH, OW), ("batched", col.reshape(N, C * KH * KW, OH * OW), x.shape)
     col = _buffer(ws, "col", (C, KH, KW, N, OH, OW), x.dtype)
-    _gather(_pad(x.transpose(1, 0, 2, 3), *pad), lambda kh, kw: col[:, kh, kw], KH, KW, stride, OH, OW)
-    col = col.reshape(C * KH * KW, N * OH * OW)
-    out = Wc @ col
-    out += b.reshape(FN, 1)
-    return out.reshape(FN, N, OH, OW).transpose(1, 0, 2, 3), ("gemm", col, x.shape)
+    col2 = col.reshape(C * KH * KW, N * OH * OW)
+    out = np.empty((FN, N * OH * OW), x.dtype)
+    xt = x.transpose(1, 0, 2, 3)
+
+    def gemm(k, n0, n1):
+        _gather(_pad(xt[:, n0:n1], *pad), lambda kh, kw: col[:, kh, kw, n0:n1], KH, KW, stride, OH, OW)
+        cols = slice(n0 * OH * OW, n1 * OH * OW)
+        part = out[:, cols]
+        np.matmul(Wc, col2[:, cols], out=part)
+        part += b.reshape(FN, 1)
+
+    run(gemm, N)
+    return out.reshape(FN, N, OH, OW).transpose(1, 0, 2, 3), ("gemm", col2, x.shape)
 
 
-def backward(dout, cache, W, stride, pad, ws=None):
+def backward(dout, cache, W, stride, pad, ws=None, split=None):
     """Returns ``(dx, dW, db)`` for :func:`forward`'s ``cache``."""
     layout, col, (N, C, H, Wd) = cache
     FN, _, KH, KW = W.shape
     OH, OW = _out_size(H, Wd, KH, KW, stride, pad)
-    Wc = W.reshape(FN, -1)
+    Wc, run, acc = W.reshape(FN, -1), _runner(split), _acc(dout)
     if layout == "batched":
         d = dout.reshape(N, FN, OH * OW)
-        dW = np.matmul(d, col.transpose(0, 2, 1)).sum(axis=0, dtype=_acc(d)).astype(d.dtype, copy=False)
         dcol = _buffer(ws, "dcol", (N, C * KH * KW, OH * OW), dout.dtype)
-        np.matmul(Wc.T, d, out=dcol)
-        dcol = dcol.reshape(N, C, KH, KW, OH, OW)
-        dx = _scatter(np.zeros((N, C, H, Wd), dout.dtype), lambda kh, kw: dcol[:, :, kh, kw], KH, KW, stride,
-                      pad, OH, OW)
-        return dx, dW.reshape(W.shape), d.sum(axis=(0, 2), dtype=_acc(d)).astype(d.dtype, copy=False)
+        dx = np.empty((N, C, H, Wd), dout.dtype)
+
+        def batched(k, n0, n1):
+            dW = np.matmul(d[n0:n1], col[n0:n1].transpose(0, 2, 1)).sum(axis=0, dtype=acc)
+            np.matmul(Wc.T, d[n0:n1], out=dcol[n0:n1])
+            taps = dcol[n0:n1].reshape(n1 - n0, C, KH, KW, OH, OW)
+            part = dx[n0:n1]
+            part[...] = 0
+            _scatter(part, lambda kh, kw: taps[:, :, kh, kw], KH, KW, stride, pad, OH, OW)
+            return dW, d[n0:n1].sum(axis=(0, 2), dtype=acc)
+
+        dW, db = _sum_parts(run(batched, N), dout.dtype)
+        return dx, dW.reshape(W.shape), db
     d = dout.transpose(1, 0, 2, 3).reshape(FN, N * OH * OW)  # free when dout kept (FN, N, ...) order
-    dW = d @ col.T
     dcol = _buffer(ws, "dcol", (C * KH * KW, N * OH * OW), dout.dtype)
-    np.matmul(Wc.T, d, out=dcol)
-    dcol = dcol.reshape(C, KH, KW, N, OH, OW)
-    dx = _scatter(np.zeros((C, N, H, Wd), dout.dtype), lambda kh, kw: dcol[:, kh, kw], KH, KW, stride, pad, OH, OW)
-    return dx.transpose(1, 0, 2, 3), dW.reshape(W.shape), d.sum(axis=1, dtype=_acc(d)).astype(d.dtype, copy=False)
+    taps = dcol.reshape(C, KH, KW, N, OH, OW)
+    dx = np.empty((C, N, H, Wd), dout.dtype)
+
+    def gemm(k, n0, n1):
+        cols = slice(n0 * OH * OW, n1 * OH * OW)
+        dW = d[:, cols] @ col[:, cols].T
+        np.matmul(Wc.T, d[:, cols], out=dcol[:, cols])
+        part = dx[:, n0:n1]
+        part[...] = 0
+        _scatter(part, lambda kh, kw: taps[:, kh, kw, n0:n1], KH, KW, stride, pad, OH, OW)
+        return dW, d[:, cols].sum(axis=1, dtype=acc)
+
+    dW, db = _sum_parts(run(gemm, N), dout.dtype)
+    return dx.transpose(1, 0, 2, 3), dW.reshape(W.shape), db
+
+
+def _runner(split):
+    """``run(fn, n)`` over slices of the batch: the splitter's threads, or one call in place."""
+    if split is None:
+        return lambda fn, n: [fn(0, 0, n)]
+    return split.run
+
+
+def _sum_parts(parts, dtype):
+    """Sum each slice's ``(dW, db)`` partial sums (accumulated in float32 at least), cast to ``dtype``."""
+    dW = sum(p[0] for p in parts[1:]) + parts[0][0] if len(parts) > 1 else parts[0][0]
+    db = sum(p[1] for p in parts[1:]) + parts[0][1] if len(parts) > 1 else parts[0][1]
+    return dW.astype(dtype, copy=False), db.astype(dtype, copy=False)

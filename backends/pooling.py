@@ -17,59 +17,77 @@ def _pad(xp, x, PH, PW, value):
     return xp.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)), mode="constant", constant_values=value)
 
 
-def max_forward(xp, x, KH, KW, stride, pad, OH, OW):
-    """Window maxima (N, C, OH, OW) and a cache for :func:`max_backward` (the padded input, no copy)."""
+def _first_tap(xpad, SH, SW, OH, OW, out):
+    """Tap (0, 0) copied into ``out`` or into a new array in the input's memory order."""
+    first = _tap(xpad, 0, 0, SH, SW, OH, OW)
+    if out is None:
+        return first.copy(order="K")  # keep the input's memory order
+    out[...] = first
+    return out
+
+
+def max_forward(xp, x, KH, KW, stride, pad, OH, OW, out=None):
+    """Window maxima (N, C, OH, OW) and a cache for :func:`max_backward` (the padded input, no copy).
+
+    ``out``: where to write the maxima (a new array in the input's memory order when None).
+    """
     (SH, SW), (PH, PW) = stride, pad
     xpad = _pad(xp, x, PH, PW, float("-inf"))
-    out = _tap(xpad, 0, 0, SH, SW, OH, OW).copy(order="K")  # keep the input's memory order
+    out = _first_tap(xpad, SH, SW, OH, OW, out)
     for k in range(1, KH * KW):
         xp.maximum(out, _tap(xpad, k // KW, k % KW, SH, SW, OH, OW), out=out)
     return out, (xpad, out)
 
 
-def max_backward(xp, dout, cache, x_shape, KH, KW, stride, pad):
+def max_backward(xp, dout, cache, x_shape, KH, KW, stride, pad, out=None):
     """Route each output gradient to its window's first maximum in (kh, kw) order.
 
-    The argmax is found here, not in the forward pass, so inference pays nothing for it.
+    The argmax is found here, not in the forward pass, so inference pays nothing for it. ``out``: where
+    to write dL/dx (a new array when None).
     """
-    xpad, out = cache
-    _, _, OH, OW = out.shape
+    xpad, pooled = cache
+    _, _, OH, OW = pooled.shape
     (SH, SW) = stride
-    taken = xp.zeros(out.shape, dtype=bool)
+    taken = xp.zeros(pooled.shape, dtype=bool)
     zero = dout.dtype.type(0)
 
     def grad_of_tap(k):
-        hit = _tap(xpad, k // KW, k % KW, SH, SW, OH, OW) == out
+        hit = _tap(xpad, k // KW, k % KW, SH, SW, OH, OW) == pooled
         hit &= ~taken
         taken[...] |= hit
         return xp.where(hit, dout, zero)
 
-    return _scatter_taps(xp, x_shape, KH, KW, stride, pad, dout.dtype, grad_of_tap)
+    return _scatter_taps(xp, x_shape, KH, KW, stride, pad, dout.dtype, grad_of_tap, out)
 
 
-def avg_forward(xp, x, KH, KW, stride, pad, OH, OW):
-    """Window means, padding counted as zeros (count_include_pad)."""
+def avg_forward(xp, x, KH, KW, stride, pad, OH, OW, out=None):
+    """Window means, padding counted as zeros (count_include_pad); written to ``out`` if given."""
     (SH, SW), (PH, PW) = stride, pad
     xpad = _pad(xp, x, PH, PW, 0)
-    out = _tap(xpad, 0, 0, SH, SW, OH, OW).copy(order="K")  # keep the input's memory order
+    out = _first_tap(xpad, SH, SW, OH, OW, out)
     for k in range(1, KH * KW):
         out += _tap(xpad, k // KW, k % KW, SH, SW, OH, OW)
     out *= x.dtype.type(1.0 / (KH * KW))
     return out
 
 
-def avg_backward(xp, dout, x_shape, KH, KW, stride, pad):
-    """Spread each output gradient evenly over its window."""
+def avg_backward(xp, dout, x_shape, KH, KW, stride, pad, out=None):
+    """Spread each output gradient evenly over its window (into ``out`` if given)."""
     share = dout * dout.dtype.type(1.0 / (KH * KW))
-    return _scatter_taps(xp, x_shape, KH, KW, stride, pad, dout.dtype, lambda k: share)
+    return _scatter_taps(xp, x_shape, KH, KW, stride, pad, dout.dtype, lambda k: share, out)
 
 
-def _scatter_taps(xp, x_shape, KH, KW, stride, pad, dtype, grad_of_tap):
+def _scatter_taps(xp, x_shape, KH, KW, stride, pad, dtype, grad_of_tap, out=None):
     N, C, H, W = x_shape
     (SH, SW), (PH, PW) = stride, pad
     OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
-    dx = xp.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=dtype)
     non_overlapping = SH >= KH and SW >= KW
+    if out is not None and not (PH or PW):
+        dx = out
+        if not (non_overlapping and (SH, SW) == (KH, KW) and (OH * SH, OW * SW) == (H, W)):
+            dx[...] = 0  # some inputs are in no window, or in several: start from zero
+    else:
+        dx = xp.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=dtype)
     for k in range(KH * KW):
         view = _tap(dx, k // KW, k % KW, SH, SW, OH, OW)
         if non_overlapping:
@@ -77,5 +95,9 @@ def _scatter_taps(xp, x_shape, KH, KW, stride, pad, dtype, grad_of_tap):
         else:
             view += grad_of_tap(k)
     if PH or PW:
-        dx = xp.ascontiguousarray(dx[:, :, PH : PH + H, PW : PW + W])
+        inner = dx[:, :, PH : PH + H, PW : PW + W]
+        if out is None:
+            return xp.ascontiguousarray(inner)
+        out[...] = inner
+        return out
     return dx

@@ -13,7 +13,7 @@ from xpnet.models import DeepConvNet
 METHOD = ("One inference = model.predict(x) (train=False: dropout off, scores before softmax) on a fixed "
           "random batch already on the device. Timed with the backend's timer() after warm-up; images/s = "
           "batch / median time. With --compare torch the PyTorch twin (same layers and weights, float32, "
-          "torch.set_num_threads = xpnet's BLAS threads) runs net(x) in eval mode under torch.no_grad(), "
+          "torch.set_num_threads = xpnet's CPU threads) runs net(x) in eval mode under torch.no_grad(), "
           "alternating with xpnet; ratio = xpnet images/s / torch images/s.")
 
 
@@ -30,7 +30,7 @@ def run(settings):
         for batch in settings.infer_batches():
             out["rows"].append(_measure(name, batch, settings))
     out["title"] = (f"DeepConvNet inference (eval-mode forward), float32, input "
-                    f"{'x'.join(map(str, train.INPUT))}, BLAS threads {threads}")
+                    f"{'x'.join(map(str, train.INPUT))}, threads {threads}")
     return out
 
 

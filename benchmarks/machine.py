@@ -1,6 +1,5 @@
 """What the numbers were measured on: CPU, cores, BLAS and its threads, GPU, library versions, date."""
 
-import ctypes
 import datetime
 import os
 import platform
@@ -14,24 +13,26 @@ from xpnet import backends
 from xpnet.backends.numpy_backend import cpu_model
 
 _THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-_OPENBLAS_GETTERS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
-                     "openblas_get_num_threads64_", "openblas_get_num_threads")
 
 
 def usable_cores():
     """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    from xpnet.backends.cpu_threads import usable_cores
+
+    return usable_cores()
 
 
 def blas_threads():
-    """``(threads, how it was found)`` for NumPy's BLAS.
+    """``(threads, how it was found)``: the CPU threads xpnet's NumPy backend computes with.
 
-    Asks OpenBLAS itself when NumPy links it (found in the process's mapped libraries), else reads
-    the usual environment variables, else assumes one thread per usable core (OpenBLAS's default).
+    The NumPy backend's batch split when it is on (XPNET_NUM_THREADS; OpenBLAS then runs one thread in
+    each), else NumPy's BLAS: asks OpenBLAS itself when NumPy links it (found in the process's mapped
+    libraries), else reads the usual environment variables, else assumes one thread per usable core.
+    PyTorch is given the same number.
     """
+    split = backends.get("numpy").splitter
+    if split.threads > 1:
+        return split.threads, "xpnet batch split (XPNET_NUM_THREADS or usable cores), OpenBLAS 1 thread each"
     asked = _openblas_threads()
     if asked is not None:
         return asked, "openblas_get_num_threads"
@@ -43,21 +44,10 @@ def blas_threads():
 
 
 def _openblas_threads():
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line})
-    except OSError:
-        return None
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for symbol in _OPENBLAS_GETTERS:
-            getter = getattr(lib, symbol, None)
-            if getter is not None:
-                return int(getter())
-    return None
+    from xpnet.backends.cpu_threads import find_openblas
+
+    found = find_openblas()
+    return int(found[1]()) if found is not None else None
 
 
 def package_version(name):

@@ -31,7 +31,7 @@ def run(settings):
     out = {"method": METHOD, "model": model_path or "deep_convnet (random weights)", "input": list(train.INPUT),
            "blas_threads": threads, "blas_threads_source": source, "rows": [],
            "accuracy_kind": "mnist_test" if model_path else "agreement_with_float64",
-           "title": f"DeepConvNet inference per dtype, input {'x'.join(map(str, train.INPUT))}, BLAS threads {threads}",
+           "title": f"DeepConvNet inference per dtype, input {'x'.join(map(str, train.INPUT))}, threads {threads}",
            "plot_name": "precision_throughput.png"}
     data = _mnist(settings) if model_path else None
     for name in settings.backends:

@@ -24,7 +24,7 @@ METHOD = ("One training step = model.loss(x, t, train=True) + model.backward() +
           "the backend's timer() (perf_counter on the CPU; CUDA events, which synchronize, on the GPU) after "
           "warm-up steps; images/s = batch / median step time. With --compare torch the PyTorch twin "
           "(torch.nn with the same layers, copied initial weights, CrossEntropyLoss, torch.optim.Adam with the "
-          "same hyperparameters, float32, torch.set_num_threads = xpnet's BLAS threads, TF32 off unless "
+          "same hyperparameters, float32, torch.set_num_threads = xpnet's CPU threads, TF32 off unless "
           "CUPY_TF32=1) is timed in the same run, alternating with xpnet step by step (A B, B A, ...); "
           "ratio = xpnet images/s / torch images/s (1.0 = parity, below 1 = xpnet slower).")
 
@@ -104,7 +104,7 @@ def render(result, unavailable=None):
                     f"{r['ratio_xpnet_over_torch']:.2f}x"]
         rows.append(row)
     title = result.get("title") or (f"DeepConvNet training step (forward + backward + Adam), float32, input "
-             f"{'x'.join(map(str, result['input']))}, BLAS threads {result['blas_threads']}")
+             f"{'x'.join(map(str, result['input']))}, threads {result['blas_threads']}")
     lines = [table(headers, rows, title=title)]
     if compare:
         diffs = ", ".join(f"{r['backend']}/{r['batch']}: {r['max_score_difference']:.1e}"

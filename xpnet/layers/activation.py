@@ -1,5 +1,6 @@
 """Elementwise activations: ReLU, Sigmoid, Tanh."""
 
+from xpnet import backends
 from xpnet.layers.base import Layer, xp_of
 
 
@@ -8,13 +9,12 @@ class ReLU(Layer):
 
     def forward(self, x, train=False):
         self.check_input(x)
-        xp = xp_of(x)
-        self.mask = x > 0
-        return xp.maximum(x, 0, dtype=x.dtype)
+        out, self.mask = backends.of(x).relu_forward(x)
+        return out
 
     def backward(self, dout):
         self.check_grad(dout, self.mask.shape)
-        return dout * self.mask
+        return backends.of(dout).relu_backward(dout, self.mask)
 
 
 class Sigmoid(Layer):

@@ -1,0 +1,76 @@
+"""Pooling and ReLU on the CPU: run on slices of the batch in threads (pooling by ``pooling.py``'s tap loops).
+
+Outputs and gradients are allocated in the input's memory order (channel-major after the NumPy
+convolution, see numpy_conv), so the next layer's transpose stays free.
+"""
+
+import numpy as np
+
+from xpnet.backends import pooling
+
+MIN_SLICE = 1 << 15  # elements: a smaller slice costs more to hand to a thread than to compute
+
+
+def _per_thread(a):
+    """Images per slice at least, so that each slice holds MIN_SLICE elements."""
+    return max(1, MIN_SLICE // max(1, a[0].size))
+
+
+def _empty(like, shape, dtype):
+    """A new (N, C, ...) array laid out like ``like``: channel-major memory if ``like`` is."""
+    N, C = shape[:2]
+    if like.ndim == 4 and like.strides[1] > like.strides[0]:
+        return np.empty((C, N, *shape[2:]), dtype).transpose(1, 0, 2, 3)
+    return np.empty(shape, dtype)
+
+
+def max_forward(split, x, KH, KW, stride, pad, OH, OW):
+    N, C = x.shape[:2]
+    out = _empty(x, (N, C, OH, OW), x.dtype)
+    caches = split.run(lambda k, n0, n1: pooling.max_forward(np, x[n0:n1], KH, KW, stride, pad, OH, OW,
+                                                             out=out[n0:n1])[1], N, _per_thread(x))
+    return out, (caches, x)
+
+
+def max_backward(split, dout, cache, x_shape, KH, KW, stride, pad):
+    caches, x = cache
+    dx = _empty(x, x_shape, dout.dtype)
+
+    def part(k, n0, n1):
+        pooling.max_backward(np, dout[n0:n1], caches[k], (n1 - n0, *x_shape[1:]), KH, KW, stride, pad,
+                             out=dx[n0:n1])
+
+    split.run(part, x_shape[0], _per_thread(x))
+    return dx
+
+
+def avg_forward(split, x, KH, KW, stride, pad, OH, OW):
+    N, C = x.shape[:2]
+    out = _empty(x, (N, C, OH, OW), x.dtype)
+    split.run(lambda k, n0, n1: pooling.avg_forward(np, x[n0:n1], KH, KW, stride, pad, OH, OW, out=out[n0:n1]), N,
+              _per_thread(x))
+    return out
+
+
+def avg_backward(split, dout, x_shape, KH, KW, stride, pad):
+    dx = _empty(dout, x_shape, dout.dtype)
+    split.run(lambda k, n0, n1: pooling.avg_backward(np, dout[n0:n1], (n1 - n0, *x_shape[1:]), KH, KW, stride, pad,
+                                                     out=dx[n0:n1]), x_shape[0], _per_thread(dx))
+    return dx
+
+
+def relu_forward(split, x):
+    y, mask = _empty(x, x.shape, x.dtype), _empty(x, x.shape, bool)
+
+    def part(k, n0, n1):
+        np.greater(x[n0:n1], 0, out=mask[n0:n1])
+        np.maximum(x[n0:n1], 0, out=y[n0:n1])
+
+    split.run(part, len(x), _per_thread(x))
+    return y, mask
+
+
+def relu_backward(split, dout, mask):
+    dx = _empty(dout, dout.shape, dout.dtype)
+    split.run(lambda k, n0, n1: np.multiply(dout[n0:n1], mask[n0:n1], out=dx[n0:n1]), len(dout), _per_thread(dout))
+    return dx

@@ -1,0 +1,89 @@
+"""The NumPy backend's batch split over threads: same results as one slice, BLAS threads restored."""
+
+import numpy as np
+import pytest
+
+from xpnet.backends import numpy_conv, numpy_pool
+from xpnet.backends.cpu_threads import BatchSplitter
+
+
+@pytest.fixture
+def split(monkeypatch):
+    monkeypatch.setattr(numpy_pool, "MIN_SLICE", 1)  # split even these small test arrays
+    s = BatchSplitter(threads=3)
+    if s.threads == 1:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS whose thread count can be set: the split is off")
+    return s
+
+
+def test_slices_cover_the_batch_in_order(split):
+    assert split.slices(10) == [(0, 3), (3, 6), (6, 10)]
+    assert split.slices(2) == [(0, 1), (1, 2)]
+    assert split.slices(1) == [(0, 1)]
+    assert split.slices(10, min_per_thread=4) == [(0, 5), (5, 10)]
+    assert split.run(lambda k, a, b: (k, a, b), 7) == [(0, 0, 2), (1, 2, 4), (2, 4, 7)]
+
+
+def test_blas_threads_are_restored_and_nested_use_runs_in_place(split):
+    set_threads, get_threads = split.blas
+    before = get_threads()
+    seen = split.run(lambda k, a, b: (get_threads(), split.run(lambda *_: get_threads(), 4)), 6)
+    assert [s[0] for s in seen] == [1, 1, 1]  # one BLAS thread inside the region
+    assert all(len(inner) == 3 for _, inner in seen)  # the nested call ran its slices in place
+    assert get_threads() == before
+    with pytest.raises(ZeroDivisionError):
+        split.run(lambda k, a, b: 1 / 0, 6)
+    assert get_threads() == before  # restored after an error too
+
+
+def test_bad_thread_setting_is_named(monkeypatch):
+    monkeypatch.setenv("XPNET_NUM_THREADS", "two")
+    with pytest.raises(ValueError, match="XPNET_NUM_THREADS must be a positive integer, got 'two'"):
+        BatchSplitter()
+
+
+@pytest.mark.parametrize("C, pad, stride", [(1, (1, 1), (1, 1)), (16, (1, 1), (1, 1)), (8, (2, 1), (2, 1))])
+def test_split_convolution_matches_one_slice(split, C, pad, stride):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, C, 9, 10)).astype(np.float32)
+    W = rng.standard_normal((5, C, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    one, cache1 = numpy_conv.forward(x, W, b, stride, pad, {})
+    many, cache2 = numpy_conv.forward(x, W, b, stride, pad, {}, split)
+    np.testing.assert_allclose(many, one, rtol=1e-5, atol=1e-5)
+    dout = rng.standard_normal(one.shape).astype(np.float32)
+    for got, want in zip(numpy_conv.backward(dout, cache2, W, stride, pad, {}, split),
+                         numpy_conv.backward(dout, cache1, W, stride, pad, {})):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("K, stride, pad", [(2, (2, 2), (0, 0)), (3, (2, 2), (1, 1)), (3, (1, 1), (0, 0))])
+def test_split_pooling_is_exact_and_keeps_the_memory_order(split, K, stride, pad):
+    from xpnet.backends import pooling
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 4, (6, 5, 8, 9)).astype(np.float32).transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)
+    OH, OW = (8 + 2 * pad[0] - K) // stride[0] + 1, (9 + 2 * pad[1] - K) // stride[1] + 1
+    want, cache = pooling.max_forward(np, x, K, K, stride, pad, OH, OW)  # ties galore: first maximum wins
+    got, cache_split = numpy_pool.max_forward(split, x, K, K, stride, pad, OH, OW)
+    np.testing.assert_array_equal(got, want)
+    assert got.strides[1] > got.strides[0]  # channel-major like its input
+    dout = rng.standard_normal(want.shape).astype(np.float32)
+    dx = numpy_pool.max_backward(split, dout, cache_split, x.shape, K, K, stride, pad)
+    np.testing.assert_array_equal(dx, pooling.max_backward(np, dout, cache, x.shape, K, K, stride, pad))
+    np.testing.assert_array_equal(numpy_pool.avg_forward(split, x, K, K, stride, pad, OH, OW),
+                                  pooling.avg_forward(np, x, K, K, stride, pad, OH, OW))
+    np.testing.assert_array_equal(numpy_pool.avg_backward(split, dout, x.shape, K, K, stride, pad),
+                                  pooling.avg_backward(np, dout, x.shape, K, K, stride, pad))
+
+
+def test_split_relu_matches_and_keeps_the_memory_order(split):
+    x = np.random.default_rng(2).standard_normal((5, 4, 3, 6)).astype(np.float32)
+    y, mask = numpy_pool.relu_forward(split, x)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(mask, x > 0)
+    dout = np.ones_like(x)
+    np.testing.assert_array_equal(numpy_pool.relu_backward(split, dout, mask), dout * (x > 0))
+    xt = x.transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)
+    assert numpy_pool.relu_forward(split, xt)[0].strides[1] > numpy_pool.relu_forward(split, xt)[0].strides[0]
