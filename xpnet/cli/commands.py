@@ -6,7 +6,7 @@ import shlex
 import time
 
 from xpnet import ensemble
-from xpnet.cli.data import check_dataset, limit, load_dataset
+from xpnet.cli.data import limit, load_dataset
 from xpnet.errors import DataError, TrainingError, TrainingInterrupted
 from xpnet.models import REGISTRY
 
@@ -111,7 +111,6 @@ def run_train(args):
     make_optimizer(args, steps_per_epoch=1)  # reject bad arguments before any data is fetched
     make_augment(args)
     model_args(args.model, args.model_arg)
-    check_dataset(args.dataset)
     if args.ensemble > 1:
         from xpnet.cli.ensemble import train_ensemble
 
