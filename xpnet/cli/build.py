@@ -23,8 +23,11 @@ def make_optimizer(args, steps_per_epoch):
     return optim.get(args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=schedule)
 
 
-def resolve_out_dir(args):
-    """Return ``(out_dir, checkpoint_to_resume_or_None)``."""
+def resolve_out_dir(args, create=True):
+    """Return ``(out_dir, checkpoint_to_resume_or_None)``; with ``create=False`` check only, make nothing.
+
+    Call :func:`make_out_dir` later to create a directory checked that way.
+    """
     if args.resume is not None:
         run_dir = args.out if args.resume is True else args.resume
         if not run_dir:
@@ -34,13 +37,21 @@ def resolve_out_dir(args):
             raise FileNotFoundError(2, "no checkpoint to resume from", path)
         return run_dir, path
     out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-    os.makedirs(out, exist_ok=True)
     if os.path.exists(os.path.join(out, "checkpoint.npz")):  # never overwrite another run's work
         raise FileExistsError(17, "already holds a training run (checkpoint.npz); continue it with --resume "
                                   "or choose another --out", out)
-    if not os.access(out, os.W_OK):
+    if create:
+        make_out_dir(out)
+    elif os.path.exists(out) and not os.access(out, os.W_OK):
         raise PermissionError(13, "output directory is not writable", out)
     return out, None
+
+
+def make_out_dir(out):
+    """Create ``out`` (and parents) and check that it is writable."""
+    os.makedirs(out, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise PermissionError(13, "output directory is not writable", out)
 
 
 def make_augment(args):

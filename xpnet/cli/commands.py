@@ -121,18 +121,20 @@ def run_train(args):
 
 def train_one(args):
     """Train one model as ``args`` says; returns ``(model_path, history)`` (None on ranks other than 0)."""
-    from xpnet.cli.build import make_augment, resolve_out_dir
+    from xpnet.cli.build import make_augment, make_out_dir, resolve_out_dir
     from xpnet.training import Trainer
 
     world = _start_world(args)
     be = _backend(args.backend)
-    if world is not None:  # every rank needs the output directory and the scaled lr before building
+    if world is None:  # checked now, created once the data and the model are ready (no empty directories)
+        out_dir, resume_path = resolve_out_dir(args, create=False)
+    else:  # every rank needs the output directory and the scaled lr before building
         out_dir, resume_path = _distributed_setup(args, world, be, resolve_out_dir)
     train, test, classes = load_dataset(args.dataset, flatten=args.model == "mlp")
     train = limit(train, args.limit)
     model, optimizer = _build(args, train, classes, be, world)
-    if world is None:  # only now: a run that cannot start leaves no empty directory behind
-        out_dir, resume_path = resolve_out_dir(args)
+    if world is None:
+        make_out_dir(out_dir)
     config = {k: v for k, v in vars(args).items() if k not in ("func", "argv", "world")}
     config.update(backend=be.name, device=be.device, out=out_dir)
     trainer = Trainer(model, optimizer, train, test, epochs=args.epochs, batch_size=args.batch_size,
