@@ -101,6 +101,11 @@ class Backend:
         """dL/dx of :meth:`avgpool2d_forward`."""
         return pooling.avg_backward(self.xp, dout, x_shape, KH, KW, stride, pad)
 
+    # -- matrix products ---------------------------------------------------------------------
+    def matmul(self, a, b):
+        """``a @ b`` for 2-D arrays (Affine's three products go through here)."""
+        return a @ b
+
     # -- activations -------------------------------------------------------------------------
     def relu_forward(self, x):
         """``(max(x, 0), mask x > 0)``, both in x's dtype/bool and memory order."""

@@ -127,6 +127,9 @@ class NumpyBackend(Backend):
     def avgpool2d_backward(self, dout, x_shape, KH, KW, stride, pad):
         return numpy_pool.avg_backward(self.splitter, dout, x_shape, KH, KW, stride, pad)
 
+    def matmul(self, a, b):
+        return numpy_pool.matmul(self.splitter, a, b)
+
     def relu_forward(self, x):
         if x.ndim < 2:
             return super().relu_forward(x)

@@ -1,4 +1,4 @@
-"""Pooling and ReLU on the CPU: run on slices of the batch in threads (pooling by ``pooling.py``'s tap loops).
+"""Pooling, ReLU and matrix products on the CPU, on slices in threads (pooling by ``pooling.py``'s tap loops).
 
 Outputs and gradients are allocated in the input's memory order (channel-major after the NumPy
 convolution, see numpy_conv), so the next layer's transpose stays free.
@@ -74,3 +74,19 @@ def relu_backward(split, dout, mask):
     dx = _empty(dout, dout.shape, dout.dtype)
     split.run(lambda k, n0, n1: np.multiply(dout[n0:n1], mask[n0:n1], out=dx[n0:n1]), len(dout), _per_thread(dout))
     return dx
+
+
+MIN_MATMUL = 1 << 22  # multiply-adds: below this a product is faster on one thread than split
+
+
+def matmul(split, a, b):
+    """``a @ b`` split over the rows of ``a`` or the columns of ``b`` (whichever is longer); exact per slice."""
+    (M, K), N = a.shape, b.shape[1]
+    if M * K * N < MIN_MATMUL or split.threads == 1:
+        return a @ b
+    out = np.empty((M, N), np.result_type(a, b))
+    if M >= N:
+        split.run(lambda k, r0, r1: np.matmul(a[r0:r1], b, out=out[r0:r1]), M)
+    else:
+        split.run(lambda k, c0, c1: np.matmul(a, b[:, c0:c1], out=out[:, c0:c1]), N)
+    return out

@@ -87,3 +87,14 @@ def test_split_relu_matches_and_keeps_the_memory_order(split):
     np.testing.assert_array_equal(numpy_pool.relu_backward(split, dout, mask), dout * (x > 0))
     xt = x.transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)
     assert numpy_pool.relu_forward(split, xt)[0].strides[1] > numpy_pool.relu_forward(split, xt)[0].strides[0]
+
+
+@pytest.mark.parametrize("M, K, N", [(7, 5, 3), (3, 5, 8), (1, 4, 1)])
+def test_split_matmul_matches(split, monkeypatch, M, K, N):
+    monkeypatch.setattr(numpy_pool, "MIN_MATMUL", 1)
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((K, N)).astype(np.float32)
+    got = numpy_pool.matmul(split, a, b)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, a @ b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(numpy_pool.matmul(split, b.T, a.T), b.T @ a.T, rtol=1e-6, atol=1e-6)  # views

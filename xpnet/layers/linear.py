@@ -45,13 +45,16 @@ class Affine(Layer):
             )
         self.x_shape = x.shape
         self.x = x.reshape(x.shape[0], -1)
-        return self.x @ self.params["W"] + self.params["b"]
+        out = backends.of(x).matmul(self.x, self.params["W"])
+        out += self.params["b"]
+        return out
 
     def backward(self, dout):
         self.check_grad(dout, (self.x.shape[0], self.out_features))
-        self.grads["W"] = self.x.T @ dout
+        be = backends.of(dout)
+        self.grads["W"] = be.matmul(self.x.T, dout)
         self.grads["b"] = precision.sum_axis0(dout)
-        return (dout @ self.params["W"].T).reshape(self.x_shape)
+        return be.matmul(dout, self.params["W"].T).reshape(self.x_shape)
 
 
 class Flatten(Layer):
