@@ -6,7 +6,7 @@ import platform
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from xpnet.backends import numpy_conv, numpy_pool
+from xpnet.backends import numpy_conv, numpy_split
 from xpnet.backends.base import Backend
 from xpnet.backends.cpu_threads import BatchSplitter
 
@@ -116,29 +116,29 @@ class NumpyBackend(Backend):
         return numpy_conv.backward(dout, cache, W, stride, pad, ws, self.splitter)
 
     def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
-        return numpy_pool.max_forward(self.splitter, x, KH, KW, stride, pad, OH, OW)
+        return numpy_split.max_forward(self.splitter, x, KH, KW, stride, pad, OH, OW)
 
     def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad):
-        return numpy_pool.max_backward(self.splitter, dout, cache, x_shape, KH, KW, stride, pad)
+        return numpy_split.max_backward(self.splitter, dout, cache, x_shape, KH, KW, stride, pad)
 
     def avgpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
-        return numpy_pool.avg_forward(self.splitter, x, KH, KW, stride, pad, OH, OW)
+        return numpy_split.avg_forward(self.splitter, x, KH, KW, stride, pad, OH, OW)
 
     def avgpool2d_backward(self, dout, x_shape, KH, KW, stride, pad):
-        return numpy_pool.avg_backward(self.splitter, dout, x_shape, KH, KW, stride, pad)
+        return numpy_split.avg_backward(self.splitter, dout, x_shape, KH, KW, stride, pad)
 
     def matmul(self, a, b):
-        return numpy_pool.matmul(self.splitter, a, b)
+        return numpy_split.matmul(self.splitter, a, b)
 
     def relu_forward(self, x):
         if x.ndim < 2:
             return super().relu_forward(x)
-        return numpy_pool.relu_forward(self.splitter, x)
+        return numpy_split.relu_forward(self.splitter, x)
 
     def relu_backward(self, dout, mask):
         if dout.ndim < 2:
             return super().relu_backward(dout, mask)
-        return numpy_pool.relu_backward(self.splitter, dout, mask)
+        return numpy_split.relu_backward(self.splitter, dout, mask)
 
     def info(self):
         cfg = {}

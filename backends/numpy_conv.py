@@ -160,6 +160,6 @@ def _runner(split):
 
 def _sum_parts(parts, dtype):
     """Sum each slice's ``(dW, db)`` partial sums (accumulated in float32 at least), cast to ``dtype``."""
-    dW = sum(p[0] for p in parts[1:]) + parts[0][0] if len(parts) > 1 else parts[0][0]
-    db = sum(p[1] for p in parts[1:]) + parts[0][1] if len(parts) > 1 else parts[0][1]
+    dW = sum((p[0] for p in parts[1:]), parts[0][0])
+    db = sum((p[1] for p in parts[1:]), parts[0][1])
     return dW.astype(dtype, copy=False), db.astype(dtype, copy=False)

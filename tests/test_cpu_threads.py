@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from xpnet.backends import numpy_conv, numpy_pool
+from xpnet.backends import numpy_conv, numpy_split
 from xpnet.backends.cpu_threads import BatchSplitter
 
 
 @pytest.fixture
 def split(monkeypatch):
-    monkeypatch.setattr(numpy_pool, "MIN_SLICE", 1)  # split even these small test arrays
+    monkeypatch.setattr(numpy_split, "MIN_SLICE", 1)  # split even these small test arrays
     s = BatchSplitter(threads=3)
     if s.threads == 1:
         pytest.skip("NumPy's BLAS is not an OpenBLAS whose thread count can be set: the split is off")
@@ -66,35 +66,35 @@ def test_split_pooling_is_exact_and_keeps_the_memory_order(split, K, stride, pad
     x = rng.integers(0, 4, (6, 5, 8, 9)).astype(np.float32).transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)
     OH, OW = (8 + 2 * pad[0] - K) // stride[0] + 1, (9 + 2 * pad[1] - K) // stride[1] + 1
     want, cache = pooling.max_forward(np, x, K, K, stride, pad, OH, OW)  # ties galore: first maximum wins
-    got, cache_split = numpy_pool.max_forward(split, x, K, K, stride, pad, OH, OW)
+    got, cache_split = numpy_split.max_forward(split, x, K, K, stride, pad, OH, OW)
     np.testing.assert_array_equal(got, want)
     assert got.strides[1] > got.strides[0]  # channel-major like its input
     dout = rng.standard_normal(want.shape).astype(np.float32)
-    dx = numpy_pool.max_backward(split, dout, cache_split, x.shape, K, K, stride, pad)
+    dx = numpy_split.max_backward(split, dout, cache_split, x.shape, K, K, stride, pad)
     np.testing.assert_array_equal(dx, pooling.max_backward(np, dout, cache, x.shape, K, K, stride, pad))
-    np.testing.assert_array_equal(numpy_pool.avg_forward(split, x, K, K, stride, pad, OH, OW),
+    np.testing.assert_array_equal(numpy_split.avg_forward(split, x, K, K, stride, pad, OH, OW),
                                   pooling.avg_forward(np, x, K, K, stride, pad, OH, OW))
-    np.testing.assert_array_equal(numpy_pool.avg_backward(split, dout, x.shape, K, K, stride, pad),
+    np.testing.assert_array_equal(numpy_split.avg_backward(split, dout, x.shape, K, K, stride, pad),
                                   pooling.avg_backward(np, dout, x.shape, K, K, stride, pad))
 
 
 def test_split_relu_matches_and_keeps_the_memory_order(split):
     x = np.random.default_rng(2).standard_normal((5, 4, 3, 6)).astype(np.float32)
-    y, mask = numpy_pool.relu_forward(split, x)
+    y, mask = numpy_split.relu_forward(split, x)
     np.testing.assert_array_equal(y, np.maximum(x, 0))
     np.testing.assert_array_equal(mask, x > 0)
     dout = np.ones_like(x)
-    np.testing.assert_array_equal(numpy_pool.relu_backward(split, dout, mask), dout * (x > 0))
+    np.testing.assert_array_equal(numpy_split.relu_backward(split, dout, mask), dout * (x > 0))
     xt = x.transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)
-    assert numpy_pool.relu_forward(split, xt)[0].strides[1] > numpy_pool.relu_forward(split, xt)[0].strides[0]
+    assert numpy_split.relu_forward(split, xt)[0].strides[1] > numpy_split.relu_forward(split, xt)[0].strides[0]
 
 
 @pytest.mark.parametrize("M, K, N", [(7, 5, 3), (3, 5, 8), (1, 4, 1)])
 def test_split_matmul_matches(split, monkeypatch, M, K, N):
-    monkeypatch.setattr(numpy_pool, "MIN_MATMUL", 1)
+    monkeypatch.setattr(numpy_split, "MIN_MATMUL", 1)
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((K, N)).astype(np.float32)
-    got = numpy_pool.matmul(split, a, b)
+    got = numpy_split.matmul(split, a, b)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, a @ b, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(numpy_pool.matmul(split, b.T, a.T), b.T @ a.T, rtol=1e-6, atol=1e-6)  # views
+    np.testing.assert_allclose(numpy_split.matmul(split, b.T, a.T), b.T @ a.T, rtol=1e-6, atol=1e-6)  # views

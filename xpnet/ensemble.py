@@ -13,6 +13,7 @@ import numpy as np
 from xpnet import backends
 from xpnet.errors import FileFormatError, ShapeError
 from xpnet.fileio import atomic_write
+from xpnet.models.base import batched_accuracy
 
 FORMAT = "xpnet-ensemble"
 
@@ -59,7 +60,7 @@ class Ensemble:
 
     def accuracy(self, x, t, batch_size=1000):
         """Fraction of ``x`` whose averaged prediction is ``t`` (indices or one-hot)."""
-        return _accuracy(self.predict_proba, self.models[0].backend, x, t, batch_size)
+        return batched_accuracy(self.predict_proba, self.models[0].backend, x, t, batch_size)
 
     def member_accuracies(self, x, t, batch_size=1000):
         """Each member's own accuracy, in order."""
@@ -124,18 +125,3 @@ def _sha256(path):
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _accuracy(predict, be, x, t, batch_size):
-    if len(x) != len(t):
-        raise ShapeError(f"accuracy: {len(x)} inputs but {len(t)} labels")
-    if len(x) == 0:
-        raise ShapeError("accuracy: empty input")
-    if int(batch_size) < 1:
-        raise ValueError(f"accuracy: batch_size must be >= 1, got {batch_size!r}")
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        tt = t[i : i + batch_size]
-        tt = tt.argmax(axis=1) if tt.ndim != 1 else tt
-        correct += int((predict(x[i : i + batch_size]).argmax(axis=1) == be.asarray(tt)).sum())
-    return correct / len(x)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xpnet import backends
-from xpnet.models.base import Model, name_matches
+from xpnet.models.base import Model, name_matches, select_names
 
 
 @dataclass
@@ -84,7 +84,8 @@ def transfer_weights(model, source, include=None, exclude=None):
     include, exclude = _patterns(include, "include"), _patterns(exclude, "exclude")
     kinds = OrderedDict([*((k, "params") for k in model.params), *((k, "buffers") for k in model.buffers)])
     current = {**model.params, **model.buffers}
-    _check_patterns(include + exclude, list(kinds) + [k for k in state if k not in kinds])
+    select_names(list(kinds) + [k for k in state if k not in kinds], include + exclude, "transfer_weights",
+                 "name in the model or the source")  # raises for a pattern that matches nothing
 
     def selected(name):
         return (not include or name_matches(name, include)) and not name_matches(name, exclude)
@@ -126,14 +127,6 @@ def _patterns(value, name):
     if bad:
         raise TypeError(f"transfer_weights: {name} patterns must be strings, got {bad[0]!r}")
     return out
-
-
-def _check_patterns(patterns, names):
-    for pattern in patterns:
-        if not any(name_matches(n, pattern) for n in names):
-            layers = ", ".join(dict.fromkeys(n.split(".", 1)[0] for n in names))
-            raise ValueError(f"transfer_weights: pattern {pattern!r} matches no name in the model or the source; "
-                             f"layers: {layers}")
 
 
 def _source_state(source):

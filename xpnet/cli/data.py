@@ -13,7 +13,8 @@ def load_dataset(name, flatten=False):
     if name == "mnist":
         train, test = load_mnist(normalize=True, flatten=flatten)
         return train, test, 10
-    check_dataset(name)
+    if not os.path.isdir(name):
+        raise DataError(f"--dataset must be 'mnist' or a directory of IDX files; {name!r} is neither")
     (xa, ta), (xb, tb) = load_idx_dir(name)
     for split, x in (("train", xa), ("t10k", xb)):
         if len(x) == 0:
@@ -28,12 +29,6 @@ def load_dataset(name, flatten=False):
 
     classes = int(max(ta.max(), tb.max())) + 1
     return (prep(xa), ta.astype(np.int64)), (prep(xb), tb.astype(np.int64)), classes
-
-
-def check_dataset(name):
-    """Raise DataError unless ``name`` is 'mnist' or an existing directory (before anything is written)."""
-    if name != "mnist" and not os.path.isdir(name):
-        raise DataError(f"--dataset must be 'mnist' or a directory of IDX files; {name!r} is neither")
 
 
 def limit(pair, n):

@@ -56,9 +56,9 @@ def train_ensemble(args, train_one):
 
 def run_ensemble(args):
     from xpnet import ensemble as ens
+    from xpnet.cli.commands import _check_positive
 
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    _check_positive(batch_size=args.batch_size)
     models, paths = [], []
     for p in args.models:
         group = ens.load(p, backend=args.backend) if ens.is_manifest(p) else ens.Ensemble.from_files([p], args.backend)

@@ -152,20 +152,7 @@ class Model:
 
     def accuracy(self, x, t, batch_size=100):
         """Fraction of ``x`` classified as ``t`` (indices or one-hot), evaluated in batches."""
-        if len(x) != len(t):
-            raise ShapeError(f"accuracy: {len(x)} inputs but {len(t)} labels")
-        if int(batch_size) < 1:
-            raise ValueError(f"accuracy: batch_size must be >= 1, got {batch_size!r}")
-        if len(x) == 0:
-            raise ShapeError("accuracy: empty input")
-        xp = self.backend.xp
-        correct = 0
-        for i in range(0, len(x), batch_size):
-            y = self.predict(x[i : i + batch_size]).argmax(axis=1)
-            tt = t[i : i + batch_size]
-            tt = tt.argmax(axis=1) if tt.ndim != 1 else tt
-            correct = correct + (y == self.backend.asarray(tt)).sum()
-        return float(xp.asarray(correct)) / len(x)
+        return batched_accuracy(self.predict, self.backend, x, t, batch_size)
 
     # -- freezing --------------------------------------------------------------------------------
     @property
@@ -200,18 +187,10 @@ class Model:
         return self
 
     def _select(self, patterns, caller):
-        names = list(self.params)
         if not patterns:
-            return set(names)
-        selected = set()
-        for pattern in patterns:
-            hits = {k for k in names if name_matches(k, pattern)}
-            if not hits:
-                layers = ", ".join(dict.fromkeys(k.split(".", 1)[0] for k in names))
-                raise ValueError(f"{type(self).__name__}.{caller}: pattern {pattern!r} matches no parameter; "
-                                 f"layers with parameters: {layers}")
-            selected |= hits
-        return selected
+            return set(self.params)
+        return select_names(self.params, patterns, f"{type(self).__name__}.{caller}", "parameter",
+                            "layers with parameters")
 
     # -- state -----------------------------------------------------------------------------------
     def state_dict(self):
@@ -247,8 +226,7 @@ class Model:
     # -- randomness (dropout) ---------------------------------------------------------------------
     def _random_layers(self):
         """``(dotted_name, layer)`` for every layer with its own generator, nested blocks included."""
-        leaves = self.net.walk() if hasattr(self.net, "walk") else ((l.name, l) for l in self.net)
-        return [(name, l) for name, l in leaves if hasattr(l, "get_rng_state")]
+        return [(name, l) for name, l in self.net.walk() if hasattr(l, "get_rng_state")]
 
     def get_rng_state(self):
         """Generator states of every Dropout layer, keyed by dotted layer name (``"block1.body.dropout"``)."""
@@ -272,3 +250,40 @@ def name_matches(name, patterns):
     parts = name.split(".")
     candidates = [name, *(".".join(parts[:i]) for i in range(1, len(parts)))]
     return any(fnmatchcase(c, p) for p in patterns for c in candidates)
+
+
+def select_names(names, patterns, owner, what="name", listing="layers"):
+    """The names matching any of ``patterns`` (see :func:`name_matches`).
+
+    Raises:
+        ValueError: a pattern matches none of ``names``; the message starts with ``owner`` and lists the
+            layers (the first part of each name).
+    """
+    names, selected = list(names), set()
+    for pattern in patterns:
+        hits = {n for n in names if name_matches(n, pattern)}
+        if not hits:
+            layers = ", ".join(dict.fromkeys(n.split(".", 1)[0] for n in names))
+            raise ValueError(f"{owner}: pattern {pattern!r} matches no {what}; {listing}: {layers}")
+        selected |= hits
+    return selected
+
+
+def batched_accuracy(predict, be, x, t, batch_size):
+    """Fraction of ``x`` whose ``predict(batch).argmax(axis=1)`` is ``t`` (indices or one-hot).
+
+    The count stays on the device of ``be`` until the end (one host read). Used by Model and Ensemble.
+    """
+    if len(x) != len(t):
+        raise ShapeError(f"accuracy: {len(x)} inputs but {len(t)} labels")
+    if int(batch_size) < 1:
+        raise ValueError(f"accuracy: batch_size must be >= 1, got {batch_size!r}")
+    if len(x) == 0:
+        raise ShapeError("accuracy: empty input")
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        y = predict(x[i : i + batch_size]).argmax(axis=1)
+        tt = t[i : i + batch_size]
+        tt = tt.argmax(axis=1) if tt.ndim != 1 else tt
+        correct = correct + (y == be.asarray(tt)).sum()
+    return float(be.xp.asarray(correct)) / len(x)

@@ -27,7 +27,7 @@ def save_checkpoint(path, model, optimizer, iterator, epoch, history, extra=None
         "rng": {"model": model.get_rng_state(), "iterator": iterator.get_state(),
                 "augment": augment.get_state() if augment is not None else None},
         "extra": extra or {},
-        "frozen": sorted(getattr(model, "frozen", ())),
+        "frozen": sorted(model.frozen),
     }
     json.dumps(meta)  # fail here, before writing, if anything is not serialisable
     write_npz(path, arrays, meta)

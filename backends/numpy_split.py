@@ -1,4 +1,6 @@
-"""Pooling, ReLU and matrix products on the CPU, on slices in threads (pooling by ``pooling.py``'s tap loops).
+"""The NumPy backend's pooling, ReLU and large matrix products, run on slices of the batch in threads.
+
+Pooling is ``pooling.py``'s tap loops on each slice; convolution's slices are in numpy_conv.
 
 Outputs and gradients are allocated in the input's memory order (channel-major after the NumPy
 convolution, see numpy_conv), so the next layer's transpose stays free.
