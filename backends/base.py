@@ -2,6 +2,8 @@
 
 import time
 
+import numpy as np
+
 from xpnet import precision
 from xpnet.backends import pooling
 
@@ -83,6 +85,17 @@ class Backend:
         dcol = d @ W.reshape(FN, -1)
         db = d.sum(axis=0, dtype=precision.compute_dtype(d.dtype)).astype(d.dtype, copy=False)
         return self.col2im(dcol, x_shape, KH, KW, stride, pad), dW, db
+
+    def conv_gemm_probe(self, x_shape, W_shape, stride, pad):
+        """``(forward, backward)`` callables running only the matrix products of this backend's conv for a
+        layer of these shapes, on random float32 arrays (benchmarks time the GEMM share)."""
+        N, C, H, Wd = x_shape
+        FN, _, KH, KW = W_shape
+        K = C * KH * KW
+        P = ((H + 2 * pad[0] - KH) // stride[0] + 1) * ((Wd + 2 * pad[1] - KW) // stride[1] + 1)
+        rng = self.rng(1)
+        W, col, d = (rng.random(shape, dtype=np.float32) for shape in ((FN, K), (N * P, K), (N * P, FN)))
+        return (lambda: col @ W.T), (lambda: (d.T @ col, d @ W))
 
     # -- pooling -----------------------------------------------------------------------------
     def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):

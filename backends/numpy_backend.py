@@ -6,7 +6,7 @@ import platform
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from xpnet.backends import numpy_conv, numpy_split
+from xpnet.backends import numpy_conv, numpy_conv_probe, numpy_split
 from xpnet.backends.base import Backend
 from xpnet.backends.cpu_threads import BatchSplitter
 
@@ -114,6 +114,9 @@ class NumpyBackend(Backend):
     def conv2d_backward(self, dout, cache, W, stride, pad, ws=None):
         """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward`."""
         return numpy_conv.backward(dout, cache, W, stride, pad, ws, self.splitter)
+
+    def conv_gemm_probe(self, x_shape, W_shape, stride, pad):
+        return numpy_conv_probe.gemm_probe(x_shape, W_shape, stride, pad, self.splitter)
 
     def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
         return numpy_split.max_forward(self.splitter, x, KH, KW, stride, pad, OH, OW)

@@ -47,17 +47,24 @@ def max_backward(xp, dout, cache, x_shape, KH, KW, stride, pad, out=None):
     """
     xpad, pooled = cache
     _, _, OH, OW = pooled.shape
-    (SH, SW) = stride
-    taken = xp.zeros(pooled.shape, dtype=bool)
-    zero = dout.dtype.type(0)
+    (SH, SW), last = stride, KH * KW - 1
+    hit, taken = xp.empty(pooled.shape, dtype=bool), None
 
-    def grad_of_tap(k):
-        hit = _tap(xpad, k // KW, k % KW, SH, SW, OH, OW) == pooled
-        hit &= ~taken
-        taken[...] |= hit
-        return xp.where(hit, dout, zero)
+    def grad_into(k, view, add):
+        nonlocal taken
+        xp.equal(_tap(xpad, k // KW, k % KW, SH, SW, OH, OW), pooled, out=hit)
+        if taken is None:
+            taken = hit.copy()
+        else:
+            xp.greater(hit, taken, out=hit)  # hit and not taken: an earlier tap had the maximum
+            if k < last:
+                taken |= hit
+        if add:
+            view += dout * hit
+        else:
+            xp.multiply(dout, hit, out=view)  # one pass: the gradient or 0, straight into dx
 
-    return _scatter_taps(xp, x_shape, KH, KW, stride, pad, dout.dtype, grad_of_tap, out)
+    return _scatter_taps(xp, x_shape, KH, KW, stride, pad, dout.dtype, grad_into, out)
 
 
 def avg_forward(xp, x, KH, KW, stride, pad, OH, OW, out=None):
@@ -74,10 +81,18 @@ def avg_forward(xp, x, KH, KW, stride, pad, OH, OW, out=None):
 def avg_backward(xp, dout, x_shape, KH, KW, stride, pad, out=None):
     """Spread each output gradient evenly over its window (into ``out`` if given)."""
     share = dout * dout.dtype.type(1.0 / (KH * KW))
-    return _scatter_taps(xp, x_shape, KH, KW, stride, pad, dout.dtype, lambda k: share, out)
+
+    def grad_into(k, view, add):
+        if add:
+            view += share
+        else:
+            view[...] = share
+
+    return _scatter_taps(xp, x_shape, KH, KW, stride, pad, dout.dtype, grad_into, out)
 
 
-def _scatter_taps(xp, x_shape, KH, KW, stride, pad, dtype, grad_of_tap, out=None):
+def _scatter_taps(xp, x_shape, KH, KW, stride, pad, dtype, grad_into, out=None):
+    """dx from ``grad_into(k, view, add)``, which writes (or adds, where windows overlap) tap k's gradient."""
     N, C, H, W = x_shape
     (SH, SW), (PH, PW) = stride, pad
     OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
@@ -88,12 +103,8 @@ def _scatter_taps(xp, x_shape, KH, KW, stride, pad, dtype, grad_of_tap, out=None
             dx[...] = 0  # some inputs are in no window, or in several: start from zero
     else:
         dx = xp.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=dtype)
-    for k in range(KH * KW):
-        view = _tap(dx, k // KW, k % KW, SH, SW, OH, OW)
-        if non_overlapping:
-            view[...] = grad_of_tap(k)  # each input element belongs to one window at most
-        else:
-            view += grad_of_tap(k)
+    for k in range(KH * KW):  # where windows do not overlap, each input element gets one tap at most
+        grad_into(k, _tap(dx, k // KW, k % KW, SH, SW, OH, OW), not non_overlapping)
     if PH or PW:
         inner = dx[:, :, PH : PH + H, PW : PW + W]
         if out is None:

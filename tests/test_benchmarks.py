@@ -74,10 +74,15 @@ def test_train_and_conv_results(quick_all):
     layers = [r for r in conv["layers"] if r["backend"] == "numpy"]
     assert [r["model"] for r in layers] == ["deep_convnet"] * 6 + ["alexnet"] * 5
     for r in layers:
-        for phase, piece in (("forward", "im2col_ms"), ("backward", "col2im_ms")):
+        assert r["forward"]["im2col_ms"] >= 0
+        for phase in ("forward", "backward"):
             p = r[phase]
-            assert p["gflops"] > 0 and p["peak_fraction"] > 0 and p["gemm_ms"] > 0
-            assert p[piece] >= 0 and p["rest_ms"] >= 0
+            assert p["gflops"] > 0 and p["peak_fraction"] > 0 and p["gemm_ms"] > 0 and p["rest_ms"] >= 0
+    dcn = conv["totals"]["numpy"]["deep_convnet"]
+    assert dcn["layers"] == 6
+    assert dcn["gflop"] == pytest.approx(3 * sum(r["forward_gflop"] for r in layers[:6]))
+    assert dcn["forward_gemm_ms"] == pytest.approx(sum(r["forward"]["gemm_ms"] for r in layers[:6]))
+    assert dcn["backward_ms"] == pytest.approx(sum(r["backward"]["median_ms"] for r in layers[:6]))
 
 
 def test_precision_result(quick_all):

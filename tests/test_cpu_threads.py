@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from xpnet.backends import numpy_conv, numpy_split
+from xpnet.backends import numpy_conv, numpy_conv_probe, numpy_split
 from xpnet.backends.cpu_threads import BatchSplitter
 
 
@@ -40,6 +40,26 @@ def test_bad_thread_setting_is_named(monkeypatch):
     monkeypatch.setenv("XPNET_NUM_THREADS", "two")
     with pytest.raises(ValueError, match="XPNET_NUM_THREADS must be a positive integer, got 'two'"):
         BatchSplitter()
+
+
+@pytest.mark.parametrize("C, FN, pad, stride", [(1, 4, (1, 1), (1, 1)), (6, 4, (2, 1), (1, 1)), (6, 8, (1, 1), (1, 1)),
+                                                (6, 4, (1, 2), (2, 1))])
+def test_reused_conv_buffers_give_what_fresh_ones_give(C, FN, pad, stride):
+    # Column buffers are created zeroed and their padding entries are never written again: a second
+    # input through the same workspace must give exactly what fresh (zeroed) buffers give.
+    rng = np.random.default_rng(4)
+    W = rng.standard_normal((FN, C, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(FN).astype(np.float32)
+    ws = {}
+    for _ in range(2):
+        x = rng.standard_normal((5, C, 7, 6)).astype(np.float32)
+        got, cache = numpy_conv.forward(x, W, b, stride, pad, ws)
+        want, fresh_cache = numpy_conv.forward(x, W, b, stride, pad, None)
+        np.testing.assert_array_equal(got, want)
+        dout = rng.standard_normal(got.shape).astype(np.float32)
+        for g, w in zip(numpy_conv.backward(dout, cache, W, stride, pad, ws),
+                        numpy_conv.backward(dout, fresh_cache, W, stride, pad, None)):
+            np.testing.assert_array_equal(g, w)
 
 
 @pytest.mark.parametrize("C, pad, stride", [(1, (1, 1), (1, 1)), (16, (1, 1), (1, 1)), (8, (2, 1), (2, 1))])
@@ -98,3 +118,21 @@ def test_split_matmul_matches(split, monkeypatch, M, K, N):
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, a @ b, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(numpy_split.matmul(split, b.T, a.T), b.T @ a.T, rtol=1e-6, atol=1e-6)  # views
+
+
+@pytest.mark.parametrize("C, FN", [(1, 4), (16, 4), (16, 32)])  # per-image GEMMs; dx by full conv; by col2im
+def test_gemm_probe_runs_the_products_the_convolution_runs(C, FN, monkeypatch):
+    calls, real = [], np.matmul
+    monkeypatch.setattr(np, "matmul", lambda a, b, **kw: calls.append((a.shape, b.shape)) or real(a, b, **kw))
+    split = BatchSplitter(threads=2)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, C, 5, 5)).astype(np.float32)
+    W, b = rng.standard_normal((FN, C, 3, 3)).astype(np.float32), np.zeros(FN, np.float32)
+    out, cache = numpy_conv.forward(x, W, b, (1, 1), (1, 1), {}, split)
+    numpy_conv.backward(out, cache, W, (1, 1), (1, 1), {}, split)
+    conv_calls = sorted(calls)
+    calls.clear()
+    fwd, bwd = numpy_conv_probe.gemm_probe(x.shape, W.shape, (1, 1), (1, 1), split)
+    fwd()
+    bwd()
+    assert sorted(calls) == conv_calls and len(conv_calls) >= 2 * len(split.slices(6))

@@ -44,6 +44,13 @@ LAYER_CASES = {
     "conv_2x2_s2_p1": (lambda: Conv2D(1, 2, 2, 2, 1, rng=_r(), dtype=F64), (2, 1, 5, 4)),
     "conv_rect_3x2_s21_p10": (lambda: Conv2D(2, 3, (3, 2), (2, 1), (1, 0), rng=_r(), dtype=F64), (2, 2, 6, 5)),
     "conv_rect_1x3_s12_p01": (lambda: Conv2D(3, 2, (1, 3), (1, 2), (0, 1), rng=_r(), dtype=F64), (1, 3, 4, 5)),
+    # C*KH*KW >= 32: the NumPy backend's channel-major GEMM layout; FN <= C: dx by full convolution
+    "conv_wide_3x3_p0": (lambda: Conv2D(4, 4, 3, 1, 0, rng=_r(), dtype=F64), (2, 4, 5, 5)),
+    "conv_wide_3x3_p1": (lambda: Conv2D(4, 4, 3, 1, 1, rng=_r(), dtype=F64), (2, 4, 4, 5)),
+    "conv_wide_3x3_p1_fn3": (lambda: Conv2D(4, 3, 3, 1, 1, rng=_r(), dtype=F64), (2, 4, 4, 5)),
+    "conv_wide_3x3_p2": (lambda: Conv2D(4, 4, 3, 1, 2, rng=_r(), dtype=F64), (2, 4, 4, 4)),
+    "conv_wide_3x3_p1_fn_gt_c": (lambda: Conv2D(4, 6, 3, 1, 1, rng=_r(), dtype=F64), (2, 4, 4, 5)),
+    "conv_wide_3x3_s2_p1": (lambda: Conv2D(4, 3, 3, 2, 1, rng=_r(), dtype=F64), (2, 4, 5, 6)),
     "maxpool_2x2_s2": (lambda: MaxPool2D(2, 2), (2, 2, 4, 4)),
     "maxpool_2x2_s2_odd_size": (lambda: MaxPool2D(2, 2), (2, 2, 5, 5)),
     "maxpool_3x3_s2_p1": (lambda: MaxPool2D(3, 2, 1), (2, 2, 5, 5)),

@@ -127,6 +127,29 @@ def test_maxpool_padding_is_minus_infinity(backend):
     np.testing.assert_array_equal(dx[0, 0], expected)
 
 
+def _maxpool_backward_by_loops(x, dout, K, S, P):
+    """Reference: each output's gradient to the first maximum of its window in (kh, kw) order."""
+    N, C, H, W = x.shape
+    xpad = np.pad(x, ((0, 0), (0, 0), (P, P), (P, P)), constant_values=-np.inf)
+    dx = np.zeros_like(xpad)
+    for n, c, i, j in np.ndindex(*dout.shape):
+        window = xpad[n, c, i * S : i * S + K, j * S : j * S + K]
+        kh, kw = divmod(int(np.argmax(window)), K)  # argmax returns the first maximum, row-major
+        dx[n, c, i * S + kh, j * S + kw] += dout[n, c, i, j]
+    return dx[:, :, P : P + H, P : P + W]
+
+
+@pytest.mark.parametrize("K, S, P", [(2, 2, 0), (3, 2, 1), (3, 1, 0), (2, 3, 0)])
+def test_maxpool_ties_send_the_gradient_to_the_first_maximum(backend, K, S, P):
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 3, (2, 3, 7, 8)).astype(np.float32)  # small integers: ties in most windows
+    pool = MaxPool2D(K, S, pad=P)
+    out = pool.forward(backend.asarray(x), True)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    dx = backend.asnumpy(pool.backward(backend.asarray(dout)))
+    np.testing.assert_allclose(dx, _maxpool_backward_by_loops(x, dout, K, S, P), rtol=1e-6, atol=1e-6)
+
+
 def test_avgpool_padding_counts_as_zero(backend):
     # x[h, w] = 4h + w + 1 (1..16); padding is zero and the divisor is always 3*3 = 9.
     x = backend.asarray((np.arange(16, dtype=np.float64) + 1).reshape(1, 1, 4, 4))
