@@ -62,10 +62,12 @@ class Backend:
         raise NotImplementedError
 
     # -- convolution -------------------------------------------------------------------------
-    def conv2d_forward(self, x, W, b, stride, pad, ws=None):
+    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True):
         """Convolution by im2col + one GEMM. Returns ``(out (N, FN, OH, OW), cache for backward)``.
 
-        ``ws`` is a dict the calling layer owns; a backend may keep reusable buffers in it.
+        ``ws`` is a dict the calling layer owns; a backend may keep reusable buffers in it. ``keep=False``
+        says no backward pass is expected (inference): a backend may then keep less and rebuild it in
+        :meth:`conv2d_backward` if one comes after all.
         """
         N, _, H, Wd = x.shape
         FN, _, KH, KW = W.shape

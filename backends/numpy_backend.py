@@ -107,9 +107,9 @@ class NumpyBackend(Backend):
             img = np.ascontiguousarray(img[:, :, PH : PH + H, PW : PW + W])
         return img
 
-    def conv2d_forward(self, x, W, b, stride, pad, ws=None):
+    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True):
         """Strided-copy im2col + BLAS GEMMs, in the layout that suits the layer (see numpy_conv)."""
-        return numpy_conv.forward(x, W, b, stride, pad, ws, self.splitter)
+        return numpy_conv.forward(x, W, b, stride, pad, ws, self.splitter, keep)
 
     def conv2d_backward(self, dout, cache, W, stride, pad, ws=None):
         """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward`."""

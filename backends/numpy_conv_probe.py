@@ -28,9 +28,9 @@ def gemm_probe(x_shape, W_shape, stride, pad, split=None, dtype=np.float32):
 
         return forward, lambda: run(bwd, N)
     full = nc._dx_by_full_conv(W_shape, stride, pad)
-    if full:  # dx is the forward pass of the flipped layer over dout: its im2col GEMMs
+    if full:  # dx is the inference-mode forward pass of the flipped layer over dout: GEMMs in runs of images
         K2, P2 = FN * KH * KW, H * Wd
-        dx_forward = _forward(rng.random((C, K2), dtype), rng.random((K2, N * P2), dtype), N, split)
+        dx_forward = _forward(rng.random((C, K2), dtype), rng.random((K2, N * P2), dtype), N, split, runs=True)
     dcol = {}
 
     def bwd(k, n0, n1):
@@ -48,12 +48,18 @@ def gemm_probe(x_shape, W_shape, stride, pad, split=None, dtype=np.float32):
     return forward, backward
 
 
-def _forward(Wc, col, N, split):
-    """The forward GEMMs: one per image (col (N, K, P)) or one per batch slice (col (K, N*P))."""
+def _forward(Wc, col, N, split, runs=False):
+    """The forward GEMMs: one per image (col (N, K, P)) or per batch slice (col (K, N*P)); ``runs``:
+    per L3-sized run of images in each slice, as numpy_conv.forward with keep=False."""
     run = nc._runner(split)
     if col.ndim == 3:
         out = np.empty((N, Wc.shape[0], col.shape[2]), col.dtype)
         return lambda: run(lambda k, n0, n1: np.matmul(Wc, col[n0:n1], out=out[n0:n1]), N)
-    P = col.shape[1] // N
+    K, P = Wc.shape[1], col.shape[1] // N
     out = np.empty((Wc.shape[0], N * P), col.dtype)
-    return lambda: run(lambda k, n0, n1: np.matmul(Wc, col[:, n0 * P : n1 * P], out=out[:, n0 * P : n1 * P]), N)
+
+    def part(k, n0, n1):
+        for a, z in nc._chunks(n0, n1, K * P * col.itemsize) if runs else [(n0, n1)]:
+            np.matmul(Wc, col[:, a * P : z * P], out=out[:, a * P : z * P])
+
+    return lambda: run(part, N)

@@ -1,7 +1,7 @@
 """Suite ``infer``: DeepConvNet inference throughput (eval-mode forward) per backend and batch size.
 
 With ``--compare torch`` the identical PyTorch network (``net.eval()`` under ``torch.no_grad()``)
-is timed in the same run, alternating with xpnet's ``model.predict(x)``.
+is timed in the same run, in alternating turns with xpnet's ``model.predict(x)``.
 """
 
 import numpy as np
@@ -14,7 +14,8 @@ METHOD = ("One inference = model.predict(x) (train=False: dropout off, scores be
           "random batch already on the device. Timed with the backend's timer() after warm-up; images/s = "
           "batch / median time. With --compare torch the PyTorch twin (same layers and weights, float32, "
           "torch.set_num_threads = xpnet's CPU threads) runs net(x) in eval mode under torch.no_grad(), "
-          "alternating with xpnet; ratio = xpnet images/s / torch images/s.")
+          "alternating with xpnet in turns of 5 timed calls, each opened by one untimed call; "
+          "ratio = xpnet images/s / torch images/s.")
 
 
 def run(settings):

@@ -4,7 +4,7 @@ One step is what :class:`xpnet.training.Trainer` does per batch: loss (forward i
 backward, and an Adam update of every parameter. With ``--compare torch`` an identical PyTorch
 network (built from the xpnet one, same initial weights, float32, same thread count) takes the same
 step on the matching device (NumPy backend vs torch CPU, CUDA backend vs torch CUDA), and the two
-are timed alternately in one run.
+are timed in alternating turns in one run.
 """
 
 import os
@@ -18,6 +18,7 @@ from xpnet.models import DeepConvNet
 from xpnet.optim import Adam
 
 REPEATS = 20
+BLOCK = 5  # timed calls per turn when alternating with PyTorch, after one untimed call (timing.interleaved)
 INPUT = (1, 28, 28)
 METHOD = ("One training step = model.loss(x, t, train=True) + model.backward() + Adam(lr=1e-3).step over all "
           "parameters, on a fixed random batch already on the device (no data loading). Timed per step with "
@@ -25,8 +26,9 @@ METHOD = ("One training step = model.loss(x, t, train=True) + model.backward() +
           "warm-up steps; images/s = batch / median step time. With --compare torch the PyTorch twin "
           "(torch.nn with the same layers, copied initial weights, CrossEntropyLoss, torch.optim.Adam with the "
           "same hyperparameters, float32, torch.set_num_threads = xpnet's CPU threads, TF32 off unless "
-          "CUPY_TF32=1) is timed in the same run, alternating with xpnet step by step (A B, B A, ...); "
-          "ratio = xpnet images/s / torch images/s (1.0 = parity, below 1 = xpnet slower).")
+          "CUPY_TF32=1) is timed in the same run, alternating with xpnet in turns of 5 timed steps (A B, B A, "
+          "...), each turn opened by one untimed step that absorbs what the other side left running (PyTorch's "
+          "spinning OpenMP workers); ratio = xpnet images/s / torch images/s (1.0 = parity, below 1 = xpnet slower).")
 
 
 def torch_missing():
@@ -75,8 +77,9 @@ def _measure(name, batch, settings):
 
 
 def finish(row, contenders, batch, settings):
-    """Time the contenders alternately; add images/s per contender and the xpnet/torch ratio to ``row``."""
-    results = timing.interleaved(contenders, settings.n_repeats(REPEATS), settings.n_warmup(3))
+    """Time the contenders in alternating turns of BLOCK calls (see timing.interleaved); add images/s per
+    contender and the xpnet/torch ratio to ``row``."""
+    results = timing.interleaved(contenders, settings.n_repeats(REPEATS), settings.n_warmup(3), BLOCK)
     for key, stats in results.items():
         stats["images_per_s"] = batch / (stats["median_ms"] / 1e3)
         row[key] = stats

@@ -134,3 +134,27 @@ def test_usage_errors():
     if "cuda" not in backends.available():
         proc = benchmarks("train", "--quick", "--backend", "cuda")
         assert proc.returncode == 2 and "cuda" in proc.stderr
+
+
+def test_interleaved_turns_open_with_an_untimed_call():
+    from benchmarks import timing
+
+    calls, clock = [], iter(range(1000))
+
+    class Timer:  # elapsed_ms = a counter, so each timed call is identifiable
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.elapsed_ms = float(next(clock))
+
+    contenders = {name: (lambda name=name: calls.append(name), Timer) for name in ("a", "b")}
+    result = timing.interleaved(contenders, repeats=4, warmup=1, block=3)
+    # warm-up a b; turn 1: a (untimed) a a a, b (untimed) b b b; turn 2 reversed: b + b, a + a
+    assert "".join(calls) == "ab" + "aaaa" + "bbbb" + "bb" + "aa"
+    assert result["a"]["repeats"] == result["b"]["repeats"] == 4
+    # timer readings 0..11 in call order: a untimed 0, timed 1-3; b 4, 5-7; b 8, 9; a 10, 11
+    assert (result["a"]["min_ms"], result["a"]["max_ms"], result["b"]["min_ms"], result["b"]["max_ms"]) == (1, 11, 5, 9)
+    assert [c for c in timing.interleaved({"x": contenders["a"]}, 3, 0, block=2)] == ["x"]
+    assert calls[-3:] == ["a", "a", "a"]  # one contender: no untimed opening call
+

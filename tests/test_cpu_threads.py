@@ -62,6 +62,23 @@ def test_reused_conv_buffers_give_what_fresh_ones_give(C, FN, pad, stride):
             np.testing.assert_array_equal(g, w)
 
 
+@pytest.mark.parametrize("C, FN, pad", [(1, 4, (1, 1)), (6, 4, (2, 1)), (6, 8, (0, 1))])
+def test_inference_forward_in_runs_matches_and_backward_rebuilds_the_columns(split, C, FN, pad, monkeypatch):
+    monkeypatch.setattr(numpy_conv, "CHUNK_BYTES", 2000)  # runs of one or two images per thread
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((7, C, 6, 5)).astype(np.float32)
+    W, b = rng.standard_normal((FN, C, 3, 3)).astype(np.float32), rng.standard_normal(FN).astype(np.float32)
+    kept, cache = numpy_conv.forward(x, W, b, (1, 1), pad, {}, split)
+    ws = {}
+    runs, lean = numpy_conv.forward(x, W, b, (1, 1), pad, ws, split, keep=False)
+    assert lean[1] is None and any(key[0] == "run" for key in ws)  # no batch-sized columns were kept
+    np.testing.assert_allclose(runs, kept, rtol=1e-6, atol=1e-6)
+    dout = rng.standard_normal(kept.shape).astype(np.float32)
+    for got, want in zip(numpy_conv.backward(dout, lean, W, (1, 1), pad, ws, split),
+                         numpy_conv.backward(dout, cache, W, (1, 1), pad, {}, split)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("C, pad, stride", [(1, (1, 1), (1, 1)), (16, (1, 1), (1, 1)), (8, (2, 1), (2, 1))])
 def test_split_convolution_matches_one_slice(split, C, pad, stride):
     rng = np.random.default_rng(0)
@@ -123,6 +140,7 @@ def test_split_matmul_matches(split, monkeypatch, M, K, N):
 @pytest.mark.parametrize("C, FN", [(1, 4), (16, 4), (16, 32)])  # per-image GEMMs; dx by full conv; by col2im
 def test_gemm_probe_runs_the_products_the_convolution_runs(C, FN, monkeypatch):
     calls, real = [], np.matmul
+    monkeypatch.setattr(numpy_conv, "CHUNK_BYTES", 30000)  # runs of two images where the code makes runs
     monkeypatch.setattr(np, "matmul", lambda a, b, **kw: calls.append((a.shape, b.shape)) or real(a, b, **kw))
     split = BatchSplitter(threads=2)
     rng = np.random.default_rng(5)

@@ -55,8 +55,9 @@ class Conv2D(Layer):
             raise ShapeError(f"{self._label()}: input {tuple(x.shape)} is smaller than the kernel "
                              f"({self.KH}, {self.KW}) with pad {self.pad}")
         self.x_shape = x.shape
+        # train=False lets the backend skip what only backward needs (it rebuilds it if backward comes anyway)
         out, self.cache = backends.of(x).conv2d_forward(x, self.params["W"], self.params["b"], self.stride,
-                                                        self.pad, self._ws)
+                                                        self.pad, self._ws, keep=train)
         return out
 
     def backward(self, dout):
