@@ -122,6 +122,10 @@ class Backend:
         return a @ b
 
     # -- activations -------------------------------------------------------------------------
+    def relu(self, x):
+        """``max(x, 0)`` alone, in x's dtype and memory order (inference: no mask)."""
+        return self.xp.maximum(x, 0, dtype=x.dtype)
+
     def relu_forward(self, x):
         """``(max(x, 0), mask x > 0)``, both in x's dtype/bool and memory order."""
         return self.xp.maximum(x, 0, dtype=x.dtype), x > 0

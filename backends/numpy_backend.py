@@ -133,6 +133,11 @@ class NumpyBackend(Backend):
     def matmul(self, a, b):
         return numpy_split.matmul(self.splitter, a, b)
 
+    def relu(self, x):
+        if x.ndim < 2:
+            return super().relu(x)
+        return numpy_split.relu(self.splitter, x)
+
     def relu_forward(self, x):
         if x.ndim < 2:
             return super().relu_forward(x)

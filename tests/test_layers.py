@@ -127,6 +127,19 @@ def test_maxpool_padding_is_minus_infinity(backend):
     np.testing.assert_array_equal(dx[0, 0], expected)
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_relu_backward_after_either_mode(backend, train):
+    # Inference mode keeps no mask; a backward pass after it derives the mask from the output.
+    x = np.random.default_rng(7).standard_normal((3, 4, 2, 5)).astype(np.float32)
+    relu = ReLU()
+    out = relu.forward(backend.asarray(x), train)
+    np.testing.assert_array_equal(backend.asnumpy(out), np.maximum(x, 0))
+    dout = np.random.default_rng(8).standard_normal(x.shape).astype(np.float32)
+    dx = backend.asnumpy(relu.backward(backend.asarray(dout)))
+    np.testing.assert_array_equal(dx, dout * (x > 0))
+    assert dx.dtype == np.float32
+
+
 def _maxpool_backward_by_loops(x, dout, K, S, P):
     """Reference: each output's gradient to the first maximum of its window in (kh, kw) order."""
     N, C, H, W = x.shape

@@ -9,12 +9,18 @@ class ReLU(Layer):
 
     def forward(self, x, train=False):
         self.check_input(x)
-        out, self.mask = backends.of(x).relu_forward(x)
+        if train:
+            out, self.mask = backends.of(x).relu_forward(x)
+            self.out = None
+        else:  # inference: no mask pass; a backward pass after all derives the mask from out
+            out = self.out = backends.of(x).relu(x)
+            self.mask = None
         return out
 
     def backward(self, dout):
-        self.check_grad(dout, self.mask.shape)
-        return backends.of(dout).relu_backward(dout, self.mask)
+        mask = self.out > 0 if self.mask is None else self.mask  # out > 0 exactly where x > 0
+        self.check_grad(dout, mask.shape)
+        return backends.of(dout).relu_backward(dout, mask)
 
 
 class Sigmoid(Layer):
