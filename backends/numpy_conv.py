@@ -110,7 +110,7 @@ def forward(x, W, b, stride, pad, ws=None, split=None, keep=True):
 
     _runner(split)(part, N)
     y = out.reshape(N, FN, OH, OW) if layout == "batched" else out.reshape(FN, N, OH, OW).transpose(1, 0, 2, 3)
-    return y, (layout, col, x)
+    return y, (layout, col, x.shape, None if keep else x)  # x only where backward must rebuild the columns
 
 
 def _col_shape(layout, x_shape, W_shape, m, OH, OW):
@@ -145,16 +145,16 @@ def _product(layout, Wc, col, out, n0, n1, off, b):
 
 def backward(dout, cache, W, stride, pad, ws=None, split=None):
     """Returns ``(dx, dW, db)`` for :func:`forward`'s ``cache``."""
-    layout, col, x = cache
-    N, C, H, Wd = x.shape
+    layout, col, x_shape, x = cache
+    N, C, H, Wd = x_shape
     FN, _, KH, KW = W.shape
     OH, OW = _out_size(H, Wd, KH, KW, stride, pad)
     P, run, acc = OH * OW, _runner(split), _acc(dout)
     if col is None:  # the forward pass ran with keep=False: make the columns now
-        col = _buffer(ws, ("col", stride, pad), _col_shape(layout, x.shape, W.shape, N, OH, OW), x.dtype, np.zeros)
+        col = _buffer(ws, ("col", stride, pad), _col_shape(layout, x_shape, W.shape, N, OH, OW), x.dtype, np.zeros)
         run(lambda k, n0, n1: _im2col(layout, x, col, n0, n1, 0, stride, pad), N)
     if layout == "batched":
-        return _backward_batched(dout, col.reshape(N, C * KH * KW, P), W, stride, pad, x.shape, ws, split)
+        return _backward_batched(dout, col.reshape(N, C * KH * KW, P), W, stride, pad, x_shape, ws, split)
     col = col.reshape(C * KH * KW, N * P)
     d = dout.transpose(1, 0, 2, 3).reshape(FN, N * P)  # free when dout kept (FN, N, ...) order
     full = _dx_by_full_conv(W.shape, stride, pad)
