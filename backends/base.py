@@ -8,6 +8,11 @@ from xpnet import precision
 from xpnet.backends import pooling
 
 
+def out_size(H, W, KH, KW, stride, pad):
+    """``(OH, OW)`` of a KH x KW window sliding over an H x W image with this stride and zero padding."""
+    return (H + 2 * pad[0] - KH) // stride[0] + 1, (W + 2 * pad[1] - KW) // stride[1] + 1
+
+
 class CPUTimer:
     """Wall-clock timer for host work: ``with timer: ...`` then ``timer.elapsed_ms``."""
 
@@ -71,8 +76,7 @@ class Backend:
         """
         N, _, H, Wd = x.shape
         FN, _, KH, KW = W.shape
-        OH = (H + 2 * pad[0] - KH) // stride[0] + 1
-        OW = (Wd + 2 * pad[1] - KW) // stride[1] + 1
+        OH, OW = out_size(H, Wd, KH, KW, stride, pad)
         col = self.im2col(x, KH, KW, stride, pad)
         Wc = W.reshape(FN, -1)
         out = col @ Wc.T + b
@@ -93,8 +97,8 @@ class Backend:
         layer of these shapes, on random float32 arrays (benchmarks time the GEMM share)."""
         N, C, H, Wd = x_shape
         FN, _, KH, KW = W_shape
-        K = C * KH * KW
-        P = ((H + 2 * pad[0] - KH) // stride[0] + 1) * ((Wd + 2 * pad[1] - KW) // stride[1] + 1)
+        K, (OH, OW) = C * KH * KW, out_size(H, Wd, KH, KW, stride, pad)
+        P = OH * OW
         rng = self.rng(1)
         W, col, d = (rng.random(shape, dtype=np.float32) for shape in ((FN, K), (N * P, K), (N * P, FN)))
         return (lambda: col @ W.T), (lambda: (d.T @ col, d @ W))

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from xpnet.backends.base import Backend
+from xpnet.backends.base import Backend, out_size
 from xpnet.errors import BackendError
 
 _INSTALL = 'install CuPy for your CUDA version: pip install "xpnet[cuda12]" (or "xpnet[cuda13]")'
@@ -103,8 +103,7 @@ class CudaBackend(Backend):
         """(N, C, H, W) -> (N*OH*OW, C*KH*KW), columns ordered (c, kh, kw) as in the book."""
         N, C, H, W = x.shape
         (SH, SW), (PH, PW) = stride, pad
-        OH = (H + 2 * PH - KH) // SH + 1
-        OW = (W + 2 * PW - KW) // SW + 1
+        OH, OW = out_size(H, W, KH, KW, stride, pad)
         x = self.xp.ascontiguousarray(x)
         col = self.xp.empty((N * OH * OW, C * KH * KW), dtype=x.dtype)
         self._kernels.im2col_kernel(
@@ -116,8 +115,7 @@ class CudaBackend(Backend):
         """Sum windows back into (N, C, H, W): one thread per image element (a gather)."""
         N, C, H, W = x_shape
         (SH, SW), (PH, PW) = stride, pad
-        OH = (H + 2 * PH - KH) // SH + 1
-        OW = (W + 2 * PW - KW) // SW + 1
+        OH, OW = out_size(H, W, KH, KW, stride, pad)
         col = self.xp.ascontiguousarray(col)
         img = self.xp.empty((N, C, H, W), dtype=col.dtype)
         self._kernels.col2im_kernel(col, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, img)

@@ -7,7 +7,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from xpnet.backends import numpy_conv, numpy_conv_probe, numpy_split
-from xpnet.backends.base import Backend
+from xpnet.backends.base import Backend, out_size
 from xpnet.backends.cpu_threads import BatchSplitter
 
 
@@ -87,8 +87,7 @@ class NumpyBackend(Backend):
         """(N, C, H, W) -> (N*OH*OW, C*KH*KW), columns ordered (c, kh, kw) as in the book."""
         N, C, H, W = x.shape
         (SH, SW), (PH, PW) = stride, pad
-        OH = (H + 2 * PH - KH) // SH + 1
-        OW = (W + 2 * PW - KW) // SW + 1
+        OH, OW = out_size(H, W, KH, KW, stride, pad)
         view = _windows(_padded(x, PH, PW, pad_value), KH, KW, SH, SW, OH, OW)
         return view.reshape(N * OH * OW, C * KH * KW)
 
@@ -96,8 +95,7 @@ class NumpyBackend(Backend):
         """Inverse of im2col's scatter: sums overlapping windows, in (kh, kw) order."""
         N, C, H, W = x_shape
         (SH, SW), (PH, PW) = stride, pad
-        OH = (H + 2 * PH - KH) // SH + 1
-        OW = (W + 2 * PW - KW) // SW + 1
+        OH, OW = out_size(H, W, KH, KW, stride, pad)
         cols = col.reshape(N, OH, OW, C, KH, KW).transpose(0, 3, 4, 5, 1, 2)  # (N, C, KH, KW, OH, OW)
         img = np.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=col.dtype)
         for kh in range(KH):

@@ -25,6 +25,8 @@ fresh 10-100 MB arrays cost more in page faults than the copies themselves.
 
 import numpy as np
 
+from xpnet.backends.base import out_size
+
 THIN = 32
 CHUNK_BYTES = 1 << 22  # backward: dcol is made and scattered in runs of images this big (L3-resident)
 
@@ -32,10 +34,6 @@ CHUNK_BYTES = 1 << 22  # backward: dcol is made and scattered in runs of images 
 def _acc(a):
     """float32 for float16 arrays: sums over the batch accumulate there (see xpnet.precision)."""
     return np.float32 if a.dtype.itemsize < 4 else a.dtype
-
-
-def _out_size(H, Wd, KH, KW, stride, pad):
-    return (H + 2 * pad[0] - KH) // stride[0] + 1, (Wd + 2 * pad[1] - KW) // stride[1] + 1
 
 
 def _buffer(ws, key, shape, dtype, new=np.empty):
@@ -93,7 +91,7 @@ def forward(x, W, b, stride, pad, ws=None, split=None, keep=True):
     """
     N, C, H, Wd = x.shape
     FN, _, KH, KW = W.shape
-    OH, OW = _out_size(H, Wd, KH, KW, stride, pad)
+    OH, OW = out_size(H, Wd, KH, KW, stride, pad)
     K, P = C * KH * KW, OH * OW
     layout, Wc = "batched" if K < THIN else "gemm", W.reshape(FN, -1)
     out = np.empty((N, FN, P) if layout == "batched" else (FN, N * P), x.dtype)
@@ -148,7 +146,7 @@ def backward(dout, cache, W, stride, pad, ws=None, split=None):
     layout, col, x_shape, x = cache
     N, C, H, Wd = x_shape
     FN, _, KH, KW = W.shape
-    OH, OW = _out_size(H, Wd, KH, KW, stride, pad)
+    OH, OW = out_size(H, Wd, KH, KW, stride, pad)
     P, run, acc = OH * OW, _runner(split), _acc(dout)
     if col is None:  # the forward pass ran with keep=False: make the columns now
         col = _buffer(ws, ("col", stride, pad), _col_shape(layout, x_shape, W.shape, N, OH, OW), x.dtype, np.zeros)
@@ -204,7 +202,7 @@ def _backward_batched(dout, col, W, stride, pad, x_shape, ws, split):
     """:func:`backward` for the ``batched`` layout (one GEMM per image)."""
     N, C, H, Wd = x_shape
     FN, _, KH, KW = W.shape
-    OH, OW = _out_size(H, Wd, KH, KW, stride, pad)
+    OH, OW = out_size(H, Wd, KH, KW, stride, pad)
     Wc, acc = W.reshape(FN, -1), _acc(dout)
     d = dout.reshape(N, FN, OH * OW)
     dcol = _buffer(ws, "dcol", (N, C * KH * KW, OH * OW), dout.dtype)

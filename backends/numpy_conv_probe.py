@@ -7,13 +7,14 @@ batch slices and threads) on random arrays, with none of the copies around them.
 import numpy as np
 
 from xpnet.backends import numpy_conv as nc
+from xpnet.backends.base import out_size
 
 
 def gemm_probe(x_shape, W_shape, stride, pad, split=None, dtype=np.float32):
     """``(forward, backward)``: zero-argument callables doing the layer's products on random arrays."""
     N, C, H, Wd = x_shape
     FN, _, KH, KW = W_shape
-    OH, OW = nc._out_size(H, Wd, KH, KW, stride, pad)
+    OH, OW = out_size(H, Wd, KH, KW, stride, pad)
     K, P, run = C * KH * KW, OH * OW, nc._runner(split)
     rng = np.random.default_rng(0)
     Wc, d = rng.random((FN, K), dtype), rng.random((N, FN, P) if K < nc.THIN else (FN, N * P), dtype)
