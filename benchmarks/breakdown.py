@@ -8,7 +8,7 @@ takes 89% on the CPU and 95% on the GPU. This suite measures the same split for 
 import os
 
 from benchmarks import plots, workloads
-from benchmarks.report import fmt, pct, shape_text, table
+from benchmarks.report import fmt, not_measured, pct, shape_text, table
 from xpnet.profile import profile, summarize
 
 REPEATS = 10
@@ -56,8 +56,7 @@ def render(result, unavailable=None):
             head = f"{model['title']} on {name}: batch {model['batch']}, {model['note']}"
             parts.append(_layer_table(head, res, model["phases"]))
             parts.append(_type_table(res, model["phases"]))
-    for name, reason in (unavailable or {}).items():
-        parts.append(f"{name}: not measured ({reason})")
+    parts += not_measured(unavailable)
     ref = result["reference"]
     parts.append(f"Reference ({ref['source']}): conv {pct(ref['conv_share']['cpu'])} of CPU time, "
                  f"{pct(ref['conv_share']['gpu'])} of GPU time.")

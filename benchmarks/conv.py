@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from benchmarks import plots, timing, workloads
-from benchmarks.report import fmt, pct, shape_text, table
+from benchmarks.report import fmt, not_measured, pct, shape_text, table
 from xpnet import backends
 from xpnet.layers import Conv2D
 
@@ -150,7 +150,7 @@ def render(result, unavailable=None):
     notes = [f"{key}: batch {m['batch']}, {m['note']}" for key, m in result["models"].items()]
     parts.append("; ".join(notes))
     parts.append("Method: " + result["method"])
-    return "\n\n".join(parts + [f"{n}: not measured ({why})" for n, why in (unavailable or {}).items()])
+    return "\n\n".join(parts + not_measured(unavailable))
 
 
 _COMMON = ["model", "layer", "input", "kernel/s/p", "GFLOP", "ms", "GFLOP/s", "% peak", "GEMM GFLOP/s"]

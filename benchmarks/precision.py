@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from benchmarks import machine, plots, timing, train
-from benchmarks.report import fmt, table
+from benchmarks.report import fmt, not_measured, table
 from xpnet import backends, precision
 from xpnet.errors import DTypeError
 from xpnet.models import DeepConvNet
@@ -97,7 +97,7 @@ def render(result, unavailable=None):
     lines = [table(headers, rows, title=result["title"])]
     reasons = {r["unsupported"] for r in result["rows"] if "unsupported" in r}
     lines += sorted(reasons)
-    lines += [f"{name}: not measured ({reason})" for name, reason in (unavailable or {}).items()]
+    lines += not_measured(unavailable)
     return "\n".join(lines)
 
 

@@ -55,6 +55,11 @@ def _looks_numeric(cell):
     return True
 
 
+def not_measured(unavailable):
+    """One line per backend left out of a suite: ``"<name>: not measured (<why>)"``."""
+    return [f"{name}: not measured ({why})" for name, why in (unavailable or {}).items()]
+
+
 def shape_text(shape):
     """(N, C, H, W) as 'NxCxHxW'."""
     return "x".join(str(int(s)) for s in shape) if shape else "scalar"

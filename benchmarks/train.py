@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from benchmarks import machine, plots, timing, torch_peer
-from benchmarks.report import fmt, table
+from benchmarks.report import fmt, not_measured, table
 from xpnet import backends
 from xpnet.models import DeepConvNet
 from xpnet.optim import Adam
@@ -115,8 +115,8 @@ def render(result, unavailable=None):
         lines.append(f"torch {result['torch']['torch']}, {result['torch']['threads']} threads, fp32 precision "
                      f"{result['torch']['fp32_precision']}; max |score difference| before timing: {diffs}")
         skipped = {r["backend"]: r["torch_skipped"] for r in result["rows"] if "torch_skipped" in r}
-        lines += [f"torch on {name}: not measured ({why})" for name, why in skipped.items()]
-    lines += [f"{name}: not measured ({reason})" for name, reason in (unavailable or {}).items()]
+        lines += not_measured({f"torch on {name}": why for name, why in skipped.items()})
+    lines += not_measured(unavailable)
     return "\n".join(lines)
 
 
