@@ -184,7 +184,6 @@ def test_col2im_is_adjoint_of_im2col(backend, KH, KW, stride, pad, rng):
     assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("KH, KW, stride, pad", GEOMETRIES)
 def test_im2col_col2im_gpu_equal_cpu_exactly(cuda, KH, KW, stride, pad, rng):
     cpu = backends.get("numpy")
@@ -233,7 +232,6 @@ def test_conv2d_workspace_reuse_gives_same_result(rng):
     np.testing.assert_array_equal(first, again)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("KH, KW, stride, pad", GEOMETRIES)
 def test_conv2d_gpu_matches_cpu(cuda, KH, KW, stride, pad, rng):
     cpu = backends.get("numpy")

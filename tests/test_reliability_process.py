@@ -169,7 +169,6 @@ def test_two_cli_runs_with_the_same_seed_are_bit_identical(tmp_path, capsys):
     assert (tmp_path / "a" / "metrics.csv").read_text() != ""
 
 
-@pytest.mark.gpu
 def test_two_gpu_runs_with_the_same_seed_agree_within_tolerance(cuda):
     def run():
         model = DeepConvNet(output_size=4, seed=7, backend=cuda)
@@ -256,7 +255,7 @@ def test_host_memory_error_via_the_cli_is_one_line(tmp_path, capsys, monkeypatch
     assert_one_line_error(code, err, "out of memory (Unable to allocate 47.9 GiB", "try a smaller --batch-size")
 
 
-@pytest.mark.gpu
+@pytest.mark.xfail(strict=True, reason="defect 3 of issue 22 (i22fix)")
 def test_real_gpu_out_of_memory_names_the_batch_size(cuda):
     pool = cuda.xp.get_default_memory_pool()
     rng = np.random.default_rng(0)
