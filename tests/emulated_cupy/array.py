@@ -72,6 +72,12 @@ def _index(key):
     return key
 
 
+def _has_mask(key):
+    """A boolean index: CuPy must count its True values on the host first (a sync)."""
+    keys = key if isinstance(key, tuple) else (key,)
+    return any(isinstance(k, np.ndarray) and k.dtype == bool for k in keys)
+
+
 def _is_basic(key):
     keys = key if isinstance(key, tuple) else (key,)
     return all(k is None or k is Ellipsis or isinstance(k, (int, np.integer, slice)) for k in keys)
@@ -292,6 +298,8 @@ class ndarray:
 
     def __getitem__(self, key):
         key = _index(key)
+        if _has_mask(key):
+            counters.sync()
         if _is_basic(key):
             out = self._a[key]
             if not isinstance(out, np.ndarray):  # CuPy gives a 0-d view where NumPy gives a scalar
@@ -304,8 +312,11 @@ class ndarray:
             counters.h2d()
         elif isinstance(value, ndarray):
             value = value._a
+        key = _index(key)
+        if _has_mask(key):
+            counters.sync()
         counters.launch()
-        self._a[_index(key)] = value
+        self._a[key] = value
 
     # -- arithmetic --------------------------------------------------------------------------
     __add__, __radd__, __iadd__ = _binary("add"), _reflected("add"), _inplace("add")

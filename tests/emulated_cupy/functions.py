@@ -22,6 +22,7 @@ ROUTINES = (
 ).split()
 
 _NO_LAUNCH = {"shape", "ndim", "size"}
+_SYNCING = {"nonzero", "argwhere", "unique", "bincount"}  # their output size is known only on the device
 
 
 def _routine(name):
@@ -36,6 +37,8 @@ def _routine(name):
         args, kwargs = unwrap(list(args)), {k: unwrap(v) for k, v in kwargs.items()}
         inputs = [a for a in _flat(args) + _flat(list(kwargs.values())) if isinstance(a, np.ndarray)]
         result = np_func(*args, **kwargs)
+        if name in _SYNCING or (name == "where" and len(args) == 1):
+            counters.sync()
         if name in _NO_LAUNCH:
             return result
         if out is not None:
