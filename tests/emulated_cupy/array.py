@@ -137,6 +137,14 @@ def _unary(name):
     return op
 
 
+def _to_host(convert):
+    def method(self):
+        counters.sync()
+        return convert(self._a)
+
+    return method
+
+
 def _reduction(name):
     def method(self, *args, **kwargs):
         from . import functions
@@ -177,41 +185,10 @@ class ndarray:
         counters.h2d()
         self._a[...] = arr
 
-    def item(self):
-        counters.sync()
-        return self._a.item()
-
-    def tolist(self):
-        counters.sync()
-        return self._a.tolist()
-
-    def __int__(self):
-        counters.sync()
-        return int(self._a)
-
-    def __float__(self):
-        counters.sync()
-        return float(self._a)
-
-    def __complex__(self):
-        counters.sync()
-        return complex(self._a)
-
-    def __bool__(self):
-        counters.sync()
-        return bool(self._a)
-
-    def __index__(self):
-        counters.sync()
-        return self._a.__index__()
-
-    def __repr__(self):
-        counters.sync()
-        return repr(self._a)
-
-    def __str__(self):
-        counters.sync()
-        return str(self._a)
+    # the host reads the value: each is one sync
+    item, tolist = _to_host(np.ndarray.item), _to_host(np.ndarray.tolist)
+    __int__, __float__, __complex__, __bool__ = _to_host(int), _to_host(float), _to_host(complex), _to_host(bool)
+    __index__, __repr__, __str__ = _to_host(np.ndarray.__index__), _to_host(repr), _to_host(str)
 
     def __format__(self, spec):
         counters.sync()
