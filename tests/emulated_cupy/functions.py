@@ -4,6 +4,8 @@ Each routine counts one launch and one allocation per new array it returns (see 
 results that are views of an input count nothing.
 """
 
+import builtins
+
 import numpy as np
 
 from . import counters
@@ -95,7 +97,10 @@ zeros, ones, full = _filled(np.zeros), _filled(np.ones), _filled(np.full)
 
 
 def _from_host(obj, dtype, copy, order):
-    """Host data (a NumPy array, list or scalar) copied to a new device array."""
+    """Host data (a NumPy array, list or scalar) copied to a new device array; a list of device arrays is
+    stacked on the device, as CuPy does."""
+    if isinstance(obj, (list, tuple)) and builtins.any(isinstance(v, ndarray) for v in _flat(obj)):
+        return wrap(np.array(unwrap(obj), dtype=dtype, order=order))
     counters.h2d()
     return allocated(np.array(obj, dtype=dtype, order=order))
 
@@ -134,7 +139,7 @@ def asnumpy(a, stream=None, order="C", out=None, blocking=True):
 def get_array_module(*args):
     import importlib
 
-    if any(isinstance(a, ndarray) for a in args):
+    if builtins.any(isinstance(a, ndarray) for a in args):
         return importlib.import_module(__package__)
     return np
 
