@@ -25,7 +25,7 @@ fresh 10-100 MB arrays cost more in page faults than the copies themselves.
 
 import numpy as np
 
-from xpnet.backends.base import out_size
+from xpnet.backends.shapes import out_size
 
 THIN = 32
 CHUNK_BYTES = 1 << 22  # backward: dcol is made and scattered in runs of images this big (L3-resident)

@@ -94,3 +94,20 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
     _, _, meta = load_checkpoint(tmp_path / "checkpoint.npz")
     assert meta["epoch"] == 1
+
+
+def test_curves_leave_the_callers_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    from xpnet.training.history import plot_curves
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        history = [{"epoch": e, "train_loss": 1.0 / e, "test_loss": 1.1 / e, "train_acc": 0.5, "test_acc": 0.6}
+                   for e in (1, 2)]
+        plot_curves(history, tmp_path / "curves.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

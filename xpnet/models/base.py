@@ -5,7 +5,7 @@ from fnmatch import fnmatchcase
 
 import numpy as np
 
-from xpnet import backends, precision
+from xpnet import backends, precision, serialization
 from xpnet.errors import DTypeError, FileFormatError, ShapeError
 
 
@@ -219,8 +219,6 @@ class Model:
 
     def save(self, path):
         """Save to ``path`` (``.npz`` + JSON metadata), atomically; reload with :func:`xpnet.load`."""
-        from xpnet import serialization
-
         serialization.save(self, path)
 
     # -- randomness (dropout) ---------------------------------------------------------------------

@@ -24,13 +24,14 @@ def write_history(out_dir, history, config):
 
 def plot_curves(history, path):
     """Loss and accuracy per epoch, train and test, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure on its own Agg canvas: the caller's pyplot and matplotlib backend stay as they are.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax1.plot(epochs, [h["test_loss"] for h in history], "s-", label="test")
     ax1.set(xlabel="epoch", ylabel="loss", title="loss")
@@ -43,4 +44,3 @@ def plot_curves(history, path):
     fig.tight_layout()
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
