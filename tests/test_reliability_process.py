@@ -246,12 +246,12 @@ def test_out_of_memory_via_the_cli_is_one_line(tmp_path, capsys, fake_oom):
 
 
 def test_host_memory_error_via_the_cli_is_one_line(tmp_path, capsys, monkeypatch):
-    from xpnet.cli import commands
+    from xpnet.cli import train
 
     def load_dataset(*a, **kw):
         raise MemoryError("Unable to allocate 47.9 GiB for an array with shape (60000, 1, 28, 28)")
 
-    monkeypatch.setattr(commands, "load_dataset", load_dataset)
+    monkeypatch.setattr(train, "load_dataset", load_dataset)
     code, _, err = run_main(capsys, *train_args(tmp_path, tmp_path / "run"))
     assert_one_line_error(code, err, "out of memory (Unable to allocate 47.9 GiB", "try a smaller --batch-size")
 
@@ -297,12 +297,12 @@ def test_xpnet_backend_cuda_env_for_train_is_one_line_from_the_real_command(tmp_
 
 
 def test_an_internal_bug_is_one_line_without_debug_and_a_traceback_with_it(tmp_path, capsys, monkeypatch):
-    from xpnet.cli import commands
+    from xpnet.cli import train
 
     def broken(*a, **kw):
         raise AttributeError("'NoneType' object has no attribute 'shape'")
 
-    monkeypatch.setattr(commands, "load_dataset", broken)
+    monkeypatch.setattr(train, "load_dataset", broken)
     args = train_args(tmp_path, tmp_path / "run")
     code, _, err = run_main(capsys, *args)
     assert_one_line_error(code, err, "internal error AttributeError: 'NoneType' object has no attribute 'shape'",
