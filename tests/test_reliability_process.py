@@ -51,16 +51,16 @@ def _wait_for(path, proc, timeout=120.0):
 
 def _interrupt_on_step(monkeypatch, n, exc=KeyboardInterrupt):
     """Raise ``exc`` from the ``n``-th training-mode loss (as a Ctrl-C would, mid-epoch)."""
-    calls, real = [], Model.loss
+    calls, real = [], Model.forward_loss
 
-    def loss(self, x, t, train=True):
+    def forward_loss(self, x, t, train=True):
         if train:
             calls.append(1)
             if len(calls) == n:
                 raise exc()
         return real(self, x, t, train)
 
-    monkeypatch.setattr(Model, "loss", loss)
+    monkeypatch.setattr(Model, "forward_loss", forward_loss)
 
 
 # -- Ctrl-C ---------------------------------------------------------------------------------------------
@@ -213,15 +213,15 @@ def test_out_of_memory_while_evaluating_and_at_batch_size_one(fake_oom):
         return Trainer(MLP(input_size=64, hidden_size_list=(4,), output_size=4), optim.SGD(), train, test,
                        epochs=1, progress=False, **kw)
 
-    real = Model.loss
+    real = Model.forward_loss
 
-    def loss(self, x, t, train=True):
+    def forward_loss(self, x, t, train=True):
         if not train:
             raise _FakeOOM()
         return real(self, x, t, train)
 
     with fake_oom.context() as m:
-        m.setattr(Model, "loss", loss)
+        m.setattr(Model, "forward_loss", forward_loss)
         with pytest.raises(TrainingError, match=r"^out of GPU memory evaluating at batch size 3; "
                                                 r"try eval_batch_size 1$"):
             trainer(batch_size=2, eval_batch_size=3).fit()

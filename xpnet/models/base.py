@@ -119,13 +119,27 @@ class Model:
         self._check_shape(x)
         return self.net.forward(x, train)
 
-    def loss(self, x, t, train=True):
-        """Mean loss over the batch as a 0-d device array (``float(...)`` to read it)."""
-        loss = self.loss_layer.forward(self.predict(x, train), t, train)
+    @property
+    def classifies(self):
+        """True when the outputs are class scores (the loss compares them with class labels)."""
+        return self.loss_layer.classifies
+
+    def forward_loss(self, x, t, train=True):
+        """``(loss, y)``: the mean loss over the batch (a 0-d device array) and the outputs it was computed from.
+
+        Shapes:
+            x (N, ...) -> y (N, outputs) on the model's device; t as the loss layer takes it.
+        """
+        y = self.predict(x, train)
+        loss = self.loss_layer.forward(y, t, train)
         if self.weight_decay_lambda:
             acc = precision.compute_dtype(self.dtype)
             loss = loss + 0.5 * self.weight_decay_lambda * sum((w * w).sum(dtype=acc) for w in self._weights())
-        return loss
+        return loss, y
+
+    def loss(self, x, t, train=True):
+        """Mean loss over the batch as a 0-d device array (``float(...)`` to read it)."""
+        return self.forward_loss(x, t, train)[0]
 
     def _weights(self):
         return [p for k, p in self.params.items() if k.endswith(".W")]
