@@ -13,7 +13,7 @@ import numpy as np
 from xpnet import backends
 from xpnet.errors import FileFormatError, ShapeError
 from xpnet.fileio import atomic_write
-from xpnet.models.base import batched_accuracy
+from xpnet.models.selection import batched_accuracy
 
 FORMAT = "xpnet-ensemble"
 

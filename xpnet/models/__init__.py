@@ -32,7 +32,9 @@ def load(path, backend=None):
     arch = meta.get("arch")
     if arch not in REGISTRY:
         raise FileFormatError(f"{path}: unknown architecture {arch!r}; known: {', '.join(REGISTRY)}")
-    model = REGISTRY[arch](**meta.get("config", {}), backend=backend)
+    config = dict(meta.get("config", {}))
+    config.pop("weight_decay_lambda", None)  # older MLP files: an L2 option that now belongs to the optimizer
+    model = REGISTRY[arch](**config, backend=backend)
     model.load_state_dict(arrays)
     return model
 

@@ -66,7 +66,7 @@ class AlexNet(Model):
             ("dropout7", Dropout(dropout_ratio, seed=int(seeds[1]))),
             ("fc8", Affine(hidden_size, output_size, "he", **kw)),
         ]
-        super().__init__(Sequential(*layers), SoftmaxCrossEntropy(), config)
+        super().__init__(Sequential(*layers), SoftmaxCrossEntropy(), config, input_shape=input_dim)
 
 
 def _features(input_dim, kw):

@@ -35,7 +35,7 @@ class SimpleConvNet(Model):
             ("relu2", ReLU()),
             ("fc2", Affine(hidden_size, output_size, weight_init_std, **kw)),
         )
-        super().__init__(net, SoftmaxCrossEntropy(), config)
+        super().__init__(net, SoftmaxCrossEntropy(), config, input_shape=input_dim)
 
 
 class DeepConvNet(Model):
@@ -80,4 +80,4 @@ class DeepConvNet(Model):
             ("fc2", Affine(hidden_size, output_size, "he", **kw)),
             ("dropout2", Dropout(dropout_ratio, seed=int(seeds[1]))),
         ]
-        super().__init__(Sequential(*layers), SoftmaxCrossEntropy(), config)
+        super().__init__(Sequential(*layers), SoftmaxCrossEntropy(), config, input_shape=input_dim)

@@ -15,7 +15,8 @@ class MLP(Model):
         input_size: features per example (784 for MNIST). hidden_size_list: hidden widths.
         output_size: classes (or outputs, for ``loss="mse"``). activation: ``"relu"`` or ``"sigmoid"``.
         weight_init_std: ``"relu"``/``"he"``, ``"sigmoid"``/``"xavier"`` or a float std.
-        weight_decay_lambda: L2 penalty (see :class:`Model`). use_dropout, dropout_ratio, use_batchnorm.
+        weight_decay_lambda: must be 0 (the value files of older versions hold): L2 regularisation is the
+            optimizer's ``weight_decay``. use_dropout, dropout_ratio, use_batchnorm.
         seed: initialisation and dropout seed. dtype, backend: where and in what the parameters live.
         loss: ``"cross_entropy"`` (softmax cross-entropy against class labels) or ``"mse"`` (mean squared
             error against (N, output_size) targets: regression).
@@ -31,11 +32,15 @@ class MLP(Model):
                  use_batchnorm=False, seed=0, dtype="float32", backend=None, loss="cross_entropy"):
         if activation not in ("relu", "sigmoid"):
             raise ValueError(f"MLP: activation must be 'relu' or 'sigmoid', got {activation!r}")
+        if weight_decay_lambda:
+            raise ValueError(f"MLP: weight_decay_lambda must be 0, got {weight_decay_lambda!r}; L2 regularisation is "
+                             f"the optimizer's: pass weight_decay={weight_decay_lambda!r} to it, e.g. "
+                             f"optim.SGD(lr=0.01, weight_decay={weight_decay_lambda!r}) (it decays every parameter)")
         if loss not in LOSSES:
             raise ValueError(f"MLP: loss must be one of {', '.join(map(repr, LOSSES))}, got {loss!r}")
         config = dict(input_size=input_size, hidden_size_list=list(hidden_size_list), output_size=output_size,
                       activation=activation, weight_init_std=weight_init_std,
-                      weight_decay_lambda=weight_decay_lambda, use_dropout=use_dropout,
+                      weight_decay_lambda=0.0, use_dropout=use_dropout,
                       dropout_ratio=dropout_ratio, use_batchnorm=use_batchnorm, seed=seed, dtype=str(dtype))
         if loss != "cross_entropy":  # files of classifiers stay as they were
             config["loss"] = loss
@@ -53,4 +58,4 @@ class MLP(Model):
                 layers.append((f"dropout{i}", Dropout(dropout_ratio, seed=int(rng.integers(2**31)))))
         n = len(hidden_size_list) + 1
         layers.append((f"fc{n}", Affine(sizes[-1], output_size, weight_init_std, **kw)))
-        super().__init__(Sequential(*layers), LOSSES[loss](), config, weight_decay_lambda)
+        super().__init__(Sequential(*layers), LOSSES[loss](), config, input_shape=(input_size,))
