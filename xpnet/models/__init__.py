@@ -33,7 +33,7 @@ def load(path, backend=None):
     if arch not in REGISTRY:
         raise FileFormatError(f"{path}: unknown architecture {arch!r}; known: {', '.join(REGISTRY)}")
     config = dict(meta.get("config", {}))
-    config.pop("weight_decay_lambda", None)  # older MLP files: an L2 option that now belongs to the optimizer
+    config.pop("weight_decay_lambda", None)  # in MLP files of older versions; L2 is the optimizer's option
     model = REGISTRY[arch](**config, backend=backend)
     model.load_state_dict(arrays)
     return model
