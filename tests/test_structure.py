@@ -90,3 +90,29 @@ def test_no_import_cycles_in_xpnet():
     graph = {name: imports(name, path, known) for name, path in known.items()}
     assert "xpnet.serialization" in graph["xpnet.models.base"]  # the reader sees real edges
     assert cycles(graph) == []
+
+
+BACKEND_NAMES = {"numpy", "cuda", "cpu", "gpu", "cupy"}
+
+
+def name_branches(source):
+    """Line numbers of comparisons of a ``.name`` attribute with a backend's name (``be.name == "numpy"``)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            named = any(isinstance(s, ast.Attribute) and s.attr == "name" for s in sides)
+            literal = any(isinstance(s, ast.Constant) and s.value in BACKEND_NAMES for s in sides)
+            if named and literal:
+                lines.append(node.lineno)
+    return lines
+
+
+def test_branch_finder_sees_a_planted_branch():
+    assert name_branches('if model.backend.name == "numpy":\n    pass\nx = be.name != "cuda"\n') == [1, 3]
+
+
+def test_no_branch_on_a_backends_name_outside_backends():
+    found = {str(path.relative_to(ROOT)): name_branches(path.read_text(encoding="utf-8"))
+             for path in (ROOT / "xpnet").rglob("*.py")}
+    assert {path: lines for path, lines in found.items() if lines} == {}

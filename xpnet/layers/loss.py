@@ -67,7 +67,6 @@ class MeanSquaredError(Layer):
         y (N, ...) and t of the same shape. Returns a 0-d array.
     """
 
-    classifies = False  # regression: y are values, not class scores
 
     def forward(self, y, t, train=False):
         self.check_input(y)

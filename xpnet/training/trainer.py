@@ -21,7 +21,8 @@ class Trainer:
 
     Args:
         model: an xpnet Model. optimizer: an xpnet Optimizer.
-        train, test: ``(x, t)`` pairs of host arrays (x normalised floats, t integer labels).
+        train, test: ``(x, t)`` pairs of host arrays: x normalised floats; t what the model's loss takes
+            (integer labels or one-hot rows for a classifier, (N, outputs) targets for ``loss="mse"``).
         epochs, batch_size: the schedule. seed: shuffling seed.
         out_dir: where checkpoint.npz, metrics.json/.csv and curves.png go (None: nothing written).
         progress: show a tqdm bar. log_every: steps between host reads of the running loss.
