@@ -35,7 +35,8 @@ def _emulator():
 def step_counts(batch_size=100, steps=2, seed=0):
     """``{phase: {"launches", "allocations", "syncs", "h2d"}}`` for the last of ``steps`` training steps
     (the first creates the optimizer's state), plus ``"step"``, their sum. Trains the book's DeepConvNet
-    with Adam on random MNIST-shaped data, one step as the Trainer takes it."""
+    with Adam on random MNIST-shaped data, making the calls the Trainer's step makes; the Trainer's
+    running metric sums (a few launches per step, a sync every ``log_every`` steps) are not included."""
     _, counters, device = _emulator()
     rng = np.random.default_rng(seed)
     x = rng.random((batch_size * steps, 1, 28, 28), dtype=np.float32)
@@ -48,9 +49,9 @@ def step_counts(batch_size=100, steps=2, seed=0):
             with counters.counting() as counts["batch"]:
                 xb, tb = next(batches)
             with counters.counting() as counts["forward+loss"]:
-                model.loss(xb, tb, train=True)
+                model.forward_loss(xb, tb, train=True)
             with counters.counting() as counts["backward"]:
-                model.backward()
+                model.backward(opt.loss_scale)
             with counters.counting() as counts["optimizer"]:
                 opt.step(model.trainable_params, model.grads)
     result = {k: v.as_dict() for k, v in counts.items()}
