@@ -59,6 +59,15 @@ def compile_library(source):
     return _loaded[key]
 
 
+def host_compiler_problem():
+    """None when g++ can build kernels here (a tiny one, cached like the rest), else why not."""
+    try:
+        compile_library('extern "C" void _xpnet_probe(float16* x) { *x = (float16)rsqrtf(4.0f); }')
+    except (OSError, CompileException) as e:
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}"
+    return None
+
+
 class CompileException(Exception):
     """The kernel did not compile (g++'s message and the source, as CuPy's CompileException gives)."""
 
