@@ -204,7 +204,7 @@ class ElementwiseKernel:
         lib = compile_library(self._source(kinds, types))
         ptrs = (ctypes.c_void_p * len(buffers))(*buffers)
         sizes = (ctypes.c_longlong * len(keep))(*(b.size for b in keep))
-        counters.launch()
+        counters.launch(self.name)
         getattr(lib, self.name)(ptrs, sizes, ctypes.c_longlong(n))
         for dst, src in writeback:
             dst[...] = src
@@ -258,7 +258,7 @@ extern "C" void _xpnet_launch_{self.name}(const unsigned* _g, const unsigned* _b
         lib = compile_library(self._launcher())
         ptrs = (ctypes.c_void_p * len(keep))(*(k.ctypes.data for k in keep))
         dims = [(ctypes.c_uint * 3)(*d) for d in (grid, block)]
-        counters.launch()
+        counters.launch(self.name)
         getattr(lib, f"_xpnet_launch_{self.name}")(dims[0], dims[1], ptrs)
 
 
