@@ -53,7 +53,7 @@ def step_counts(batch_size=100, steps=2, seed=0):
             with counters.counting() as counts["forward+loss"]:
                 model.forward_loss(xb, tb, train=True)
             with counters.counting() as counts["backward"]:
-                model.backward(opt.loss_scale)
+                model.backward()
             with counters.counting() as counts["optimizer"]:
                 opt.step(model.trainable_params, model.grads)
     result = {k: v.as_dict() for k, v in counts.items()}

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from xpnet import backends, optim
-from xpnet.distributed import abort_on_exception, init
+from xpnet.distributed import DataParallel, abort_on_exception, init
 from xpnet.models import MLP
 from xpnet.training import Trainer
 
@@ -36,7 +36,8 @@ def train(world, batch_size, epochs=2, seed=None, backend="numpy"):
     seed = world.rank if seed is None and world is not None else (seed or 0)
     model = MLP(input_size=16, hidden_size_list=[12], output_size=4, seed=seed, backend=backend)
     trainer = Trainer(model, optim.Adam(lr=0.01), dataset(200, 0), dataset(40, 1), epochs=epochs,
-                      batch_size=batch_size, seed=3, progress=False, world=world)
+                      batch_size=batch_size, seed=3, progress=False,
+                      distribution=DataParallel(world, model) if world is not None else None)
     trainer.fit()
     return model, trainer
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from distributed_worker import train
 
-from xpnet.distributed import GradientAverager, scale_lr
+from xpnet.distributed import DataParallel, GradientAverager, scale_lr
 from xpnet.distributed.world import local_rank_from_env
 from xpnet.models import MLP
 from xpnet.training import BatchIterator
@@ -101,6 +101,11 @@ class _TwoRanks:
         buf += self.other[: buf.size] if buf.base is None else self.other[self._slice(buf)]
         return buf
 
+    def bcast_(self, buf, root=0):
+        """The buffer becomes the root's (``other``), as on every rank but the root."""
+        buf[...] = self.other[self._slice(buf)]
+        return buf
+
     def _slice(self, buf):
         start = (buf.__array_interface__["data"][0] - buf.base.__array_interface__["data"][0]) // buf.itemsize
         return slice(start, start + buf.size)
@@ -125,6 +130,22 @@ def test_averaging_weights_each_rank_by_its_examples():
     averaged = averager.average(mine, 1)
     for k in model.params:
         np.testing.assert_allclose(averaged[k], (mine[k] + 3 * theirs[k]) / 4, rtol=1e-6, atol=1e-7)
+
+
+def test_data_parallel_gives_every_rank_rank_0s_parameters_and_the_global_mean():
+    model, root = (MLP(input_size=6, hidden_size_list=[5], output_size=3, seed=s) for s in (1, 0))
+    theirs = {k: np.full(p.shape, 2.0, np.float32) for k, p in model.params.items()}
+    other = np.concatenate([*(root.params[k].ravel() for k in model.params), [0]]).astype(np.float32)
+    world = _World(_TwoRanks(other))
+    dist = DataParallel(world, model)
+    assert (dist.rank, dist.size, dist.is_root) == (0, 2, True)
+    dist.broadcast_params(model.params)
+    for k, p in model.params.items():
+        np.testing.assert_array_equal(p, root.params[k])
+    other[:] = np.concatenate([*(3 * theirs[k].ravel() for k in model.params), [3]])  # 3 examples on rank 1
+    mine = {k: np.ones(p.shape, np.float32) for k, p in model.params.items()}
+    for g in dist.average_grads(mine, 1).values():
+        np.testing.assert_allclose(g, (1 + 3 * 2.0) / 4, rtol=1e-6)
 
 
 # -- 2 ranks under mpiexec ---------------------------------------------------------------------------------

@@ -134,3 +134,37 @@ def test_trainer_fits_a_regression_mlp_with_mean_squared_error(backend):
     assert "test_acc" not in history[-1] and "train_acc" not in history[-1]  # no accuracy for a regression
     y = backend.asnumpy(model.predict(x[500:]))
     assert history[-1]["test_loss"] == pytest.approx(0.5 * float(((y - t[500:]) ** 2).sum(axis=1).mean()), rel=1e-5)
+
+
+class _Recording:
+    """A distribution of one rank that logs the Trainer's calls and hands back zero gradients."""
+
+    rank, size, is_root = 0, 1, True
+
+    def __init__(self):
+        self.calls = []
+
+    def broadcast_params(self, params):
+        self.calls.append(("broadcast", sorted(params)))
+
+    def average_grads(self, grads, count):
+        self.calls.append(("average", count))
+        return {k: g * 0 for k, g in grads.items()}
+
+    def sum(self, values):
+        return list(values)
+
+
+def test_trainer_broadcasts_first_and_steps_with_the_distributions_gradients(backend):
+    from xpnet.models import MLP
+
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((10, 4)).astype(np.float32), rng.integers(0, 3, 10)
+    model = MLP(input_size=4, hidden_size_list=[5], output_size=3, seed=0)
+    before = {k: backend.asnumpy(p).copy() for k, p in model.params.items()}
+    dist = _Recording()
+    Trainer(model, optim.SGD(lr=1.0), (x, t), (x, t), epochs=1, batch_size=4, progress=False,
+            distribution=dist).fit()
+    assert dist.calls == [("broadcast", sorted(model.params)), ("average", 4), ("average", 4), ("average", 2)]
+    for k, p in model.params.items():  # the optimizer saw the averaged (here zero) gradients, not the model's
+        np.testing.assert_array_equal(backend.asnumpy(p), before[k])

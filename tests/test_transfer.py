@@ -201,10 +201,12 @@ def test_frozen_parameters_stay_put_under_mixed_precision():
     from xpnet.training import LossScaler, MixedPrecision
 
     model = small_convnet(seed=5).freeze("fc1")
-    opt = MixedPrecision(optim.Adam(lr=0.01), LossScaler(interval=2)).attach(model)
+    precision = MixedPrecision(model.params, LossScaler(interval=2))
+    model.astype("float16")
     before = host(model)
     train = synthetic_digits(40, size=12)
-    Trainer(model, opt, train, train, epochs=1, batch_size=20, progress=None).fit()
+    Trainer(model, optim.Adam(lr=0.01), train, train, epochs=1, batch_size=20, progress=None,
+            precision=precision).fit()
     after = host(model)
     assert np.array_equal(before["fc1.W"], after["fc1.W"]) and np.array_equal(before["fc1.b"], after["fc1.b"])
     assert not np.array_equal(before["conv1.W"], after["conv1.W"])

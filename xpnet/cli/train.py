@@ -36,14 +36,14 @@ def train_one(config, world=None):
     out_dir, resume_path, lr = _place(config, world, be)
     train, test, classes = load_dataset(config.dataset, flatten=config.model == "mlp")
     train = limit(train, config.limit)
-    model = _model(config, train, classes, be)
-    optimizer = _optimizer(config, model, len(train[0]), world, lr)
+    model, precision = _model(config, train, classes, be)
+    optimizer = _optimizer(config, len(train[0]), world, lr)
     if world is None:
         make_out_dir(out_dir)
     record = config.record(lr=lr, backend=be.name, device=be.device, out=out_dir)
     trainer = Trainer(model, optimizer, train, test, epochs=config.epochs, batch_size=config.batch_size,
-                      seed=config.seed, out_dir=out_dir, progress=config.progress, config=record, world=world,
-                      augment=config.make_augment())
+                      seed=config.seed, out_dir=out_dir, progress=config.progress, config=record,
+                      distribution=_distribution(world, model), augment=config.make_augment(), precision=precision)
     say = print if world is None or world.is_root else _quiet
     if resume_path:
         trainer.resume(resume_path)
@@ -57,7 +57,7 @@ def train_one(config, world=None):
         raise TrainingInterrupted(e.epoch, e.step, e.checkpoint, config.resume_command(out_dir)) from None
     if world is not None and not world.is_root:
         return None  # rank 0 alone writes the model and reports
-    path = _save_model(config, model, optimizer, out_dir)
+    path = _save_model(config, model, precision, out_dir)
     wall = time.perf_counter() - start
     imgs = sum(h["images_per_s"] * h["seconds"] for h in history) / max(sum(h["seconds"] for h in history), 1e-9)
     print(f"wall time {wall:.1f} s, {imgs:.0f} train images/s; saved {path}")
@@ -96,30 +96,45 @@ def _place(config, world, be):
 
 
 def _model(config, train, classes, be):
-    """The model, sized from the data; float32 under ``--dtype mixed`` (its optimizer casts it)."""
+    """The model, sized from the data, and its precision policy.
+
+    Under ``--dtype mixed`` the model is built in float32, float32 copies of its parameters become the
+    policy's master weights, and the model is cast to float16.
+    """
     from xpnet import models
+    from xpnet.training import FullPrecision, MixedPrecision
 
     input_dim = train[0].shape[1:]
     kwargs = {"input_size": int(input_dim[0])} if config.model == "mlp" else {"input_dim": list(input_dim)}
     kwargs.update(config.model_kwargs)
     dtype = "float32" if config.dtype == "mixed" else config.dtype
-    return models.build(config.model, output_size=classes, seed=config.seed, dtype=dtype, backend=be, **kwargs)
+    model = models.build(config.model, output_size=classes, seed=config.seed, dtype=dtype, backend=be, **kwargs)
+    if config.dtype != "mixed":
+        return model, FullPrecision()
+    precision = MixedPrecision(model.params)
+    return model.astype("float16"), precision
 
 
-def _optimizer(config, model, examples, world, lr):
-    """The optimizer; ``--dtype mixed`` wraps it for float16 compute and casts the model to float16."""
-    from xpnet.training import MixedPrecision
-
+def _optimizer(config, examples, world, lr):
+    """The optimizer, its schedule's steps per epoch counted over the global batch."""
     steps_per_epoch = -(-examples // (config.batch_size * (world.size if world else 1)))
-    optimizer = config.make_optimizer(steps_per_epoch, lr)
-    return MixedPrecision(optimizer).attach(model) if config.dtype == "mixed" else optimizer
+    return config.make_optimizer(steps_per_epoch, lr)
 
 
-def _save_model(config, model, optimizer, out_dir):
+def _distribution(world, model):
+    """How the Trainer shares the work: over the ranks of ``world`` for ``--distributed``, else alone."""
+    if world is None:
+        return None
+    from xpnet.distributed import DataParallel
+
+    return DataParallel(world, model)
+
+
+def _save_model(config, model, precision, out_dir):
     """Write ``out_dir/model.npz`` (float32 master weights under mixed precision); returns its path."""
     path = os.path.join(out_dir, "model.npz")
     if config.dtype == "mixed":
-        optimizer.copy_masters_to(model)
+        model.astype("float32").load_state_dict({**model.state_dict(), **precision.master_weights()})
     try:
         model.save(path)
     except OSError as e:

@@ -7,6 +7,7 @@ rank applies the same update and the parameters stay identical. See ``docs/distr
 
 from xpnet.distributed.abort import abort_on_exception
 from xpnet.distributed.gradients import GradientAverager
+from xpnet.distributed.parallel import DataParallel
 from xpnet.distributed.world import World, init, scale_lr
 
-__all__ = ["GradientAverager", "World", "abort_on_exception", "init", "scale_lr"]
+__all__ = ["DataParallel", "GradientAverager", "World", "abort_on_exception", "init", "scale_lr"]

@@ -64,9 +64,8 @@ class GradientAverager:
         for a, b in self.buckets:
             self.engine.allreduce_(self.flat[a:b])
 
-    def broadcast_parameters(self, model):
-        """Copy rank 0's parameters to every rank (in place of each rank's own initialisation)."""
-        params = model.params
+    def broadcast(self, params):
+        """Copy rank 0's ``params`` (the model's, by name) into every rank's, in place."""
         for name in self.names:
             self.views[name][...] = params[name]
         for a, b in self.buckets:

@@ -40,9 +40,6 @@ class Optimizer:
     """
 
     decoupled_weight_decay = False
-    #: The factor the loss is multiplied by before back-propagation; the gradients this optimizer's step
-    #: takes carry it (1 here; mixed precision's dynamic loss scale in :class:`~xpnet.training.MixedPrecision`).
-    loss_scale = 1.0
 
     def __init__(self, lr=0.01, weight_decay=0.0, clip_norm=None, schedule=None):
         self.lr, self.weight_decay, self.clip_norm = check_common(lr, weight_decay, clip_norm)
@@ -61,10 +58,6 @@ class Optimizer:
     def current_lr(self):
         """The learning rate the next step will use."""
         return self.lr * (float(self.schedule(self.t)) if self.schedule is not None else 1.0)
-
-    def history_fields(self):
-        """Extra per-epoch fields for the training history (none here)."""
-        return {}
 
     def init_state(self, p):
         """Fresh per-parameter state (arrays on p's device)."""

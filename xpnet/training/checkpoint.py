@@ -1,4 +1,4 @@
-"""Training checkpoints: model, optimizer state, RNG states, epoch and history in one atomic .npz."""
+"""Training checkpoints: model, optimizer and precision state, RNG states, epoch and history in one atomic .npz."""
 
 import json
 
@@ -6,22 +6,30 @@ import numpy as np
 
 from xpnet.errors import FileFormatError
 from xpnet.serialization import FORMAT_VERSION, model_meta, read_npz, write_npz
+from xpnet.training.parts import FullPrecision
 
 FORMAT = "xpnet-checkpoint"
 
 
-def save_checkpoint(path, model, optimizer, iterator, epoch, history, extra=None, augment=None):
-    """Write everything needed to continue training after ``epoch`` to ``path``, atomically."""
+def save_checkpoint(path, model, optimizer, iterator, epoch, history, extra=None, augment=None, precision=None):
+    """Write everything needed to continue training after ``epoch`` to ``path``, atomically.
+
+    ``precision``: the Trainer's precision policy (None: :class:`~xpnet.training.parts.FullPrecision`).
+    """
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
     for pname, st in opt.pop("state").items():
         for k, v in st.items():
             arrays[f"optim/{pname}/{k}"] = v
+    prec = (precision or FullPrecision()).state_dict()
+    for name, v in prec.pop("arrays", {}).items():
+        arrays[f"precision/{name}"] = v
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": model_meta(model),
         "optimizer": opt,
+        "precision": prec,
         "epoch": int(epoch),
         "history": history,
         "rng": {"model": model.get_rng_state(), "iterator": iterator.get_state(),
@@ -34,7 +42,10 @@ def save_checkpoint(path, model, optimizer, iterator, epoch, history, extra=None
 
 
 def load_checkpoint(path):
-    """Return ``(model_state, optimizer_state_dict, meta)`` from a checkpoint file."""
+    """Return ``(model_state, optimizer_state_dict, meta)`` from a checkpoint file.
+
+    ``meta["precision"]`` is the precision policy's state dict, its arrays included.
+    """
     arrays, meta = read_npz(path, FORMAT)
     model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
     opt = dict(meta["optimizer"])
@@ -44,11 +55,28 @@ def load_checkpoint(path):
             pname, key = k[len("optim/"):].rsplit("/", 1)
             state.setdefault(pname, {})[key] = np.asarray(v)
     opt["state"] = state
+    prec = dict(meta.get("precision") or {"type": FullPrecision.__name__})
+    prec["arrays"] = {k[len("precision/"):]: np.asarray(v) for k, v in arrays.items() if k.startswith("precision/")}
+    if opt.get("type") == "MixedPrecision":  # written before precision was its own part: split it out
+        opt, prec = _split_mixed(opt)
+    meta["precision"] = prec
     return model_state, opt, meta
 
 
-def restore(path, model, optimizer, iterator, augment=None):
+def _split_mixed(opt):
+    """``(optimizer state, precision state)`` from an optimizer state that wrapped both (``"inner"`` the
+    optimizer's type; the masters as ``"<name>#master"`` entries of its state)."""
+    state = dict(opt["state"])
+    masters = {k[: -len("#master")]: state.pop(k)["w"] for k in list(state) if k.endswith("#master")}
+    prec = {"type": "MixedPrecision", "loss_scaler": opt["loss_scaler"], "arrays": masters}
+    rest = {k: v for k, v in opt.items() if k not in ("inner", "loss_scaler")}
+    return {**rest, "type": opt.get("inner"), "state": state}, prec
+
+
+def restore(path, model, optimizer, iterator, augment=None, precision=None):
     """Load a checkpoint into live objects; returns ``(epoch, history, meta)``.
+
+    ``precision``: the Trainer's precision policy (None: full precision, which has nothing to load).
 
     The model's frozen parameter names (:meth:`~xpnet.models.Model.freeze`) are restored too.
 
@@ -63,8 +91,14 @@ def restore(path, model, optimizer, iterator, augment=None):
     if opt_state.get("type") != type(optimizer).__name__:
         raise FileFormatError(f"{path}: holds {opt_state.get('type')} optimizer state, not "
                               f"{type(optimizer).__name__}; resume with the optimizer it was trained with")
+    precision = precision or FullPrecision()
+    prec_state = meta["precision"]
+    if prec_state.get("type") != type(precision).__name__:
+        raise FileFormatError(f"{path}: holds {prec_state.get('type')} training state, not "
+                              f"{type(precision).__name__}; resume with the precision it was trained with")
     model.load_state_dict(model_state)
     optimizer.load_state_dict(opt_state)
+    precision.load_state_dict(prec_state)
     model.set_rng_state(meta["rng"]["model"])
     iterator.set_state(meta["rng"]["iterator"])
     if "frozen" in meta:  # older checkpoints have no frozen names: the model's own set stays as it is

@@ -1,8 +1,9 @@
 """Mixed-precision training: float16 model, float32 master weights, dynamic loss scaling.
 
-The model computes in float16 (activations, GEMMs, gradients). :class:`MixedPrecision` wraps any
-xpnet Optimizer: it keeps float32 master copies of the parameters, unscales the float16 gradients
-into float32, lets the wrapped rule update the masters, and writes them back rounded to float16.
+The model computes in float16 (activations, GEMMs, gradients). :class:`MixedPrecision`, the precision
+policy a Trainer is given beside a plain Optimizer, keeps float32 master copies of the parameters,
+unscales the float16 gradients into float32, lets the optimizer update the masters, and writes them back
+rounded to float16 into the parameters it is handed.
 :class:`LossScaler` multiplies the loss before back-propagation so small gradients do not flush to
 zero in float16, and backs off when a gradient overflows; that step is skipped entirely.
 """
@@ -65,49 +66,38 @@ def all_finite(grads):
 
 
 class MixedPrecision:
-    """An Optimizer-like wrapper: float32 masters updated by ``optimizer``; the model's float16 copies follow.
+    """A precision policy: float32 masters updated by the optimizer; the float16 parameters follow.
 
     Args:
-        optimizer: any xpnet Optimizer (its state lives in float32, beside the masters).
+        master: the parameters of the model in float32 (``model.params`` before the caller casts the model
+            to float16): float32 copies of them are the master weights. None: copies of the first step's
+            parameters.
         scaler: a :class:`LossScaler` (default: 2^16, x2 every 2000 clean steps, x0.5 on overflow).
 
-    Use: build the model in float32, wrap its optimizer with :meth:`attach` (which records the
-    masters and casts the model to float16), then call ``model.backward(opt.loss_scale)`` and
-    ``opt.step(model.params, model.grads)`` each step.
+    Use: build the model in float32, make ``MixedPrecision(model.params)``, cast the model with
+    ``model.astype("float16")``, and give both, with any plain Optimizer, to the Trainer, which calls
+    ``model.backward(precision.loss_scale)`` and ``precision.step(optimizer, params, grads)`` each step.
+    The optimizer's state lives in float32, beside the masters.
     """
 
-    def __init__(self, optimizer, scaler=None):
-        self.optimizer = optimizer
+    def __init__(self, master=None, scaler=None):
         self.scaler = scaler or LossScaler()
-        self.master = {}
+        self.master = {k: p.astype(MASTER, copy=True) for k, p in (master or {}).items()}
 
-    # -- the Optimizer interface the Trainer and checkpoints use ------------------------------------
     @property
     def loss_scale(self):
         return self.scaler.scale
-
-    @property
-    def t(self):
-        return self.optimizer.t
-
-    def current_lr(self):
-        return self.optimizer.current_lr()
 
     def history_fields(self):
         """The loss scale at the epoch's end and the steps skipped so far."""
         return {"loss_scale": self.scaler.scale, "skipped_steps": self.scaler.skipped}
 
     def __repr__(self):
-        return f"MixedPrecision({self.optimizer!r}, loss_scale={self.scaler.scale:g})"
+        return f"MixedPrecision(loss_scale={self.scaler.scale:g})"
 
-    def attach(self, model):
-        """Copy the model's parameters as float32 masters and cast the model to float16; returns self."""
-        self.master = {k: p.astype(MASTER, copy=True) for k, p in model.params.items()}
-        model.astype(LOW)
-        return self
-
-    def step(self, params, grads):
-        """Unscale, check, update the masters and copy them into ``params``; returns True if applied.
+    def step(self, optimizer, params, grads):
+        """Unscale, check, let ``optimizer`` update the masters and copy them into ``params``; returns True if
+        applied.
 
         A non-finite gradient anywhere skips the whole update (masters, optimizer state and
         ``params`` are untouched) and halves the loss scale.
@@ -120,7 +110,7 @@ class MixedPrecision:
         if not self.scaler.update(all_finite({k: grads[k] for k in params})):
             return False
         unscaled = {k: grads[k].astype(MASTER) * inv for k in params}
-        self.optimizer.step({k: self.master[k] for k in params}, unscaled)  # only these: some may be frozen
+        optimizer.step({k: self.master[k] for k in params}, unscaled)  # only these: some may be frozen
         for k, p in params.items():
             p[...] = self.master[k].astype(p.dtype)
         return True
@@ -134,29 +124,16 @@ class MixedPrecision:
             if not be.owns(v):
                 self.master[k] = be.asarray(v, dtype=MASTER)
 
-    def copy_masters_to(self, model):
-        """Cast ``model`` to float32 and load the master weights into it (for saving); returns model."""
-        model.astype(MASTER)
-        for k in model.params:
-            model.net.set_array(k, self.master[k].copy(), "params")
-        return model
+    def master_weights(self):
+        """The float32 master weights as NumPy copies, by parameter name (what a saved model holds)."""
+        return {k: backends.of(v).asnumpy(v).copy() for k, v in self.master.items()}
 
     def state_dict(self):
-        d = self.optimizer.state_dict()
-        d["type"], d["inner"] = "MixedPrecision", d["type"]
-        d["loss_scaler"] = self.scaler.state_dict()
-        d["state"] = {**d["state"], **{f"{k}#master": {"w": backends.of(v).asnumpy(v).copy()}
-                                       for k, v in self.master.items()}}
-        return d
+        """The loss scaler's state and, under ``"arrays"``, the master weights (NumPy copies)."""
+        return {"type": "MixedPrecision", "loss_scaler": self.scaler.state_dict(), "arrays": self.master_weights()}
 
     def load_state_dict(self, d):
-        d = dict(d)
-        state = dict(d["state"])
-        masters = {k[: -len("#master")]: state.pop(k)["w"] for k in list(state) if k.endswith("#master")}
-        inner = type(self.optimizer).__name__
-        if d.get("type") != "MixedPrecision" or d.get("inner") != inner:
-            raise ValueError(f"optimizer state is for {d.get('type')!r}[{d.get('inner')!r}], "
-                             f"not MixedPrecision[{inner}]")
+        if d.get("type") != "MixedPrecision":
+            raise ValueError(f"precision state is for {d.get('type')!r}, not MixedPrecision")
         self.scaler.load_state_dict(d["loss_scaler"])
-        self.optimizer.load_state_dict({**d, "type": inner, "state": state})
-        self.master = masters
+        self.master = {k: v.copy() for k, v in d["arrays"].items()}  # never alias d

@@ -12,6 +12,7 @@ from xpnet.errors import ShapeError, TrainingError, TrainingInterrupted
 from xpnet.training.batches import BatchIterator
 from xpnet.training.checkpoint import restore, save_checkpoint
 from xpnet.training.history import write_history
+from xpnet.training.parts import FullPrecision, Local
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -28,10 +29,14 @@ class Trainer:
         progress: show a tqdm bar. log_every: steps between host reads of the running loss.
         eval_batch_size: batch size of evaluation passes. None: the one the backend prefers
             (:meth:`~xpnet.backends.Backend.preferred_eval_batch_size`).
-        world: a :class:`xpnet.distributed.World` for data-parallel training (None: this process alone).
-            With more than one rank, ``batch_size`` is per rank (the global batch is ``batch_size *
-            world.size``), parameters are broadcast from rank 0 here, gradients are averaged over the
-            global batch every step, and rank 0 alone shows progress, evaluates and writes files.
+        distribution: how this process shares the work (:mod:`xpnet.training.parts`): None or
+            :class:`~xpnet.training.parts.Local`, alone; :class:`xpnet.distributed.DataParallel` over MPI
+            ranks, where ``batch_size`` is per rank (the global batch is ``batch_size * size``), rank 0's
+            parameters are broadcast when training starts, gradients are averaged over the global batch
+            every step, and rank 0 alone shows progress, evaluates and writes files.
+        precision: the precision policy: None or :class:`~xpnet.training.parts.FullPrecision`, the
+            optimizer updates the model's parameters; :class:`~xpnet.training.MixedPrecision` for a float16
+            model (cast by the caller) with float32 master weights and a dynamic loss scale.
         augment: a callable applied to every training batch on its device (an :class:`xpnet.augment.Augment`;
             its generator state is saved in checkpoints), or None. Evaluation never augments.
 
@@ -42,7 +47,8 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, train, test, epochs=20, batch_size=100, seed=0, out_dir=None,
-                 progress=True, log_every=None, eval_batch_size=None, config=None, world=None, augment=None):
+                 progress=True, log_every=None, eval_batch_size=None, config=None, distribution=None, augment=None,
+                 precision=None):
         if int(epochs) < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs!r}")
         be = model.backend
@@ -58,12 +64,13 @@ class Trainer:
             raise ShapeError(f"Trainer: test inputs have shape {tuple(test[0].shape[1:])} per example but "
                              f"training inputs have {tuple(train[0].shape[1:])}")
         self.model, self.optimizer = model, optimizer
-        self.world, self.averager = world, _averager(world, model)
-        self.is_root = world is None or world.is_root
+        self.distribution = dist = distribution or Local()
+        self.precision = precision or FullPrecision()
+        self.is_root = dist.is_root
         self.epochs = int(epochs)
         self.out_dir, self.progress = (out_dir, progress) if self.is_root else (None, False)
         self.iterator = BatchIterator(*train, batch_size=batch_size, seed=seed, backend=be,
-                                      rank=world.rank if world else 0, world_size=world.size if world else 1)
+                                      rank=dist.rank, world_size=dist.size)
         self.test, self.augment = test, augment
         self.eval_batch_size = eval_batch_size
         # Reading the loss from host memory is free, so check every step; from a GPU each read is a sync.
@@ -79,7 +86,7 @@ class Trainer:
     def resume(self, path=None):
         """Continue from a checkpoint (default: ``out_dir/checkpoint.npz``)."""
         self.epoch, self.history, _ = restore(path or self.checkpoint_path, self.model, self.optimizer,
-                                              self.iterator, self.augment)
+                                              self.iterator, self.augment, self.precision)
         self.step = self.epoch * len(self.iterator)
         return self
 
@@ -92,6 +99,7 @@ class Trainer:
         """
         if self.out_dir:
             os.makedirs(self.out_dir, exist_ok=True)
+        self.distribution.broadcast_params(self.model.params)  # every rank starts from rank 0's weights
         running = self.epoch + 1
         try:
             while self.epoch < self.epochs:
@@ -125,8 +133,9 @@ class Trainer:
     def _save(self):
         """Write the checkpoint, then the history; a full or unwritable disk is a TrainingError."""
         try:
-            save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.iterator,
-                            self.epoch, self.history, extra={"config": self.config}, augment=self.augment)
+            save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.iterator, self.epoch,
+                            self.history, extra={"config": self.config}, augment=self.augment,
+                            precision=self.precision)
         except OSError as e:
             kept = "; the previous checkpoint is intact" if os.path.exists(self.checkpoint_path) else ""
             raise TrainingError(f"could not write the checkpoint of epoch {self.epoch} to {self.checkpoint_path}: "
@@ -173,13 +182,13 @@ class Trainer:
         finally:
             bar.close()
         elapsed = time.perf_counter() - start
-        if self.averager is not None:  # the epoch's metrics over the global batches, not this shard
-            loss_sum, correct, seen = self.world.sum([float(loss_sum), float(correct), seen])
+        if self.distribution.size > 1:  # the epoch's metrics over the global batches, not this shard
+            loss_sum, correct, seen = self.distribution.sum([float(loss_sum), float(correct), seen])
         record = {"train_loss": float(loss_sum) / seen, "train_acc": float(correct) / seen,
                   "lr": opt.current_lr(), "seconds": round(elapsed, 3), "images_per_s": round(seen / elapsed, 1)}
         if not self.classifies:
             del record["train_acc"]
-        record.update(opt.history_fields())  # mixed precision: the loss scale and the steps skipped so far
+        record.update(self.precision.history_fields())  # mixed precision: the loss scale and the steps skipped
         return record
 
     def _step(self, xb, tb):
@@ -187,11 +196,10 @@ class Trainer:
         model = self.model
         try:
             loss, y = model.forward_loss(xb, tb, train=True)
-            model.backward(self.optimizer.loss_scale)
-            grads = model.grads
-            if self.averager is not None:
-                grads = self.averager.average(grads, len(xb))
-            self.optimizer.step(model.trainable_params, grads)  # frozen parameters stay as they are
+            model.backward(self.precision.loss_scale)
+            grads = self.distribution.average_grads(model.grads, len(xb))
+            # frozen parameters stay as they are
+            self.precision.step(self.optimizer, model.trainable_params, grads)
         except Exception as e:
             self._raise_if_out_of_memory(e, "at batch size", self.iterator.batch_size, "--batch-size")
             raise
@@ -236,19 +244,6 @@ class Trainer:
                f"test loss {r['test_loss']:.4f}{test_acc}  {r['images_per_s']:.0f} img/s  {r['seconds']:.1f} s")
         if self.progress is not None:
             tqdm.write(msg)
-
-
-def _averager(world, model):
-    """A GradientAverager for a world of several ranks (parameters broadcast from rank 0), else None."""
-    if world is None or world.size == 1:
-        return None
-    from xpnet.distributed import GradientAverager
-
-    if world.engine is None:
-        world.bind(model.backend)
-    averager = GradientAverager(world, model)
-    averager.broadcast_parameters(model)
-    return averager
 
 
 def _correct(y, t):
