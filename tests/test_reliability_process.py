@@ -239,6 +239,25 @@ def test_other_errors_in_a_step_are_not_mistaken_for_out_of_memory(fake_oom):
         trainer.fit()
 
 
+@pytest.mark.parametrize("where", ["gather", "augment"])
+def test_out_of_memory_gathering_or_augmenting_a_batch_names_the_batch_size(fake_oom, where):
+    train = synthetic_digits(8, size=8)
+
+    def augment(xb):
+        raise _FakeOOM()
+
+    trainer = Trainer(MLP(input_size=64, hidden_size_list=(4,), output_size=4), optim.SGD(), train, train,
+                      epochs=1, batch_size=4, progress=False, augment=augment if where == "augment" else None)
+    if where == "gather":
+        def epoch():
+            raise _FakeOOM()
+            yield  # a generator, as BatchIterator.epoch is: the gather runs at the first next()
+
+        fake_oom.setattr(trainer.iterator, "epoch", epoch)
+    with pytest.raises(TrainingError, match=r"^out of GPU memory at batch size 4; try --batch-size 2$"):
+        trainer.fit()
+
+
 def test_out_of_memory_via_the_cli_is_one_line(tmp_path, capsys, fake_oom):
     _interrupt_on_step(fake_oom, 1, _FakeOOM)
     code, _, err = run_main(capsys, *train_args(tiny_idx(tmp_path / "data"), tmp_path / "run"))
@@ -264,7 +283,11 @@ def test_real_gpu_out_of_memory_names_the_batch_size(cuda):
     model = MLP(input_size=784, hidden_size_list=(4096, 4096), output_size=10, backend=cuda)
     trainer = Trainer(model, optim.Adam(), (x, t), (x[:8], t[:8]), epochs=1, batch_size=4096, progress=False)
     previous = pool.get_limit()
-    pool.set_limit(size=pool.used_bytes() + 8 * 2**20)  # 8 MiB of room; one 4096x4096 activation is 64 MiB
+    # The limit counts the blocks the pool holds, cached ones too: free them, so earlier tests' leftovers
+    # neither take the room nor lend it. 8 MiB of room: one batch (12.8 MB) or 4096x4096 activation (64 MiB)
+    # does not fit, so the run fails in the gather or the forward pass, both inside the step's handler.
+    pool.free_all_blocks()
+    pool.set_limit(size=pool.total_bytes() + 8 * 2**20)
     try:
         with pytest.raises(TrainingError, match=r"^out of GPU memory at batch size 4096; try --batch-size 2048"):
             trainer.fit()
