@@ -80,12 +80,16 @@ class Backend:
         col = self.im2col(x, KH, KW, stride, pad)
         Wc = W.reshape(FN, -1)
         out = col @ Wc.T + b
-        return out.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2), (col, x.shape)
+        # Inference keeps x (alive anyway as the previous layer's output), not its KH*KW times larger columns.
+        cache = (col, None, x.shape) if keep else (None, x, x.shape)
+        return out.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2), cache
 
     def conv2d_backward(self, dout, cache, W, stride, pad, ws=None):
         """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward` given dL/dout (N, FN, OH, OW)."""
-        col, x_shape = cache
+        col, x, x_shape = cache
         FN, _, KH, KW = W.shape
+        if col is None:  # forward ran with keep=False: rebuild the columns from x
+            col = self.im2col(x, KH, KW, stride, pad)
         d = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
         dW = (d.T @ col).reshape(W.shape)
         dcol = d @ W.reshape(FN, -1)

@@ -223,6 +223,19 @@ def test_backend_conv2d_matches_generic(backend, KH, KW, stride, pad, rng):
         np.testing.assert_allclose(backend.asnumpy(g), backend.asnumpy(w), rtol=1e-4, atol=1e-4, err_msg=name)
 
 
+def test_generic_conv2d_inference_keeps_no_columns_and_rebuilds_them(backend, rng):
+    x, W, b = (backend.asarray(a) for a in _conv_case(rng, 3, 3))
+    _, train_cache = backends.Backend.conv2d_forward(backend, x, W, b, (1, 1), (1, 1), keep=True)
+    out, lean_cache = backends.Backend.conv2d_forward(backend, x, W, b, (1, 1), (1, 1), keep=False)
+    kept = [a for a in lean_cache if hasattr(a, "size")]
+    assert kept and max(a.size for a in kept) <= x.size  # the columns are 9x larger than x: not kept
+    dout = backend.asarray(rng.standard_normal(out.shape).astype(np.float32))
+    want = backends.Backend.conv2d_backward(backend, dout, train_cache, W, (1, 1), (1, 1))
+    got = backends.Backend.conv2d_backward(backend, dout, lean_cache, W, (1, 1), (1, 1))
+    for name, g, w in zip(("dx", "dW", "db"), got, want):
+        assert np.array_equal(backend.asnumpy(g), backend.asnumpy(w)), name  # the same operations, rebuilt
+
+
 def test_conv2d_workspace_reuse_gives_same_result(rng):
     be = backends.get("numpy")
     x, W, b = _conv_case(rng, 3, 3)
