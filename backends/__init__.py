@@ -10,7 +10,8 @@ import os
 from xpnet.backends.base import Backend, CPUTimer
 from xpnet.backends.numpy_backend import NumpyBackend
 
-__all__ = ["Backend", "CPUTimer", "NAMES", "available", "current", "get", "of", "resolve_name", "use"]
+__all__ = ["Backend", "CPUTimer", "NAMES", "available", "current", "get", "of", "resolve_name", "unavailable_reason",
+           "use"]
 
 _ALIASES = {"numpy": "numpy", "cpu": "numpy", "cuda": "cuda", "cupy": "cuda", "gpu": "cuda", "auto": "auto"}
 NAMES = tuple(_ALIASES)
@@ -50,12 +51,17 @@ def get(name):
     return _instances[kind]
 
 
-def _cuda_usable():
+def unavailable_reason(name):
+    """None when backend ``name`` can run here, else why not, in one line (what is missing, how to fix it)."""
     try:
-        get("cuda")
-    except Exception:
-        return False
-    return True
+        get(name)
+    except Exception as e:
+        return str(e)
+    return None
+
+
+def _cuda_usable():
+    return unavailable_reason("cuda") is None
 
 
 def available():

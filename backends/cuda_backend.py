@@ -6,6 +6,8 @@ from xpnet.backends.base import Backend, out_size
 from xpnet.errors import BackendError
 
 _INSTALL = 'install CuPy for your CUDA version: pip install "xpnet[cuda12]" (or "xpnet[cuda13]")'
+# The smallest kernel CuPy can generate: its source includes the same CuPy and CUDA headers as every other.
+_PROBE = ("T x", "T y", "y = x + x", "xpnet_compile_probe")
 
 
 def _import_cupy():
@@ -26,6 +28,43 @@ def _import_cupy():
             "(0 devices); check the NVIDIA driver with nvidia-smi"
         )
     return cupy
+
+
+def _cuda_major(cupy):
+    try:
+        return str(cupy.cuda.runtime.runtimeGetVersion() // 1000)
+    except Exception:
+        return "12"
+
+
+def check_compiler(cupy):
+    """Compile and run one tiny kernel, so a missing NVRTC or missing CUDA headers is found at backend start.
+
+    A driver-only machine runs CuPy's precompiled code but cannot compile a kernel: without this check
+    training would die at its first convolution. Raises BackendError naming what is missing and the
+    package that brings it.
+    """
+    major = _cuda_major(cupy)
+    try:
+        cupy.ElementwiseKernel(*_PROBE)(cupy.zeros(1, dtype=cupy.float32))
+    except Exception as e:
+        text = str(e)
+        if "cannot open source file" in text or '.h"' in text:
+            what = "the CUDA headers are missing"
+        elif "nvrtc" in text.lower():
+            what = f"NVRTC (libnvrtc, CUDA {major}) is not loadable"
+        else:
+            what = "a one-line test kernel failed"
+        raise BackendError(f"backend 'cuda': CuPy {cupy.__version__} cannot compile kernels here: {what} "
+                           f"({type(e).__name__}: {_first_line(e)}); pip install \"cupy-cuda{major}x[ctk]\" "
+                           f"(or \"xpnet[cuda{major}]\"), which brings NVRTC and the CUDA headers from PyPI, or "
+                           "install the CUDA Toolkit") from None
+
+
+def _first_line(exc):
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    message = next((line for line in lines if "error" in line.lower()), lines[0] if lines else "")
+    return message[:200]
 
 
 class CudaTimer:
@@ -75,6 +114,7 @@ class CudaBackend(Backend):
 
     def __init__(self):
         cupy = _import_cupy()
+        check_compiler(cupy)
         from xpnet.backends import cuda_kernels
 
         self.xp = cupy

@@ -152,6 +152,38 @@ def test_cuda_with_zero_devices_says_no_usable_device(fake_cupy):
         backends.get("cupy")
 
 
+_NO_NVRTC = RuntimeError("CuPy failed to load libnvrtc.so.13: OSError: libnvrtc.so.13: cannot open shared object "
+                         "file: No such file or directory")
+_NO_HEADERS = RuntimeError('/tmp/tmpq1x/9f2e.cu(12): catastrophic error: cannot open source file "cuda_fp16.h"\n'
+                           "1 catastrophic error detected in the compilation")
+
+
+@pytest.mark.parametrize("error, missing", [(_NO_NVRTC, "NVRTC (libnvrtc, CUDA 13) is not loadable"),
+                                            (_NO_HEADERS, "the CUDA headers are missing")])
+def test_cuda_start_compiles_a_kernel_and_names_what_is_missing(fake_cupy, capsys, error, missing):
+    from xpnet.cli.main import main
+
+    fake = fake_cupy(1)
+    fake.__version__ = "14.2.0"
+    fake.cuda.runtime.runtimeGetVersion = lambda: 13000
+    fake.float32, fake.zeros = np.float32, np.zeros
+
+    def kernel(*definition):
+        def launch(*args):
+            raise error
+
+        return launch
+
+    fake.ElementwiseKernel = kernel
+    with pytest.raises(BackendError) as exc:
+        backends.get("cuda")
+    msg = str(exc.value)
+    assert "\n" not in msg and missing in msg and 'pip install "cupy-cuda13x[ctk]"' in msg, msg
+    assert main(["info"]) == 0  # the CPU report says why CUDA is unusable
+    assert f"cuda: not usable: backend 'cuda': CuPy 14.2.0 cannot compile kernels here: {missing}" in \
+        capsys.readouterr().out
+
+
 # -- im2col / col2im ---------------------------------------------------------------------------------
 
 
