@@ -10,8 +10,8 @@ import os
 from xpnet.backends.base import Backend, CPUTimer
 from xpnet.backends.numpy_backend import NumpyBackend
 
-__all__ = ["Backend", "CPUTimer", "NAMES", "available", "current", "get", "of", "resolve_name", "unavailable_reason",
-           "use"]
+__all__ = ["Backend", "CPUTimer", "NAMES", "available", "current", "get", "of", "resolve_name",
+           "select_device", "unavailable_reason", "use"]
 
 _ALIASES = {"numpy": "numpy", "cpu": "numpy", "cuda": "cuda", "cupy": "cuda", "gpu": "cuda", "auto": "auto"}
 NAMES = tuple(_ALIASES)
@@ -62,6 +62,16 @@ def unavailable_reason(name):
 
 def _cuda_usable():
     return unavailable_reason("cuda") is None
+
+
+def select_device(index):
+    """Make CUDA device ``index % count`` current before the CUDA backend starts (one GPU per rank).
+
+    Returns the device id, or None where CuPy or a device is missing (asking for ``cuda`` then says why).
+    """
+    from xpnet.backends.cuda_collectives import select_device as select
+
+    return select(index)
 
 
 def available():

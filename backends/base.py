@@ -6,6 +6,7 @@ import numpy as np
 
 from xpnet import precision
 from xpnet.backends import pooling
+from xpnet.errors import BackendError
 
 
 def out_size(H, W, KH, KW, stride, pad):
@@ -141,6 +142,39 @@ class Backend:
     def relu_backward(self, dout, mask):
         """dL/dx of ReLU: ``dout`` where the mask is set, else 0 (a new array)."""
         return dout * mask
+
+    # -- collectives (what xpnet.distributed needs from a device) ------------------------------
+    arrays_on_host = True  # MPI can read and write this backend's arrays directly
+
+    def host_buffer(self, size, dtype):
+        """A 1-d host array for staging ``size`` elements (pinned memory on a GPU)."""
+        return np.empty(int(size), dtype)
+
+    def copy_to_host(self, a, out):
+        """Copy array ``a`` of this backend into the host array ``out`` (synchronously); returns ``out``."""
+        np.copyto(out, a)
+        return out
+
+    def copy_from_host(self, host, a):
+        """Copy the host array ``host`` into array ``a`` of this backend, in place; returns ``a``."""
+        np.copyto(a, host)
+        return a
+
+    def device_key(self):
+        """What identifies this process's device among the ranks on one node (None: host memory)."""
+        return None
+
+    def nccl_version(self):
+        """NCCL's version when NCCL can reduce this backend's arrays, else None."""
+        return None
+
+    def nccl_unique_id(self):
+        """A new NCCL unique id (rank 0 makes it, MPI carries it to the others)."""
+        raise BackendError(f"backend '{self.name}' has no NCCL; NCCL reduces GPU arrays")
+
+    def nccl_communicator(self, size, uid, rank):
+        """An NCCL communicator with ``allreduce_(buf)`` and ``bcast_(buf, root)`` for this backend's arrays."""
+        raise BackendError(f"backend '{self.name}' has no NCCL; NCCL reduces GPU arrays")
 
     # -- errors ------------------------------------------------------------------------------
     def is_out_of_memory(self, exc):

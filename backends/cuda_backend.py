@@ -3,6 +3,7 @@
 import numpy as np
 
 from xpnet.backends.base import Backend, out_size
+from xpnet.backends.cuda_collectives import CudaCollectives
 from xpnet.errors import BackendError
 
 _INSTALL = 'install CuPy for your CUDA version: pip install "xpnet[cuda12]" (or "xpnet[cuda13]")'
@@ -107,7 +108,7 @@ class CupyRNG:
             raise ValueError("a CUDA random state cannot be restored; resume on the device it was saved on")
 
 
-class CudaBackend(Backend):
+class CudaBackend(CudaCollectives, Backend):
     """Arrays on an NVIDIA GPU through CuPy."""
 
     name = "cuda"

@@ -291,3 +291,34 @@ def test_conv2d_gpu_matches_cpu(cuda, KH, KW, stride, pad, rng):
     got = cuda.conv2d_backward(cuda.asarray(dout), gcache, cuda.asarray(W), stride, pad, {})
     for name, g, w in zip(("dx", "dW", "db"), got, want):
         np.testing.assert_allclose(cuda.asnumpy(g), w, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+# -- backends/ is the only door to CuPy -----------------------------------------------------------------
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cupy_uses(path):
+    """``(line, text)`` of every CuPy name (import, attribute, variable) or module-name string in a file."""
+    import io
+    import tokenize
+
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    hits = []
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        name = tok.string.strip("'\"") if tok.type == tokenize.STRING else tok.string
+        if tok.type in (tokenize.NAME, tokenize.STRING) and name.split(".")[0] in ("cupy", "cupyx"):
+            hits.append((tok.start[0], tok.line.strip()))
+    return hits
+
+
+def test_no_cupy_outside_backends():
+    found = []
+    for top in ("xpnet", "benchmarks", "examples"):
+        for folder, _, files in os.walk(os.path.join(_ROOT, top)):
+            for name in files:
+                if name.endswith(".py"):
+                    path = os.path.join(folder, name)
+                    found += [f"{os.path.relpath(path, _ROOT)}:{n}: {line}" for n, line in _cupy_uses(path)]
+    assert not found, "CuPy used outside backends/:\n" + "\n".join(found)
+    assert _cupy_uses(os.path.join(_ROOT, "backends", "cuda_collectives.py"))  # the check does see CuPy

@@ -52,6 +52,9 @@ def add_train(sub):
                         "(needs xpnet[dist]); one GPU per rank; rank 0 logs, evaluates and saves")
     p.add_argument("--scale-lr", default="none", choices=("none", "linear", "sqrt"),
                    help="with --distributed: lr used = --lr x 1, x ranks, or x sqrt(ranks) (default none)")
+    p.add_argument("--grad-path", default="auto", choices=("auto", "nccl", "staged"),
+                   help="with --distributed on GPUs: NCCL, or MPI staged through host memory; auto: NCCL unless "
+                        "a rank lacks it or two ranks share a GPU (the first line printed says which and why)")
     p.set_defaults(func=run_train)
 
 
@@ -200,8 +203,9 @@ def _quiet(*args, **kwargs):
 def _start_world(args):
     """The MPI world for ``--distributed`` (kept on ``args`` so an error on any rank aborts them all)."""
     if not getattr(args, "distributed", False):
-        if getattr(args, "scale_lr", "none") != "none":
-            raise ValueError("--scale-lr needs --distributed")
+        for option, default in (("scale_lr", "none"), ("grad_path", "auto")):
+            if getattr(args, option, default) != default:
+                raise ValueError(f"--{option.replace('_', '-')} needs --distributed")
         return None
     from xpnet import backends, distributed
 
@@ -219,7 +223,7 @@ def _distributed_setup(args, world, be, resolve_out_dir):
     from xpnet.distributed import scale_lr
 
     out_dir, resume_path = world.bcast_object(resolve_out_dir(args) if world.is_root else None)
-    engine = world.bind(be)
+    engine = world.bind(be, path=args.grad_path)
     base, args.lr = args.lr, scale_lr(args.lr, world.size, args.scale_lr)
     if world.is_root:
         print(f"distributed: {world.size} ranks x batch {args.batch_size} = global batch "
