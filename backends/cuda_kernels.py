@@ -1,16 +1,19 @@
 """CUDA kernels (CuPy ElementwiseKernel) for im2col and col2im.
 
-col2im gathers: one thread per image element sums its windows in (kh, kw) order, exactly as the
-NumPy backend's strided adds do, so both backends agree bit for bit and runs are deterministic.
+Each kernel is a spec ``(in_params, out_params, operation, name)``; :func:`build` makes them with a
+given CuPy module. col2im gathers: one thread per image element sums its windows in (kh, kw) order, as
+the NumPy backend's strided adds do, so runs are deterministic and agree with NumPy bit for bit on
+normal numbers. CuPy compiles kernels with ``-ftz=true``: float32 subnormal values (below 1.2e-38)
+are flushed to zero on the GPU, so results on such inputs differ from NumPy's.
 """
 
-import cupy as cp
+import types
 
 _INDEX = """
     const long long KW_ = KW, KH_ = KH, C_ = C, OW_ = OW, OH_ = OH;
 """
 
-im2col_kernel = cp.ElementwiseKernel(
+IM2COL = (
     "raw T img, int32 C, int32 H, int32 W, int32 OH, int32 OW, int32 KH, int32 KW, "
     "int32 SH, int32 SW, int32 PH, int32 PW, T pad_value",
     "T col",
@@ -30,7 +33,7 @@ im2col_kernel = cp.ElementwiseKernel(
     "xpnet_im2col",
 )
 
-col2im_kernel = cp.ElementwiseKernel(
+COL2IM = (
     "raw T col, int32 C, int32 H, int32 W, int32 OH, int32 OW, int32 KH, int32 KW, "
     "int32 SH, int32 SW, int32 PH, int32 PW",
     "T img",
@@ -57,3 +60,10 @@ col2im_kernel = cp.ElementwiseKernel(
     """,
     "xpnet_col2im",
 )
+
+KERNELS = {"im2col_kernel": IM2COL, "col2im_kernel": COL2IM}
+
+
+def build(cupy):
+    """xpnet's kernels as ``cupy.ElementwiseKernel`` objects of the given CuPy module, by attribute name."""
+    return types.SimpleNamespace(**{name: cupy.ElementwiseKernel(*spec) for name, spec in KERNELS.items()})

@@ -1,4 +1,5 @@
-"""Shared fixtures: ``backend`` runs a test once per available backend; GPU cases carry the gpu mark."""
+"""Shared fixtures: ``backend`` runs a test on NumPy and on CUDA: a real GPU when one is usable, else the
+emulated device (``tests/emulated_cupy``), so the CUDA backend's code runs in CI too."""
 
 import sys
 import types
@@ -13,21 +14,38 @@ def _cuda_usable():
     return "cuda" in backends.available()
 
 
+REAL_GPU = _cuda_usable()
+_emulated = []
+
+
+def emulated_cuda():
+    """The CUDA backend over the emulated device (made once; its compiled kernels are cached on disk)."""
+    if not _emulated:
+        import emulated_cupy
+
+        from xpnet.backends.cuda_backend import CudaBackend
+
+        _emulated.append(CudaBackend(cupy=emulated_cupy))
+    return _emulated[0]
+
+
 def pytest_generate_tests(metafunc):
     if "backend" in metafunc.fixturenames:
-        params = [
-            pytest.param("numpy", id="numpy"),
-            pytest.param("cuda", id="cuda", marks=[
-                pytest.mark.gpu,
-                pytest.mark.skipif(not _cuda_usable(), reason="CUDA backend unavailable (no CuPy or no GPU)"),
-            ]),
-        ]
+        params = [pytest.param("numpy", id="numpy"), pytest.param("cuda", id="cuda")]
         metafunc.parametrize("backend", params, indirect=True)
 
 
 @pytest.fixture
-def backend(request):
-    """The Backend object for this parametrisation, made current for the test's duration."""
+def backend(request, monkeypatch):
+    """The Backend object for this parametrisation, made current for the test's duration.
+
+    ``cuda`` without a usable GPU is the emulated device: for the test's duration it is xpnet's cuda
+    backend and ``import cupy`` gives the emulated module.
+    """
+    if request.param == "cuda" and not REAL_GPU:
+        be = emulated_cuda()
+        monkeypatch.setitem(backends._instances, "cuda", be)
+        monkeypatch.setitem(sys.modules, "cupy", be.xp)
     with backends.use(request.param) as be:
         yield be
 
