@@ -26,6 +26,27 @@ class CPUTimer:
         return False
 
 
+class HostTimeline:
+    """Wall-clock marks between pieces of host work (work on the CPU is done when its call returns).
+
+    ``mark()`` before the first piece and after each; ``intervals()``: ``[(ms, True), ...]``, one per
+    piece (True: the interval is the work's own time); ``host_ms``: first mark to last.
+    """
+
+    def __init__(self):
+        self._marks = []
+
+    def mark(self):
+        self._marks.append(time.perf_counter())
+
+    @property
+    def host_ms(self):
+        return (self._marks[-1] - self._marks[0]) * 1e3 if self._marks else 0.0
+
+    def intervals(self):
+        return [((b - a) * 1e3, True) for a, b in zip(self._marks[:-1], self._marks[1:])]
+
+
 class Backend:
     """One device kind. Subclasses set ``name``, ``device`` and ``xp`` and implement the kernels.
 
@@ -61,6 +82,15 @@ class Backend:
     def timer(self):
         """A context-manager timer that is correct for this device; read ``.elapsed_ms`` after."""
         return CPUTimer()
+
+    def timeline(self, hold_ms=0.0):
+        """Marks that time consecutive pieces of work by the device's clock (see :class:`HostTimeline`).
+
+        On a GPU the work is first queued behind ``hold_ms`` of busy device, so each interval is the
+        pieces' device time rather than the host's time to launch them; give ``hold_ms`` more than the
+        previous timeline's ``host_ms``.
+        """
+        return HostTimeline()
 
     # -- random numbers ----------------------------------------------------------------------
     def rng(self, seed=None):

@@ -4,6 +4,7 @@ import base64
 
 import numpy as np
 
+from xpnet.backends import cuda_timing
 from xpnet.backends.base import Backend, out_size
 from xpnet.backends.cuda_collectives import CudaCollectives
 from xpnet.errors import BackendError
@@ -159,6 +160,11 @@ class CudaBackend(CudaCollectives, Backend):
 
     def timer(self):
         return CudaTimer(self.xp)
+
+    def timeline(self, hold_ms=0.0):
+        if getattr(self, "_spinner", None) is None:
+            self._spinner = cuda_timing.Spinner(self.xp)
+        return cuda_timing.CudaTimeline(self.xp, self._spinner, hold_ms)
 
     def rng(self, seed=None):
         return CupyRNG(self.xp, seed)
