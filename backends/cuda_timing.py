@@ -39,10 +39,17 @@ class Spinner:
         self._per_ms = _CALIBRATION / max(cp.cuda.get_elapsed_time(start, end), 1e-3)
 
     def hold(self, ms):
-        """Queue about ``ms`` milliseconds of spinning on the current stream (returns at once)."""
+        """Queue about ``ms`` milliseconds of spinning on the current stream (returns at once); the iterations."""
         if self._per_ms is None:
             self._calibrate()
-        self._kernel(max(1, int(ms * self._per_ms)), self._out)
+        n = max(1, int(ms * self._per_ms))
+        self._kernel(n, self._out)
+        return n
+
+    def observe(self, n, ms):
+        """A spin of ``n`` iterations took ``ms``: recalibrate (the GPU's clock rises from idle under load)."""
+        if ms > 0:
+            self._per_ms = n / ms
 
 
 class CudaTimeline:
@@ -54,9 +61,11 @@ class CudaTimeline:
     """
 
     def __init__(self, cupy, spinner, hold_ms):
-        self._cp = cupy
+        self._cp, self._spinner = cupy, spinner
         self._events, self._reached = [], []
-        spinner.hold(hold_ms)
+        self._spin_start = cupy.cuda.Event()
+        self._spin_start.record()
+        self._spun = spinner.hold(hold_ms)
         self._first = None
 
     def mark(self):
@@ -81,5 +90,6 @@ class CudaTimeline:
             return []
         self._events[-1].synchronize()
         elapsed = self._cp.cuda.get_elapsed_time
+        self._spinner.observe(self._spun, elapsed(self._spin_start, self._events[0]))
         return [(elapsed(a, b), not reached)
                 for a, b, reached in zip(self._events[:-1], self._events[1:], self._reached)]

@@ -131,8 +131,9 @@ class _AsyncGpu:
     """A GPU's timing model: the host queues kernels (each launch costs it LAUNCH_MS), the stream runs them
     in order as soon as they are queued and it is free; an event completes when the stream reaches it."""
 
-    def __init__(self):
+    def __init__(self, boost=1.0):
         self.host = self.free_at = 0.0
+        self.boost, self.spins = boost, 0  # after calibrating (two spins) the clock rises ``boost`` times
 
     def launch(self, ms):
         self.host += LAUNCH_MS
@@ -153,8 +154,12 @@ class _AsyncGpu:
             def synchronize(self):
                 gpu.host = max(gpu.host, self.t)
 
+        def spin(n, out):
+            gpu.spins += 1
+            gpu.launch(n * 1e-6 / (gpu.boost if gpu.spins > 2 else 1.0))  # a million iterations a millisecond
+
         def spin_kernel(*spec):
-            return lambda n, out: gpu.launch(n * 1e-6)  # a million iterations a millisecond
+            return spin
 
         cuda = types.SimpleNamespace(Event=Event, get_elapsed_time=lambda a, b: b.t - a.t)
         return types.SimpleNamespace(ElementwiseKernel=spin_kernel, zeros=lambda *a, **k: None, float32=np.float32,
@@ -186,11 +191,12 @@ class _DeviceArray(np.ndarray):
     __module__ = "cupy._stand_in"  # backends.of() takes it for a CuPy array
 
 
-def test_gpu_profile_times_the_kernels_not_their_launches(monkeypatch):
+@pytest.mark.parametrize("boost", [1.0, 100.0], ids=["steady-clock", "clock-rises-after-calibration"])
+def test_gpu_profile_times_the_kernels_not_their_launches(monkeypatch, boost):
     from xpnet import backends
     from xpnet.backends.cuda_backend import CudaBackend
 
-    gpu = _AsyncGpu()
+    gpu = _AsyncGpu(boost)
     be = object.__new__(CudaBackend)  # the real timeline code over the timing model above
     be.xp = gpu.stand_in()
     monkeypatch.setitem(backends._instances, "cuda", be)
