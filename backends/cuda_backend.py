@@ -10,8 +10,6 @@ from xpnet.backends.cuda_collectives import CudaCollectives
 from xpnet.errors import BackendError
 
 _INSTALL = 'install CuPy for your CUDA version: pip install "xpnet[cuda12]" (or "xpnet[cuda13]")'
-# The smallest kernel CuPy can generate: its source includes the same CuPy and CUDA headers as every other.
-_PROBE = ("T x", "T y", "y = x + x", "xpnet_compile_probe")
 
 
 def _import_cupy(cupy=None):
@@ -42,8 +40,9 @@ def _cuda_major(cupy):
         return "12"
 
 
-def check_compiler(cupy):
-    """Compile and run one tiny kernel, so a missing NVRTC or missing CUDA headers is found at backend start.
+def check_compiler(cupy, probe):
+    """Compile and run ``probe`` (cuda_kernels.PROBE), so a missing NVRTC or missing CUDA headers is found at
+    backend start.
 
     A driver-only machine runs CuPy's precompiled code but cannot compile a kernel: without this check
     training would die at its first convolution. Raises BackendError naming what is missing and the
@@ -51,7 +50,7 @@ def check_compiler(cupy):
     """
     major = _cuda_major(cupy)
     try:
-        cupy.ElementwiseKernel(*_PROBE)(cupy.zeros(1, dtype=cupy.float32))
+        probe(cupy.zeros(1, dtype=cupy.float32))
     except Exception as e:
         text = str(e)
         if "cannot open source file" in text or '.h"' in text:
@@ -139,11 +138,11 @@ class CudaBackend(CudaCollectives, Backend):
 
     def __init__(self, cupy=None):
         cupy = _import_cupy(cupy)
-        check_compiler(cupy)
         from xpnet.backends import cuda_kernels
 
         self.xp = cupy
-        self._kernels = cuda_kernels.build(cupy)
+        self._kernels = cuda_kernels.build(cupy)  # compiled at first use
+        check_compiler(cupy, self._kernels.probe_kernel)
         dev = cupy.cuda.Device()
         props = cupy.cuda.runtime.getDeviceProperties(dev.id)
         name = props["name"]
@@ -163,7 +162,7 @@ class CudaBackend(CudaCollectives, Backend):
 
     def timeline(self, hold_ms=0.0):
         if getattr(self, "_spinner", None) is None:
-            self._spinner = cuda_timing.Spinner(self.xp)
+            self._spinner = cuda_timing.Spinner(self.xp, self._kernels.spin_kernel)
         return cuda_timing.CudaTimeline(self.xp, self._spinner, hold_ms)
 
     def rng(self, seed=None):

@@ -1,10 +1,11 @@
 """CUDA kernels (CuPy ElementwiseKernel) for im2col and col2im.
 
-Each kernel is a spec ``(in_params, out_params, operation, name)``; :func:`build` makes them with a
-given CuPy module. col2im gathers: one thread per image element sums its windows in (kh, kw) order, as
-the NumPy backend's strided adds do, so runs are deterministic and agree with NumPy bit for bit on
-normal numbers. CuPy compiles kernels with ``-ftz=true``: float32 subnormal values (below 1.2e-38)
-are flushed to zero on the GPU, so results on such inputs differ from NumPy's.
+Every kernel xpnet runs is in :data:`KERNELS` (CI compiles each with NVRTC for sm_80 and sm_90);
+:func:`build` makes them with a given CuPy module. col2im gathers: one thread per image element sums
+its windows in (kh, kw) order, as the NumPy backend's strided adds do, so runs are deterministic and
+agree with NumPy bit for bit on normal numbers. CuPy compiles kernels with ``-ftz=true``: float32
+subnormal values (below 1.2e-38) are flushed to zero on the GPU, so results on such inputs differ from
+NumPy's (``tests/test_backends.py`` shows both).
 """
 
 import types
@@ -61,9 +62,24 @@ COL2IM = (
     "xpnet_col2im",
 )
 
-KERNELS = {"im2col_kernel": IM2COL, "col2im_kernel": COL2IM}
+# One thread spins on a chain of dependent multiply-adds the compiler cannot shorten; n sets the length
+# (backends/cuda_timing.py: keeps the stream busy while a profile queues the work it times).
+SPIN = ("int64 n", "float32 y", "float a = y; for (long long k = 0; k < n; ++k) a = a * 0.999999f + 1e-6f; y = a;",
+        "xpnet_spin")
+
+# The smallest kernel CuPy can generate, compiled and run when the backend starts (check_compiler): its
+# source includes the same CuPy and CUDA headers as every other kernel.
+PROBE = ("T x", "T y", "y = x + x", "xpnet_compile_probe")
+
+# attribute name -> (CuPy class, its constructor's arguments)
+KERNELS = {
+    "im2col_kernel": ("ElementwiseKernel", IM2COL),
+    "col2im_kernel": ("ElementwiseKernel", COL2IM),
+    "spin_kernel": ("ElementwiseKernel", SPIN),
+    "probe_kernel": ("ElementwiseKernel", PROBE),
+}
 
 
 def build(cupy):
-    """xpnet's kernels as ``cupy.ElementwiseKernel`` objects of the given CuPy module, by attribute name."""
-    return types.SimpleNamespace(**{name: cupy.ElementwiseKernel(*spec) for name, spec in KERNELS.items()})
+    """xpnet's kernels as objects of the given CuPy module (``cupy.ElementwiseKernel`` ...), by name."""
+    return types.SimpleNamespace(**{name: getattr(cupy, kind)(*args) for name, (kind, args) in KERNELS.items()})

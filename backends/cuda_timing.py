@@ -13,18 +13,16 @@ before the GPU started it.
 
 import time
 
-# One thread spins on a chain of dependent multiply-adds the compiler cannot shorten; n sets the length.
-SPIN = ("int64 n", "float32 y", "float a = y; for (long long k = 0; k < n; ++k) a = a * 0.999999f + 1e-6f; y = a;",
-        "xpnet_spin")
 _CALIBRATION = 1 << 16  # iterations timed once to convert milliseconds of spin into iterations
 
 
 class Spinner:
-    """Keeps the current stream busy for a given number of milliseconds (calibrated once, on first use)."""
+    """Keeps the current stream busy for a given number of milliseconds with ``kernel`` (cuda_kernels.SPIN);
+    calibrated on first use, recalibrated from every timed spin."""
 
-    def __init__(self, cupy):
+    def __init__(self, cupy, kernel):
         self._cp = cupy
-        self._kernel = cupy.ElementwiseKernel(*SPIN)
+        self._kernel = kernel
         self._out = cupy.zeros(1, dtype=cupy.float32)
         self._per_ms = None
 

@@ -158,11 +158,11 @@ class _AsyncGpu:
             gpu.spins += 1
             gpu.launch(n * 1e-6 / (gpu.boost if gpu.spins > 2 else 1.0))  # a million iterations a millisecond
 
-        def spin_kernel(*spec):
+        def kernel(*spec):  # only the spin kernel is ever launched here
             return spin
 
         cuda = types.SimpleNamespace(Event=Event, get_elapsed_time=lambda a, b: b.t - a.t)
-        return types.SimpleNamespace(ElementwiseKernel=spin_kernel, zeros=lambda *a, **k: None, float32=np.float32,
+        return types.SimpleNamespace(ElementwiseKernel=kernel, zeros=lambda *a, **k: None, float32=np.float32,
                                      ones=lambda shape, dtype: np.ones(shape, dtype).view(_DeviceArray), cuda=cuda)
 
 
@@ -194,11 +194,13 @@ class _DeviceArray(np.ndarray):
 @pytest.mark.parametrize("boost", [1.0, 100.0], ids=["steady-clock", "clock-rises-after-calibration"])
 def test_gpu_profile_times_the_kernels_not_their_launches(monkeypatch, boost):
     from xpnet import backends
+    from xpnet.backends import cuda_kernels
     from xpnet.backends.cuda_backend import CudaBackend
 
     gpu = _AsyncGpu(boost)
     be = object.__new__(CudaBackend)  # the real timeline code over the timing model above
     be.xp = gpu.stand_in()
+    be._kernels = cuda_kernels.build(be.xp)
     monkeypatch.setitem(backends._instances, "cuda", be)
     x = np.zeros(2, np.float32).view(_DeviceArray)
     rows = {r["name"]: r for r in profile(Sequential(("a", _Kernels(gpu, 10)), ("b", _Kernels(gpu, 3))), x,

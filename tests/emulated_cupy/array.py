@@ -49,7 +49,7 @@ def allocated(a):
     """A new device array over the NumPy array ``a``: one allocation from the memory pool."""
     from .cuda import _POOL as POOL
 
-    POOL.allocate(a)
+    POOL._allocate(a)
     counters.allocation()
     return _view(a)
 
@@ -150,7 +150,7 @@ class ndarray:
         from .cuda import _POOL as POOL
 
         self._a = np.empty(shape, dtype=dtype, order=order)
-        POOL.allocate(self._a)
+        POOL._allocate(self._a)
         counters.allocation()
 
     # -- leaving the device ------------------------------------------------------------------

@@ -26,7 +26,7 @@ class MemoryPool:
         self._used = 0
         self._limit = 0
 
-    def allocate(self, a):
+    def _allocate(self, a):
         if self._limit and self._used + a.nbytes > self._limit:
             raise _OutOfMemoryError(a.nbytes, self._used, self._limit)
         self._used += a.nbytes

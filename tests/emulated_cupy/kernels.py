@@ -90,7 +90,7 @@ class ElementwiseKernel:
                  no_return=False, return_tuple=False, loop_prep="", after_loop="", **kwargs):
         self.in_params, self.out_params = _parse(in_params), _parse(out_params)
         self.operation, self.name, self.preamble = operation, name, preamble
-        self.loop_prep, self.after_loop = loop_prep, after_loop
+        self._loop_prep, self._after_loop = loop_prep, after_loop
         self.nin, self.nout = len(self.in_params), len(self.out_params)
         self.nargs = self.nin + self.nout
 
@@ -142,7 +142,7 @@ class ElementwiseKernel:
             raise ValueError(f"{self.name}: loop size is undecided (give size= or a non-raw array)")
         return (int(size),)
 
-    def source(self, dtypes, types):
+    def _source(self, dtypes, types):
         """The C++ function for these argument dtypes: CuPy's loop around the kernel's own body."""
         lines = [f"typedef {_CTYPES[d.name]} {t};" for t, d in sorted(types.items())]
         body = []
@@ -164,12 +164,12 @@ class ElementwiseKernel:
             "FtzScope _ftz;" if ftz else "",
             *lines,
             "const LoopIndex _ind{_n};",
-            self.loop_prep,
+            self._loop_prep,
             "for (ptrdiff_t i = 0; i < _n; ++i) {",
             *body,
             self.operation + ";",
             "}",
-            self.after_loop,
+            self._after_loop,
             "}",
         ])
 
@@ -192,7 +192,7 @@ class ElementwiseKernel:
                 kinds.append(None)
             keep.append(buf)
             buffers.append(buf.ctypes.data)
-        lib = compile_library(self.source(kinds, types))
+        lib = compile_library(self._source(kinds, types))
         ptrs = (ctypes.c_void_p * len(buffers))(*buffers)
         sizes = (ctypes.c_longlong * len(keep))(*(b.size for b in keep))
         counters.launch()

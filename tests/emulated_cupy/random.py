@@ -71,9 +71,6 @@ class Generator:
     def integers(self, low, high=None, size=None, dtype=_np.int64, endpoint=False):
         return self._sample("integers", _unwrap(low), _unwrap(high), size, dtype=dtype, endpoint=endpoint)
 
-    def permutation(self, x):
-        return self._sample("permutation", _unwrap(x))
-
 
 def default_rng(seed=None):
     if isinstance(seed, Generator):
