@@ -66,7 +66,7 @@ def main(argv=None):
     summary = {"checkout": ROOT, "budget_s": args.budget, "probe": probe, "data": env.get("XPNET_DATA"),
                "phases": []}
     with tempfile.TemporaryDirectory(prefix="xpnet-device-check-") as scratch:
-        for name, steps in plan(args.out, scratch, env):
+        for name, steps in plan(args.out, scratch, env, probe):
             summary["phases"].append(run_phase(name, steps, args.out, deadline, env))
             write_summary(args.out, summary)
     print(f"device-check: {len(summary['phases'])} phases, results in {args.out}: "
@@ -123,9 +123,14 @@ def run_probe(env, timeout):
 
 
 # -- the phases ------------------------------------------------------------------------------------------
-def plan(out, scratch, env):
-    """``[(phase, [(log file, argv, summary pattern), ...])]`` in running order."""
+def plan(out, scratch, env, probe=None):
+    """``[(phase, [(log file, argv, summary pattern), ...])]`` in running order.
+
+    ``probe``: :func:`run_probe`'s report; where it found no PyTorch the suites run without ``--compare torch``
+    (with it they would stop at once, measuring nothing).
+    """
     py = sys.executable
+    compare = ["--compare", "torch"] if (probe or {}).get("torch", "assumed") else []
     data = [] if env.get("XPNET_DATA") else ["--dataset", os.path.join(scratch, "synthetic")]
     train = [py, "-m", "xpnet", "train", "--backend", "cuda", "--epochs", "2", "--out", os.path.join(scratch, "run"),
              "--no-progress", *data]
@@ -133,9 +138,8 @@ def plan(out, scratch, env):
         train = [py, "-c", f"from benchmarks.device_steps import synthetic_idx; synthetic_idx({data[1]!r})",
                  "&&", *train]
     profile = [py, "-m", "benchmarks.device_steps", "profile", os.path.join(out, "profile.json")]
-    suites = [("benchmarks.log", [py, "-m", "benchmarks", s, "--backend", "cuda", "--compare", "torch",
-                                  "--repeats", "5", "--warmup", "2", "--json", os.path.join(scratch, f"{s}.json")],
-               r"") for s in SUITES]
+    suites = [("benchmarks.log", [py, "-m", "benchmarks", s, "--backend", "cuda", *compare, "--repeats", "5",
+                                  "--warmup", "2", "--json", os.path.join(scratch, f"{s}.json")], r"") for s in SUITES]
     tests = [py, "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider", "--durations=15", os.path.join(ROOT, "tests")]
     return [
         ("train", [("train.log", train, "test accuracy")]),

@@ -66,6 +66,8 @@ def test_the_plan_runs_everything_on_cuda_in_at_most_8_files(tmp_path):
     suites = [argv for _, argv, _ in phases["benchmarks"]]
     assert [argv[3] for argv in suites] == list(device_check.SUITES)
     assert all(argv[4:8] == ["--backend", "cuda", "--compare", "torch"] for argv in suites)
+    without_torch = dict(device_check.plan(str(tmp_path), str(tmp_path), env, {"cuda": "ok", "torch": None}))
+    assert all("--compare" not in argv for _, argv, _ in without_torch["benchmarks"])
     assert phases["tests"][0][1][1:3] == ["-m", "pytest"]
     files = {log for steps in phases.values() for log, _, _ in steps} | {"profile.json", "benchmarks.json",
                                                                            "device_check.json"}
