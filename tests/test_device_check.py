@@ -33,7 +33,7 @@ def test_a_hanging_step_is_killed_at_its_limit_and_the_phase_goes_on(tmp_path):
             "print('started', flush=True); time.sleep(600)"]
     quick = [sys.executable, "-c", "print('3 passed in 0.1s')"]
     start = time.monotonic()
-    record = device_check.run_phase("profile", [("a.log", hang, ""), ("a.log", quick, "passed")], str(tmp_path),
+    record = device_check.run_phase("profile", [("a.log", hang, "started"), ("a.log", quick, "passed")], str(tmp_path),
                                     time.monotonic() + 6, env)
     assert time.monotonic() - start < 30
     hung, done = record["steps"]
