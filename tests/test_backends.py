@@ -58,9 +58,10 @@ def _col_rows(x_shape, KH, KW, stride, pad):
 
 @pytest.mark.parametrize("value", ["numpy", "cpu", "NUMPY", "auto"])
 def test_env_var_selects_numpy(value):
-    proc = _run_python("import xpnet.backends as b; print(b.current().name)", value)
+    proc = _run_python("import xpnet.backends as b; print(b.current().name, b.available())", value)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "numpy"
+    name, available = proc.stdout.strip().split(" ", 1)
+    assert name == ("cuda" if value == "auto" and "cuda" in available else "numpy")  # auto: CUDA where usable
 
 
 def test_env_var_unknown_name_raises_value_error_listing_valid_names():
