@@ -40,7 +40,7 @@ def parser():
     p = argparse.ArgumentParser(prog="python -m benchmarks device-check",
                                 description="One prepared run on a GPU machine: tests, benchmarks, training, "
                                             "profile; a one-line no-op without a GPU.")
-    p.add_argument("--out", required=True, help="folder for the (at most 8) result files")
+    p.add_argument("--out", help="folder for the (at most 8) result files (required unless --prepare-data)")
     p.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for everything (default 470)")
     p.add_argument("--data", default=None,
                    help="MNIST cache folder holding mnist.npz (default: $XPNET_DATA, else CHECKOUT/.device-data)")
@@ -56,6 +56,8 @@ def main(argv=None):
 
         print(prepare_data(args.prepare_data))
         return 0
+    if not args.out:
+        parser().error("--out DIR is required")
     deadline = time.monotonic() + args.budget - RESERVE_S
     env = phase_env(args.data)
     probe = run_probe(env, min(CAPS["probe"], args.budget))

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from benchmarks import device_check
@@ -115,3 +116,18 @@ def test_without_the_mnist_cache_training_uses_a_synthetic_set(tmp_path):
     synthetic_idx(str(tmp_path / "synthetic"), n_train=20, n_test=10)
     (x, t), (_, tt) = load_idx_dir(str(tmp_path / "synthetic"))
     assert x.shape == (20, 28, 28) and len(tt) == 10 and t.max() < 10
+
+
+def test_prepare_data_writes_a_compressed_cache_the_loader_reads(tmp_path, monkeypatch):
+    from benchmarks import device_steps
+    from xpnet.datasets import mnist
+
+    raw = {"train_images": np.zeros((50, 28, 28), np.uint8), "train_labels": np.arange(50, dtype=np.uint8) % 10,
+           "test_images": np.ones((10, 28, 28), np.uint8), "test_labels": np.arange(10, dtype=np.uint8)}
+    monkeypatch.setattr(mnist, "load_raw_mnist", lambda: raw)
+    line = device_steps.prepare_data(str(tmp_path / "carry"))
+    path = tmp_path / "carry" / "mnist.npz"
+    assert line.startswith(f"wrote {path} (") and path.stat().st_size < sum(a.nbytes for a in raw.values())
+    back = mnist._read_npz(str(path))
+    assert all(np.array_equal(back[k], raw[k]) for k in raw)
+    assert device_check.phase_env(str(tmp_path / "carry"))["XPNET_DATA"] == str(tmp_path / "carry")
