@@ -87,11 +87,19 @@ def test_scalars_and_numpy_functions_on_device_arrays_stay_on_the_device(a):
         assert isinstance(result, cp.ndarray)
 
 
+def test_array_module_and_lists_of_device_arrays_as_in_cupy(a):
+    assert cp.get_array_module(np.ones(2)) is np and cp.get_array_module(np.ones(2), a) is cp
+    with counters.counting() as c:
+        stacked = cp.array([a, a])
+    assert stacked.shape == (2, 2, 3) and (c.h2d, c.syncs) == (0, 0)
+
+
 @pytest.mark.parametrize("leave", [
     lambda a: a.get(), lambda a: cp.asnumpy(a), lambda a: int(a[0, 1]), lambda a: float(a.sum()),
     lambda a: bool(a[0, 0] > 0), lambda a: a[1, 2].item(), lambda a: a.tolist(),
     lambda a: cp.cuda.get_current_stream().synchronize(), lambda a: cp.cuda.Device().synchronize(),
-], ids=["get", "asnumpy", "int", "float", "bool", "item", "tolist", "stream", "device"])
+    lambda a: a[a > 2], lambda a: cp.nonzero(a),
+], ids=["get", "asnumpy", "int", "float", "bool", "item", "tolist", "stream", "device", "mask", "nonzero"])
 def test_each_way_back_to_the_host_is_one_sync(a, leave):
     with counters.counting() as c:
         leave(a)

@@ -7,8 +7,9 @@ leaving the device counts a host sync. Arrays are NumPy arrays inside; xpnet's o
 (``ElementwiseKernel``, ``RawKernel``) run as their CUDA C compiled for the host (``kernels.py``).
 ``counters`` counts launches, allocations, syncs and host-to-device copies (``counters.counting()``).
 
-Use: ``install()`` returns this module as ``cupy`` for a ``CudaBackend(cupy=...)``; nothing else in the
-process is changed.
+Use: ``with emulated_cupy.device.as_cuda() as be:`` makes xpnet's ``cuda`` backend a
+``CudaBackend(cupy=emulated_cupy)`` for the block (``tests/conftest.py`` does so for the cuda cases when no
+GPU is usable). Outside such a block nothing in the process is changed.
 """
 
 import numpy as _np

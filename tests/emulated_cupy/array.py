@@ -72,6 +72,12 @@ def _index(key):
     return key
 
 
+def _has_mask(key):
+    """A boolean index: CuPy must count its True values on the host first (a sync)."""
+    keys = key if isinstance(key, tuple) else (key,)
+    return any(isinstance(k, np.ndarray) and k.dtype == bool for k in keys)
+
+
 def _is_basic(key):
     keys = key if isinstance(key, tuple) else (key,)
     return all(k is None or k is Ellipsis or isinstance(k, (int, np.integer, slice)) for k in keys)
@@ -131,6 +137,14 @@ def _unary(name):
     return op
 
 
+def _to_host(convert):
+    def method(self):
+        counters.sync()
+        return convert(self._a)
+
+    return method
+
+
 def _reduction(name):
     def method(self, *args, **kwargs):
         from . import functions
@@ -171,41 +185,10 @@ class ndarray:
         counters.h2d()
         self._a[...] = arr
 
-    def item(self):
-        counters.sync()
-        return self._a.item()
-
-    def tolist(self):
-        counters.sync()
-        return self._a.tolist()
-
-    def __int__(self):
-        counters.sync()
-        return int(self._a)
-
-    def __float__(self):
-        counters.sync()
-        return float(self._a)
-
-    def __complex__(self):
-        counters.sync()
-        return complex(self._a)
-
-    def __bool__(self):
-        counters.sync()
-        return bool(self._a)
-
-    def __index__(self):
-        counters.sync()
-        return self._a.__index__()
-
-    def __repr__(self):
-        counters.sync()
-        return repr(self._a)
-
-    def __str__(self):
-        counters.sync()
-        return str(self._a)
+    # the host reads the value: each is one sync
+    item, tolist = _to_host(np.ndarray.item), _to_host(np.ndarray.tolist)
+    __int__, __float__, __complex__, __bool__ = _to_host(int), _to_host(float), _to_host(complex), _to_host(bool)
+    __index__, __repr__, __str__ = _to_host(np.ndarray.__index__), _to_host(repr), _to_host(str)
 
     def __format__(self, spec):
         counters.sync()
@@ -292,6 +275,8 @@ class ndarray:
 
     def __getitem__(self, key):
         key = _index(key)
+        if _has_mask(key):
+            counters.sync()
         if _is_basic(key):
             out = self._a[key]
             if not isinstance(out, np.ndarray):  # CuPy gives a 0-d view where NumPy gives a scalar
@@ -304,8 +289,11 @@ class ndarray:
             counters.h2d()
         elif isinstance(value, ndarray):
             value = value._a
+        key = _index(key)
+        if _has_mask(key):
+            counters.sync()
         counters.launch()
-        self._a[_index(key)] = value
+        self._a[key] = value
 
     # -- arithmetic --------------------------------------------------------------------------
     __add__, __radd__, __iadd__ = _binary("add"), _reflected("add"), _inplace("add")

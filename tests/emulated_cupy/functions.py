@@ -4,6 +4,8 @@ Each routine counts one launch and one allocation per new array it returns (see 
 results that are views of an input count nothing.
 """
 
+import builtins
+
 import numpy as np
 
 from . import counters
@@ -22,6 +24,7 @@ ROUTINES = (
 ).split()
 
 _NO_LAUNCH = {"shape", "ndim", "size"}
+_SYNCING = {"nonzero", "argwhere", "unique", "bincount"}  # their output size is known only on the device
 
 
 def _routine(name):
@@ -36,6 +39,8 @@ def _routine(name):
         args, kwargs = unwrap(list(args)), {k: unwrap(v) for k, v in kwargs.items()}
         inputs = [a for a in _flat(args) + _flat(list(kwargs.values())) if isinstance(a, np.ndarray)]
         result = np_func(*args, **kwargs)
+        if name in _SYNCING or (name == "where" and len(args) == 1):
+            counters.sync()
         if name in _NO_LAUNCH:
             return result
         if out is not None:
@@ -92,7 +97,10 @@ zeros, ones, full = _filled(np.zeros), _filled(np.ones), _filled(np.full)
 
 
 def _from_host(obj, dtype, copy, order):
-    """Host data (a NumPy array, list or scalar) copied to a new device array."""
+    """Host data (a NumPy array, list or scalar) copied to a new device array; a list of device arrays is
+    stacked on the device, as CuPy does."""
+    if isinstance(obj, (list, tuple)) and builtins.any(isinstance(v, ndarray) for v in _flat(obj)):
+        return wrap(np.array(unwrap(obj), dtype=dtype, order=order))
     counters.h2d()
     return allocated(np.array(obj, dtype=dtype, order=order))
 
@@ -131,7 +139,7 @@ def asnumpy(a, stream=None, order="C", out=None, blocking=True):
 def get_array_module(*args):
     import importlib
 
-    if any(isinstance(a, ndarray) for a in args):
+    if builtins.any(isinstance(a, ndarray) for a in args):
         return importlib.import_module(__package__)
     return np
 
