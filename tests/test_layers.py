@@ -316,6 +316,13 @@ def test_cross_entropy_reads_no_device_labels_back(backend, rng):
     assert float(loss) > 0
 
 
+def test_a_deep_convnet_training_step_makes_no_host_sync():
+    from benchmarks import launches  # counts on the emulated CUDA device
+
+    counts = launches.step_counts(batch_size=4)
+    assert all(counts[phase]["syncs"] == 0 for phase in (*launches.PHASES, "step")), counts
+
+
 def test_loss_label_shape_and_dtype_errors(backend):
     y = backend.asarray(np.zeros((2, 3)))
     with pytest.raises(ShapeError, match=r"\(2, 3\)"):
