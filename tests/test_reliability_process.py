@@ -188,8 +188,8 @@ class _FakeOOM(Exception):
 
 @pytest.fixture
 def fake_oom(monkeypatch):
-    be = backends.get("numpy")
-    monkeypatch.setattr(be, "is_out_of_memory", lambda e: isinstance(e, _FakeOOM), raising=False)
+    for be in {backends.get("numpy"), backends.current()}:  # the models below live on the current backend
+        monkeypatch.setattr(be, "is_out_of_memory", lambda e: isinstance(e, _FakeOOM), raising=False)
     return monkeypatch
 
 

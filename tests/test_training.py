@@ -75,9 +75,9 @@ def test_resume_is_bit_identical_on_cpu(tmp_path):
     assert [h["test_acc"] for h in straight.history] == [h["test_acc"] for h in resumed.history]
 
 
-def _mlp_trainer(out_dir, dropout, epochs=1):
+def _mlp_trainer(out_dir, dropout, epochs=1, backend=None):
     train = synthetic_digits(32, size=8)
-    model = MLP(input_size=64, hidden_size_list=(8,), output_size=4, use_dropout=dropout, seed=1)
+    model = MLP(input_size=64, hidden_size_list=(8,), output_size=4, use_dropout=dropout, seed=1, backend=backend)
     return Trainer(model, optim.SGD(), train, train, epochs=epochs, batch_size=8, out_dir=str(out_dir),
                    progress=False)
 
@@ -88,8 +88,8 @@ def test_resume_of_a_gpu_checkpoint_on_the_cpu_fails_at_once_naming_both_devices
     with monkeypatch.context() as m:  # the same run, recorded as if it had run on a GPU
         m.setattr(cpu, "name", "cuda")
         m.setattr(cpu, "device", "cuda:0 (stand-in)")
-        _mlp_trainer(tmp_path, dropout).fit()
-    resumed = _mlp_trainer(tmp_path, dropout, epochs=2)
+        _mlp_trainer(tmp_path, dropout, backend=cpu).fit()
+    resumed = _mlp_trainer(tmp_path, dropout, epochs=2, backend=cpu)
     if not dropout:  # no device random streams: the weights and the host shuffle move freely
         assert resumed.resume().fit()[-1]["epoch"] == 2
         return
@@ -123,7 +123,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
     trainer = _deep_trainer(tmp_path, epochs=1)
     trainer.fit()
     before = (tmp_path / "checkpoint.npz").read_bytes()
-    trainer.epochs = 2
+    trainer.epochs, trainer.log_every = 2, 1  # the exact step, also on a GPU (which reads the loss every 50)
     trainer.iterator.x[5] = np.nan
     with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step \d+ of epoch 2.*intact"):
         trainer.fit()
