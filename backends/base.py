@@ -6,12 +6,8 @@ import numpy as np
 
 from xpnet import precision
 from xpnet.backends import pooling
+from xpnet.backends.shapes import out_size
 from xpnet.errors import BackendError
-
-
-def out_size(H, W, KH, KW, stride, pad):
-    """``(OH, OW)`` of a KH x KW window sliding over an H x W image with this stride and zero padding."""
-    return (H + 2 * pad[0] - KH) // stride[0] + 1, (W + 2 * pad[1] - KW) // stride[1] + 1
 
 
 class CPUTimer:
@@ -58,6 +54,13 @@ class Backend:
     name = "base"
     device = "none"
     xp = None
+    #: True when arrays live in host memory: reading a scalar back costs no device sync, and MPI can
+    #: reduce the buffers in place.
+    host_memory = False
+
+    def preferred_eval_batch_size(self, train_batch_size=None):
+        """The batch size evaluation passes should use, given the training batch size (if known)."""
+        return 1000
 
     def __repr__(self):
         return f"<xpnet backend {self.name} on {self.device}>"
@@ -173,9 +176,7 @@ class Backend:
         """dL/dx of ReLU: ``dout`` where the mask is set, else 0 (a new array)."""
         return dout * mask
 
-    # -- collectives (what xpnet.distributed needs from a device) ------------------------------
-    arrays_on_host = True  # MPI can read and write this backend's arrays directly
-
+    # -- collectives (what xpnet.distributed needs from a device; host_memory: MPI reduces in place) --
     def host_buffer(self, size, dtype):
         """A 1-d host array for staging ``size`` elements (pinned memory on a GPU)."""
         return np.empty(int(size), dtype)

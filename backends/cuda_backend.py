@@ -5,8 +5,9 @@ import base64
 import numpy as np
 
 from xpnet.backends import cuda_timing
-from xpnet.backends.base import Backend, out_size
+from xpnet.backends.base import Backend
 from xpnet.backends.cuda_collectives import CudaCollectives
+from xpnet.backends.shapes import out_size
 from xpnet.errors import BackendError
 
 _INSTALL = 'install CuPy for your CUDA version: pip install "xpnet[cuda12]" (or "xpnet[cuda13]")'

@@ -64,8 +64,6 @@ class NcclComm:
 class CudaCollectives:
     """The CUDA backend's side of :class:`~xpnet.backends.base.Backend`'s collective methods (a mixin)."""
 
-    arrays_on_host = False
-
     def host_buffer(self, size, dtype):
         """A reusable host staging buffer: page-locked (faster copies) where the driver grants it."""
         try:

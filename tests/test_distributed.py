@@ -157,7 +157,7 @@ _FAKE_MPI = type("MPI", (), {"IN_PLACE": None, "SUM": None, "Get_library_version
 class _FakeGpu(NumpyBackend):
     """The CPU backend dressed as one GPU (its collective methods' answers are what a GPU rank gives)."""
 
-    name, arrays_on_host = "cuda", False
+    name, host_memory = "cuda", False
 
     def __init__(self, nccl=True):
         self.nccl = nccl

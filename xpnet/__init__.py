@@ -19,6 +19,6 @@ if not _os.path.isdir(_os.path.join(_here, "backends")) and _os.path.isfile(
     __path__.append(_os.path.dirname(_here))
 
 from xpnet import backends, datasets, errors, init, layers, models, optim  # noqa: E402
-from xpnet.serialization import load  # noqa: E402
+from xpnet.models import load  # noqa: E402
 
 __all__ = ["__version__", "backends", "datasets", "errors", "init", "layers", "load", "models", "optim"]

@@ -12,7 +12,7 @@ Every device operation goes through the backend's collective methods (``host_buf
 
 import socket
 
-from xpnet.distributed.world import DistributedError, _mpi
+from xpnet.distributed.mpi import DistributedError, load_mpi
 
 PATHS = ("auto", "nccl", "staged")
 
@@ -23,7 +23,7 @@ class MPIEngine:
     path = "mpi"
 
     def __init__(self, comm):
-        self.comm, self.MPI = comm, _mpi()
+        self.comm, self.MPI = comm, load_mpi()
 
     def describe(self):
         return f"MPI ({self.MPI.Get_library_version().split(',')[0].strip()}) on host memory"
@@ -124,7 +124,7 @@ def make_engine(comm, backend, path="auto"):
     """
     if path not in PATHS:
         raise ValueError(f"--grad-path must be one of {', '.join(PATHS)}, got {path!r}")
-    if backend.arrays_on_host:
+    if backend.host_memory:
         if path != "auto":
             raise ValueError(f"--grad-path {path} is for GPU arrays; backend '{backend.name}' reduces over MPI "
                              "on host memory (use --backend cuda, or leave --grad-path auto)")

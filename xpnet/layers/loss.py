@@ -22,6 +22,8 @@ class SoftmaxCrossEntropy(Layer):
     the device are not checked here (reading them back would cost a host sync every step).
     """
 
+    classifies = True  # y are class scores: accuracy means something
+
     def forward(self, y, t, train=False):
         self.check_input(y, 2, "(N, classes)")
         be = backends.of(y)
@@ -75,6 +77,7 @@ class MeanSquaredError(Layer):
     Shapes:
         y (N, ...) and t of the same shape. Returns a 0-d array.
     """
+
 
     def forward(self, y, t, train=False):
         self.check_input(y)
