@@ -183,7 +183,7 @@ class _FakeGpu(NumpyBackend):
 def test_the_gradient_path_follows_the_request_and_ranks_sharing_a_gpu(monkeypatch, other_gpu, path, want):
     from xpnet.distributed import engines
 
-    monkeypatch.setattr(engines, "_mpi", lambda: _FAKE_MPI)
+    monkeypatch.setattr(engines, "load_mpi", lambda: _FAKE_MPI)
     host = socket.gethostname()
     engine = engines.make_engine(_RankZeroOfTwo((host, other_gpu, True)), _FakeGpu(), path=path)
     assert engine.path == want
@@ -198,7 +198,7 @@ def test_nccl_asked_for_where_it_cannot_work_and_gpu_paths_on_the_cpu_are_refuse
     from xpnet.distributed import engines
     from xpnet.distributed.world import DistributedError
 
-    monkeypatch.setattr(engines, "_mpi", lambda: _FAKE_MPI)
+    monkeypatch.setattr(engines, "load_mpi", lambda: _FAKE_MPI)
     host = socket.gethostname()
     with pytest.raises(DistributedError, match=r"--grad-path nccl cannot work here: NCCL needs one GPU per rank: "
                                                r"ranks 0, 1 share GPU 0000:1b:00.0"):
@@ -214,7 +214,7 @@ def test_nccl_asked_for_where_it_cannot_work_and_gpu_paths_on_the_cpu_are_refuse
 def test_staging_sums_device_buffers_through_the_backends_host_copies(monkeypatch, backend):
     from xpnet.distributed import engines
 
-    monkeypatch.setattr(engines, "_mpi", lambda: _FAKE_MPI)
+    monkeypatch.setattr(engines, "load_mpi", lambda: _FAKE_MPI)
     engine = engines.StagedEngine(_RankZeroOfTwo(other_buffer=np.full(5, 10.0, np.float32)), backend)
     buf = backend.asarray(np.arange(5, dtype=np.float32))
     assert engine.allreduce_(buf) is buf and backend.owns(buf)
