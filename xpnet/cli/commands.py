@@ -142,7 +142,8 @@ def run_info(args, world=None):
     be = _backend(args.backend)
     print(f"xpnet {xpnet.__version__}, Python {sys.version.split()[0]} on {platform.platform()}")
     print(f"backends available: {', '.join(backends.available())}")
-    if be.name != "cuda" and "cuda" not in backends.available():
-        print(f"cuda: not usable: {backends.unavailable_reason('cuda')}")
+    reason = backends.unavailable_reason("cuda")
+    if reason:
+        print(f"cuda: not usable: {reason}")
     for k, v in be.info().items():
         print(f"{k}: {v}")
