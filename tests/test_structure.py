@@ -116,3 +116,13 @@ def test_no_branch_on_a_backends_name_outside_backends():
     found = {str(path.relative_to(ROOT)): name_branches(path.read_text(encoding="utf-8"))
              for path in (ROOT / "xpnet").rglob("*.py")}
     assert {path: lines for path, lines in found.items() if lines} == {}
+
+
+def test_training_is_given_distribution_and_imports_nothing_of_it():
+    """The Trainer gets its distribution as a part (xpnet.distributed.DataParallel): no module of
+    xpnet.training imports xpnet.distributed, where MPI is bound."""
+    known = modules()
+    found = {name: sorted(t for t in imports(name, path, known) if t.startswith("xpnet.distributed"))
+             for name, path in known.items() if name.startswith("xpnet.training")}
+    assert "xpnet.training.trainer" in found
+    assert {name: targets for name, targets in found.items() if targets} == {}
