@@ -1,10 +1,13 @@
-"""Shared fixtures: ``backend`` runs a test once per available backend; GPU cases carry the gpu mark."""
+"""Shared fixtures: ``backend`` runs a test on NumPy and on CUDA: a real GPU when one is usable, else the
+emulated device (``tests/emulated_cupy``), so the CUDA backend's code runs in CI too."""
 
+import contextlib
 import sys
 import types
 
 import numpy as np
 import pytest
+from emulated_cupy import device
 
 from xpnet import backends
 
@@ -13,22 +16,24 @@ def _cuda_usable():
     return "cuda" in backends.available()
 
 
+REAL_GPU = _cuda_usable()
+
+
 def pytest_generate_tests(metafunc):
     if "backend" in metafunc.fixturenames:
-        params = [
-            pytest.param("numpy", id="numpy"),
-            pytest.param("cuda", id="cuda", marks=[
-                pytest.mark.gpu,
-                pytest.mark.skipif(not _cuda_usable(), reason="CUDA backend unavailable (no CuPy or no GPU)"),
-            ]),
-        ]
+        params = [pytest.param("numpy", id="numpy"), pytest.param("cuda", id="cuda")]
         metafunc.parametrize("backend", params, indirect=True)
 
 
 @pytest.fixture
 def backend(request):
-    """The Backend object for this parametrisation, made current for the test's duration."""
-    with backends.use(request.param) as be:
+    """The Backend object for this parametrisation, made current for the test's duration.
+
+    ``cuda`` without a usable GPU is the emulated device: for the test's duration it is xpnet's cuda
+    backend and ``import cupy`` gives the emulated module.
+    """
+    emulate = request.param == "cuda" and not REAL_GPU
+    with device.as_cuda() if emulate else contextlib.nullcontext(), backends.use(request.param) as be:
         yield be
 
 
@@ -39,9 +44,17 @@ def rng():
 
 @pytest.fixture
 def cuda():
-    """The CUDA backend, or a clean skip; use with @pytest.mark.gpu."""
-    if not _cuda_usable():
-        pytest.skip("CUDA backend unavailable (no CuPy or no GPU)")
+    """The CUDA backend: a real GPU when one is usable, else the emulated device (as for ``backend``)."""
+    with contextlib.nullcontext(backends.get("cuda")) if REAL_GPU else device.as_cuda() as be:
+        yield be
+
+
+@pytest.fixture
+def real_gpu():
+    """The CUDA backend on a real GPU, or a clean skip: for tests the emulated device cannot stand in for
+    (other processes, NCCL); use with @pytest.mark.gpu."""
+    if not REAL_GPU:
+        pytest.skip("needs a real GPU (CUDA backend unavailable: no CuPy or no GPU)")
     return backends.get("cuda")
 
 
