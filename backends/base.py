@@ -141,6 +141,23 @@ class Backend:
         """dL/dx of ReLU: ``dout`` where the mask is set, else 0 (a new array)."""
         return dout * mask
 
+    # -- optimizer ---------------------------------------------------------------------------
+    #: True when :meth:`fused_update` runs an optimizer rule as one kernel over a flat buffer.
+    fused_optimizer = False
+
+    def fused_update(self, rule, p, g, state, scalars, sumsq=None):
+        """One optimizer step over flat buffers in one kernel; False when this backend has none (the
+        optimizer then runs its per-parameter rule over the flat buffers, the same arithmetic).
+
+        Args:
+            rule: ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"``, ``"adamw"``.
+            p: flat parameters (updated in place). g: flat gradients (read only), same shape and dtype.
+            state: the rule's flat state arrays by name (updated in place).
+            scalars: ``(lr, l2_weight_decay, clip_norm or 0, *rule's values)`` as the rule's kernel takes them.
+            sumsq: device scalar, the sum of squares of all gradients (needed when clipping).
+        """
+        return False
+
     # -- errors ------------------------------------------------------------------------------
     def is_out_of_memory(self, exc):
         """True when ``exc`` means this device ran out of memory (the CPU never says so: False)."""

@@ -4,6 +4,7 @@ import base64
 
 import numpy as np
 
+from xpnet.backends import cuda_optim_src
 from xpnet.backends.base import Backend
 from xpnet.backends.shapes import out_size
 from xpnet.errors import BackendError
@@ -144,6 +145,14 @@ class CudaBackend(Backend):
         img = self.xp.empty((N, C, H, W), dtype=col.dtype)
         self._kernels.col2im_kernel(col, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, img)
         return img
+
+    fused_optimizer = True
+
+    def fused_update(self, rule, p, g, state, scalars, sumsq=None):
+        """The rule's fused kernel (:mod:`~xpnet.backends.cuda_optim_src`) over the flat buffers: one launch."""
+        kernel = getattr(self._kernels, f"fused_{rule}")
+        kernel(g, g if sumsq is None else sumsq, *scalars, p, *(state[k] for k in cuda_optim_src.STATE[rule]))
+        return True
 
     def is_out_of_memory(self, exc):
         """True when ``exc`` is CuPy's out-of-memory error (a failed device allocation)."""

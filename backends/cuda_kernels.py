@@ -10,6 +10,8 @@ NumPy's (``tests/test_backends.py`` shows both).
 
 import types
 
+from xpnet.backends import cuda_optim_src
+
 _INDEX = """
     const long long KW_ = KW, KH_ = KH, C_ = C, OW_ = OW, OH_ = OH;
 """
@@ -66,6 +68,7 @@ COL2IM = (
 KERNELS = {
     "im2col_kernel": ("ElementwiseKernel", IM2COL),
     "col2im_kernel": ("ElementwiseKernel", COL2IM),
+    **cuda_optim_src.kernels(),
 }
 
 
