@@ -141,6 +141,27 @@ class Backend:
         """dL/dx of ReLU: ``dout`` where the mask is set, else 0 (a new array)."""
         return dout * mask
 
+    # -- loss --------------------------------------------------------------------------------
+    def softmax_cross_entropy(self, y, t):
+        """Mean cross-entropy of softmax(y) against integer labels: ``(loss 0-d, p (N, K))``.
+
+        y (N, K) scores; t (N,) integer labels in [0, K). Computed in :func:`xpnet.precision.compute_dtype`
+        of y (float32 for float16), which is the dtype of ``loss`` and ``p``.
+        """
+        xp = self.xp
+        y = precision.widen(y)
+        s = y - y.max(axis=1, keepdims=True)
+        logp = s - xp.log(xp.exp(s).sum(axis=1, keepdims=True))
+        loss = -xp.take_along_axis(logp, t[:, None].astype(xp.intp), axis=1).sum() / y.dtype.type(y.shape[0])
+        return loss, xp.exp(logp)
+
+    def softmax_cross_entropy_backward(self, p, t, dout, out_dtype):
+        """dL/dy of :meth:`softmax_cross_entropy` times ``dout`` (a Python number), in ``out_dtype``."""
+        N = p.shape[0]
+        dy = p.copy()
+        dy[self.xp.arange(N), t] -= 1
+        return (dy * p.dtype.type(dout / N)).astype(out_dtype, copy=False)
+
     # -- optimizer ---------------------------------------------------------------------------
     #: True when :meth:`fused_update` runs an optimizer rule as one kernel over a flat buffer.
     fused_optimizer = False

@@ -4,6 +4,7 @@ import base64
 
 import numpy as np
 
+from xpnet import precision
 from xpnet.backends import cuda_optim_src
 from xpnet.backends.base import Backend
 from xpnet.backends.shapes import out_size
@@ -145,6 +146,44 @@ class CudaBackend(Backend):
         img = self.xp.empty((N, C, H, W), dtype=col.dtype)
         self._kernels.col2im_kernel(col, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, img)
         return img
+
+    def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
+        """One kernel: the maxima and, as the cache, each window's argmax (an int32 index in its plane)."""
+        N, C, H, W = x.shape
+        (SH, SW), (PH, PW) = stride, pad
+        x = self.xp.ascontiguousarray(x)
+        out = self.xp.empty((N, C, OH, OW), dtype=x.dtype)
+        arg = self.xp.empty((N, C, OH, OW), dtype=self.xp.int32)
+        self._kernels.maxpool_forward(x, H, W, OH, OW, KH, KW, SH, SW, PH, PW, out, arg)
+        return out, arg
+
+    def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad):
+        """One kernel: each input element gathers the gradients of the windows whose maximum it is."""
+        _, _, H, W = x_shape
+        _, _, OH, OW = cache.shape
+        (SH, SW), (PH, PW) = stride, pad
+        dx = self.xp.empty(x_shape, dtype=dout.dtype)
+        self._kernels.maxpool_backward(self.xp.ascontiguousarray(dout), cache, H, W, OH, OW, KH, KW, SH, SW,
+                                       PH, PW, dx)
+        return dx
+
+    def softmax_cross_entropy(self, y, t):
+        """One kernel for the probabilities and each row's share of the mean, one reduction for the loss.
+
+        A label outside [0, K) makes the loss NaN (raising would need a host sync).
+        """
+        N, K = y.shape
+        p = self.xp.empty((N, K), dtype=precision.compute_dtype(y.dtype))
+        row = self.xp.empty(N, dtype=p.dtype)
+        self._kernels.softmax_xent_forward(self.xp.ascontiguousarray(y), t, K, p.dtype.type(1.0 / N), p, row)
+        return row.sum(), p
+
+    def softmax_cross_entropy_backward(self, p, t, dout, out_dtype):
+        """One kernel: (p - onehot(t)) * dout / N in ``out_dtype``."""
+        N, K = p.shape
+        dy = self.xp.empty((N, K), dtype=out_dtype)
+        self._kernels.softmax_xent_backward(p, t, K, p.dtype.type(dout / N), dy)
+        return dy
 
     fused_optimizer = True
 

@@ -10,7 +10,7 @@ NumPy's (``tests/test_backends.py`` shows both).
 
 import types
 
-from xpnet.backends import cuda_optim_src
+from xpnet.backends import cuda_layer_src, cuda_optim_src
 
 _INDEX = """
     const long long KW_ = KW, KH_ = KH, C_ = C, OW_ = OW, OH_ = OH;
@@ -68,6 +68,7 @@ COL2IM = (
 KERNELS = {
     "im2col_kernel": ("ElementwiseKernel", IM2COL),
     "col2im_kernel": ("ElementwiseKernel", COL2IM),
+    **cuda_layer_src.kernels(),
     **cuda_optim_src.kernels(),
 }
 

@@ -1,5 +1,7 @@
 """Loss layers: ``forward(y, t)`` returns a 0-d array (no host sync); ``backward()`` returns dL/dy."""
 
+import numpy as np
+
 from xpnet import backends, precision
 from xpnet.errors import ShapeError
 from xpnet.layers.base import Layer
@@ -23,39 +25,46 @@ class SoftmaxCrossEntropy(Layer):
         self.check_input(y, 2, "(N, classes)")
         be = backends.of(y)
         xp = be.xp
+        host_labels = t if be.host_memory or not be.owns(t) else None  # checked without a device sync
         if not be.owns(t):
             t = be.asarray(t)
         N, K = y.shape
         if N == 0:
             raise ShapeError(f"{self._label()}: expected a batch of at least one example, got shape {(N, K)}")
         self.out_dtype = y.dtype
-        y = precision.widen(y)
-        s = y - y.max(axis=1, keepdims=True)
-        logp = s - xp.log(xp.exp(s).sum(axis=1, keepdims=True))
-        self.p = xp.exp(logp)
         if t.ndim == 2:
             if t.shape != y.shape:
                 raise ShapeError(f"{self._label()}: one-hot labels must have shape {(N, K)}, got {t.shape}")
+            y = precision.widen(y)
+            s = y - y.max(axis=1, keepdims=True)
+            logp = s - xp.log(xp.exp(s).sum(axis=1, keepdims=True))
+            self.p = xp.exp(logp)
             self.t = t.astype(y.dtype, copy=False)
             return -(self.t * logp).sum() / y.dtype.type(N)
         if t.shape != (N,):
             raise ShapeError(f"{self._label()}: expected labels of shape ({N},) or ({N}, {K}), got {t.shape}")
         if t.dtype.kind not in "iu":
             raise ShapeError(f"{self._label()}: integer labels expected, got dtype {t.dtype}")
-        if N and (int(t.min()) < 0 or int(t.max()) >= K):
-            raise ShapeError(f"{self._label()}: labels must be in [0, {K}), got values in "
-                             f"[{int(t.min())}, {int(t.max())}]")
+        if host_labels is not None:
+            lo, hi = int(np.min(host_labels)), int(np.max(host_labels))
+            if lo < 0 or hi >= K:
+                raise ShapeError(f"{self._label()}: labels must be in [0, {K}), got values in [{lo}, {hi}]")
+        # labels already on a device go unchecked (a host sync): there an out-of-range label gives a NaN
+        # loss; the Trainer checks every label once, before training
         self.t = t
-        return -xp.take_along_axis(logp, t[:, None].astype(xp.intp), axis=1).sum() / y.dtype.type(N)
+        loss, self.p = be.softmax_cross_entropy(y, t)
+        return loss
 
     def backward(self, dout=1.0):
-        xp = backends.of(self.p).xp
+        be = backends.of(self.p)
         N = self.p.shape[0]
+        if self.t.ndim == 1 and not hasattr(dout, "shape"):
+            return be.softmax_cross_entropy_backward(self.p, self.t, dout, self.out_dtype)
         if self.t.ndim == 2:
             dy = self.p - self.t
         else:
             dy = self.p.copy()
-            dy[xp.arange(N), self.t] -= 1
+            dy[be.xp.arange(N), self.t] -= 1
         dy = dy * self.p.dtype.type(dout / N) if not hasattr(dout, "shape") else dy * (dout / N)
         return dy.astype(self.out_dtype, copy=False)
 
