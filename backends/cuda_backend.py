@@ -34,6 +34,11 @@ def _import_cupy(cupy=None):
     return cupy
 
 
+def _channels_last(x):
+    """True when an (N, C, H, W) array is stored (N, H, W, C)-contiguous (a convolution's output)."""
+    return not x.flags.c_contiguous and x.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
 class CudaTimer:
     """Times device work with CUDA events (elapsed_ms is the GPU time between the two events)."""
 
@@ -130,7 +135,6 @@ class CudaBackend(Backend):
         N, C, H, W = x.shape
         (SH, SW), (PH, PW) = stride, pad
         OH, OW = out_size(H, W, KH, KW, stride, pad)
-        x = self.xp.ascontiguousarray(x)
         col = self.xp.empty((N * OH * OW, C * KH * KW), dtype=x.dtype)
         self._kernels.im2col_kernel(
             x, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, x.dtype.type(pad_value), col
@@ -151,20 +155,33 @@ class CudaBackend(Backend):
         """One kernel: the maxima and, as the cache, each window's argmax (an int32 index in its plane)."""
         N, C, H, W = x.shape
         (SH, SW), (PH, PW) = stride, pad
-        x = self.xp.ascontiguousarray(x)
         out = self.xp.empty((N, C, OH, OW), dtype=x.dtype)
         arg = self.xp.empty((N, C, OH, OW), dtype=self.xp.int32)
-        self._kernels.maxpool_forward(x, H, W, OH, OW, KH, KW, SH, SW, PH, PW, out, arg)
-        return out, arg
+        self._kernels.maxpool_forward(x, H, W, OH, OW, KH, KW, SH, SW, PH, PW, out, arg)  # x: any order
+        return out, (arg, _channels_last(x))
 
     def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad):
         """One kernel: each input element gathers the gradients of the windows whose maximum it is."""
-        _, _, H, W = x_shape
-        _, _, OH, OW = cache.shape
+        N, C, H, W = x_shape
+        arg, channels_last = cache
+        _, _, OH, OW = arg.shape
         (SH, SW), (PH, PW) = stride, pad
-        dx = self.xp.empty(x_shape, dtype=dout.dtype)
-        self._kernels.maxpool_backward(self.xp.ascontiguousarray(dout), cache, H, W, OH, OW, KH, KW, SH, SW,
-                                       PH, PW, dx)
+        # dx in the input's memory order: a convolution's output (channels last) then needs no transpose
+        dx = (self.xp.empty((N, H, W, C), dtype=dout.dtype).transpose(0, 3, 1, 2) if channels_last
+              else self.xp.empty(x_shape, dtype=dout.dtype))
+        self._kernels.maxpool_backward(dout, arg, H, W, OH, OW, KH, KW, SH, SW, PH, PW, dx)
+        return dx
+
+    def relu_forward(self, x):
+        """One kernel for the output and the mask, both in x's memory order."""
+        y, mask = self.xp.empty_like(x), self.xp.empty_like(x, dtype=bool)
+        self._kernels.relu_forward(x, y, mask)
+        return y, mask
+
+    def relu_backward(self, dout, mask):
+        """``dout`` where the mask is set, in the mask's memory order (a convolution's, for its backward)."""
+        dx = self.xp.empty_like(mask, dtype=dout.dtype)
+        self.xp.multiply(dout, mask, out=dx)
         return dx
 
     def softmax_cross_entropy(self, y, t):

@@ -1,4 +1,4 @@
-"""CUDA C of the fused layer kernels: max pooling, softmax + cross-entropy.
+"""CUDA C of the fused layer kernels: max pooling, ReLU, softmax + cross-entropy.
 
 Each runs what the NumPy backend does in several array operations as one elementwise kernel, in the
 same order of floating-point operations where that decides the result (ties in max pooling go to the
@@ -15,7 +15,7 @@ MAXPOOL_FORWARD = (
     """
     const long long plane = i / ((long long)OH * OW);
     const int ow = i % OW, oh = (i / OW) % OH;
-    const T* img = &x[plane * H * (long long)W];
+    const long long img = plane * H * (long long)W;  // x is indexed logically: any memory order
     int best = -1;
     T m = T(0);
     for (int kh = 0; kh < KH; ++kh) {
@@ -24,7 +24,7 @@ MAXPOOL_FORWARD = (
         for (int kw = 0; kw < KW; ++kw) {
             const int w = ow * SW - PW + kw;
             if (w < 0 || w >= W) continue;
-            const T v = img[h * W + w];
+            const T v = x[img + h * W + w];
             // the first maximum wins; a NaN is the maximum, as numpy.maximum propagates it
             if (best < 0 || v > m || (v != v && m == m)) { m = v; best = h * W + w; }
         }
@@ -91,12 +91,16 @@ SOFTMAX_XENT_BACKWARD = (
     "xpnet_softmax_xent_backward",
 )
 
+# ReLU forward in one pass: the output and the mask (written in the memory order of the arrays given)
+RELU_FORWARD = ("T x", "T y, bool mask", "mask = x > T(0); y = mask ? x : T(0);", "xpnet_relu_forward")
+
 
 def kernels():
     """``{attribute: (CuPy class name, its constructor's arguments)}`` for the layer kernels."""
     return {
         "maxpool_forward": ("ElementwiseKernel", MAXPOOL_FORWARD),
         "maxpool_backward": ("ElementwiseKernel", MAXPOOL_BACKWARD),
+        "relu_forward": ("ElementwiseKernel", RELU_FORWARD),
         "softmax_xent_forward": ("ElementwiseKernel", SOFTMAX_XENT_FORWARD),
         "softmax_xent_backward": ("ElementwiseKernel", SOFTMAX_XENT_BACKWARD),
     }

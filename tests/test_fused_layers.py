@@ -61,3 +61,26 @@ def test_labels_out_of_range_raise_from_the_host_and_give_nan_on_a_device(backen
             layer.forward(y, backend.asarray(np.array([0, 3])))
     else:
         assert np.isnan(float(layer.forward(y, backend.asarray(np.array([0, 3])))))
+
+
+def test_channels_last_inputs_pool_and_relu_as_contiguous_ones(backend):
+    """A convolution's output is stored channels last: pooling and ReLU read it as it is and give the
+    same values (their gradients in that memory order, so the convolution's backward needs no copy)."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(-3, 4, (2, 5, 6, 3)).astype(np.float32)  # (N, H, W, C) in memory
+    dpool = rng.standard_normal((2, 3, 2, 3)).astype(np.float32)
+    xs = backend.asarray(x).transpose(0, 3, 1, 2)  # an (N, C, H, W) view
+    y, mask = backend.relu_forward(xs)
+    want_y, want_mask = CPU.relu_forward(x.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(backend.asnumpy(y), want_y)
+    np.testing.assert_array_equal(backend.asnumpy(mask), want_mask)
+    pooled, cache = backend.maxpool2d_forward(y, 2, 2, (2, 2), (0, 0), 2, 3)
+    want_pooled, want_cache = CPU.maxpool2d_forward(want_y, 2, 2, (2, 2), (0, 0), 2, 3)
+    np.testing.assert_array_equal(backend.asnumpy(pooled), want_pooled)
+    dx = backend.maxpool2d_backward(backend.asarray(dpool), cache, xs.shape, 2, 2, (2, 2), (0, 0))
+    want_dx = CPU.maxpool2d_backward(dpool, want_cache, xs.shape, 2, 2, (2, 2), (0, 0))
+    np.testing.assert_array_equal(backend.asnumpy(dx), want_dx)
+    d = backend.relu_backward(dx, mask)
+    np.testing.assert_array_equal(backend.asnumpy(d), CPU.relu_backward(want_dx, want_mask))
+    if not backend.host_memory:  # the device kernels keep the layout (NumPy's split kernels need not)
+        assert d.transpose(0, 2, 3, 1).flags.c_contiguous and dx.transpose(0, 2, 3, 1).flags.c_contiguous
