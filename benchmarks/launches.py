@@ -9,6 +9,7 @@ CuPy routines count one launch, so the launch counts are a lower bound.
 """
 
 import argparse
+import collections
 import json
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from xpnet.models import DeepConvNet
 from xpnet.training.batches import BatchIterator
 
 PHASES = ("batch", "forward+loss", "backward", "optimizer")
+NUMBERS = ("launches", "allocations", "syncs", "h2d")
 
 
 def _emulator():
@@ -35,7 +37,8 @@ def _emulator():
 def step_counts(batch_size=100, steps=2, seed=0):
     """``{phase: {"launches", "allocations", "syncs", "h2d"}}`` for the last of ``steps`` training steps
     (the first creates the optimizer's state), plus ``"step"``, their sum. Trains the book's DeepConvNet
-    with Adam on random MNIST-shaped data, one step as the Trainer takes it."""
+    with Adam on random MNIST-shaped data, making the calls the Trainer's step makes; the Trainer's
+    running metric sums (a few launches per step, a sync every ``log_every`` steps) are not included."""
     _, counters, device = _emulator()
     rng = np.random.default_rng(seed)
     x = rng.random((batch_size * steps, 1, 28, 28), dtype=np.float32)
@@ -48,22 +51,31 @@ def step_counts(batch_size=100, steps=2, seed=0):
             with counters.counting() as counts["batch"]:
                 xb, tb = next(batches)
             with counters.counting() as counts["forward+loss"]:
-                model.loss(xb, tb, train=True)
+                model.forward_loss(xb, tb, train=True)
             with counters.counting() as counts["backward"]:
-                model.backward()
+                model.backward(opt.loss_scale)
             with counters.counting() as counts["optimizer"]:
                 opt.step(model.trainable_params, model.grads)
     result = {k: v.as_dict() for k, v in counts.items()}
-    result["step"] = {k: sum(result[p][k] for p in PHASES) for k in result["batch"]}
+    result["step"] = {k: sum(result[p][k] for p in PHASES) for k in NUMBERS}
+    result["step"]["kernels"] = dict(sum((collections.Counter(result[p]["kernels"]) for p in PHASES),
+                                         collections.Counter()))
+    for c in result.values():
+        c["kernels"] = dict(sorted(c["kernels"].items(), key=lambda kv: (-kv[1], kv[0])))
     return result
 
 
-def table(counts):
-    """The counts as text lines, one row per phase."""
+def table(counts, top=6):
+    """The counts as text lines, one row per phase, then each phase's most launched kernels."""
     lines = [f"{'phase':<14}{'launches':>10}{'allocations':>13}{'syncs':>7}{'h2d':>5}"]
     for phase in (*PHASES, "step"):
         c = counts[phase]
         lines.append(f"{phase:<14}{c['launches']:>10}{c['allocations']:>13}{c['syncs']:>7}{c['h2d']:>5}")
+    lines.append("launches by kernel or CuPy routine:")
+    for phase in PHASES:
+        most = list(counts[phase]["kernels"].items())
+        shown = ", ".join(f"{name} {n}" for name, n in most[:top]) + (", ..." if len(most) > top else "")
+        lines.append(f"  {phase:<14}{shown}")
     return lines
 
 

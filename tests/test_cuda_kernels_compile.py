@@ -1,7 +1,7 @@
 """Every CUDA kernel xpnet defines compiles with NVRTC for sm_80 and sm_90, as CuPy would compile it.
 
 Needs real CuPy and NVRTC, no GPU: ``pip install -e ".[cuda-build]"`` (CI installs it and sets
-``XPNET_REQUIRE_NVRTC=1``, which turns the skip into a failure). The source is CuPy's own: its
+``XPNET_REQUIRE_CUDA_CHECKS=1``, which turns the skip into a failure). The source is CuPy's own: its
 ElementwiseKernel code generator (``cupy._core._kernel``), its headers and compiler options.
 """
 
@@ -21,7 +21,7 @@ _CONSTRUCTORS = re.compile(r"\b(ElementwiseKernel|RawKernel|ReductionKernel|RawM
 
 
 def _nvrtc():
-    """Real CuPy's kernel generator and compiler, or a skip (a failure under XPNET_REQUIRE_NVRTC=1)."""
+    """Real CuPy's kernel generator and compiler, or a skip (a failure under XPNET_REQUIRE_CUDA_CHECKS=1)."""
     try:
         import cupy
         from cupy._core import _carray, _kernel, _scalar, core
@@ -29,7 +29,7 @@ def _nvrtc():
 
         compiler._NVRTCProgram("", "probe.cu").compile(core.assemble_cupy_compiler_options(("-arch=sm_90",)))
     except Exception as e:  # not installed, no libnvrtc, no CUDA headers
-        if os.environ.get("XPNET_REQUIRE_NVRTC") == "1":
+        if os.environ.get("XPNET_REQUIRE_CUDA_CHECKS") == "1":
             raise
         pytest.skip(f"CuPy with NVRTC unavailable ({type(e).__name__}: {e}); pip install -e '.[cuda-build]'")
     return cupy, _kernel, _carray, _scalar, core, compiler

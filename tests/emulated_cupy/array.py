@@ -26,10 +26,9 @@ def unwrap(value):
     return value
 
 
-def wrap(result, inputs=(), launched=True):
-    """Wrap NumPy results as device arrays, counting one launch and an allocation per new buffer.
-
-    A result sharing memory with an input is a view: nothing is launched or allocated for it.
+def wrap(result, inputs=(), launched="copy"):
+    """Wrap NumPy results as device arrays, counting a launch of ``launched`` (unless None) and an
+    allocation per new buffer. A result sharing memory with an input is a view: nothing is counted.
     """
     if isinstance(result, tuple):
         return tuple(wrap(r, inputs, launched) for r in result)
@@ -41,7 +40,7 @@ def wrap(result, inputs=(), launched=True):
     if any(np.may_share_memory(result, a) for a in base):
         return _view(result)
     if launched:
-        counters.launch()
+        counters.launch(launched)
     return allocated(result)
 
 
@@ -267,10 +266,10 @@ class ndarray:
     def astype(self, dtype, order="K", casting=None, subok=None, copy=True):
         if not copy and np.dtype(dtype) == self._a.dtype:
             return self
-        return wrap(self._a.astype(dtype, order=order))
+        return wrap(self._a.astype(dtype, order=order), launched="astype")
 
     def fill(self, value):
-        counters.launch()
+        counters.launch("fill")
         self._a.fill(unwrap(value))
 
     def __getitem__(self, key):
@@ -282,7 +281,7 @@ class ndarray:
             if not isinstance(out, np.ndarray):  # CuPy gives a 0-d view where NumPy gives a scalar
                 out = self._a[(key if isinstance(key, tuple) else (key,)) + (Ellipsis,)]
             return _view(out)
-        return wrap(self._a[key])
+        return wrap(self._a[key], launched="take")
 
     def __setitem__(self, key, value):
         if isinstance(value, np.ndarray):
@@ -292,7 +291,7 @@ class ndarray:
         key = _index(key)
         if _has_mask(key):
             counters.sync()
-        counters.launch()
+        counters.launch("setitem")
         self._a[key] = value
 
     # -- arithmetic --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ An *allocation* is one new device array (a request to CuPy's memory pool, which 
 stream, event or device ``synchronize``.
 """
 
+import collections
 import contextlib
 import dataclasses
 
@@ -20,22 +21,27 @@ class Counts:
     allocations: int = 0
     syncs: int = 0
     h2d: int = 0
+    kernels: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # launches by name
 
     def __sub__(self, other):
-        return Counts(*(getattr(self, f.name) - getattr(other, f.name) for f in dataclasses.fields(self)))
+        diff = {f.name: getattr(self, f.name) - getattr(other, f.name) for f in dataclasses.fields(self)}
+        diff["kernels"] = +diff["kernels"]  # drop names that launched nothing in between
+        return Counts(**diff)
 
     def copy(self):
-        return dataclasses.replace(self)
+        return dataclasses.replace(self, kernels=collections.Counter(self.kernels))
 
     def as_dict(self):
-        return dataclasses.asdict(self)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} | {"kernels": dict(self.kernels)}
 
 
 TOTAL = Counts()
 
 
-def launch(n=1):
-    TOTAL.launches += n
+def launch(name):
+    """One launch of the kernel (or CuPy routine) ``name``."""
+    TOTAL.launches += 1
+    TOTAL.kernels[name] += 1
 
 
 def allocation(n=1):
@@ -63,5 +69,5 @@ def counting():
     try:
         yield result
     finally:
-        for k, v in (snapshot() - start).as_dict().items():
+        for k, v in vars(snapshot() - start).items():
             setattr(result, k, v)

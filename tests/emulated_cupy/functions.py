@@ -43,11 +43,11 @@ def _routine(name):
         if name in _NO_LAUNCH:
             return result
         if out is not None:
-            counters.launch()
+            counters.launch(name)
             return out
         if isinstance(result, list):
-            return [wrap(r, inputs) for r in result]
-        return wrap(result, inputs)
+            return [wrap(r, inputs, name) for r in result]
+        return wrap(result, inputs, name)
 
     routine.__name__ = name
     return routine
@@ -70,7 +70,7 @@ for _name in ROUTINES:
 def copyto(dst, src, casting="same_kind", where=None):
     if not isinstance(dst, ndarray):
         raise TypeError(f"copyto expects a cupy array as dst, got {type(dst)}")
-    counters.launch()
+    counters.launch("copyto")
     np.copyto(dst._a, unwrap(src), casting=casting, where=True if where is None else unwrap(where))
 
 
@@ -85,7 +85,7 @@ def empty_like(a, dtype=None, order="K", subok=None, shape=None):
 
 def _filled(np_func):
     def create(shape, *args, **kwargs):
-        counters.launch()
+        counters.launch("fill")
         return allocated(np_func(shape, *args, **kwargs))
 
     create.__name__ = np_func.__name__
@@ -116,7 +116,7 @@ def asarray(a, dtype=None, order=None, *, blocking=False):
     if isinstance(a, ndarray):
         if dtype is None or np.dtype(dtype) == a.dtype:
             return a
-        return wrap(a._a.astype(dtype))
+        return wrap(a._a.astype(dtype), launched="astype")
     return _from_host(a, dtype, True, order or "C")
 
 

@@ -59,6 +59,15 @@ def compile_library(source):
     return _loaded[key]
 
 
+def host_compiler_problem():
+    """None when g++ can build kernels here (a tiny one, cached like the rest), else why not."""
+    try:
+        compile_library('extern "C" void _xpnet_probe(float16* x) { *x = (float16)rsqrtf(4.0f); }')
+    except (OSError, CompileException) as e:
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}"
+    return None
+
+
 class CompileException(Exception):
     """The kernel did not compile (g++'s message and the source, as CuPy's CompileException gives)."""
 
@@ -195,7 +204,7 @@ class ElementwiseKernel:
         lib = compile_library(self._source(kinds, types))
         ptrs = (ctypes.c_void_p * len(buffers))(*buffers)
         sizes = (ctypes.c_longlong * len(keep))(*(b.size for b in keep))
-        counters.launch()
+        counters.launch(self.name)
         getattr(lib, self.name)(ptrs, sizes, ctypes.c_longlong(n))
         for dst, src in writeback:
             dst[...] = src
@@ -249,7 +258,7 @@ extern "C" void _xpnet_launch_{self.name}(const unsigned* _g, const unsigned* _b
         lib = compile_library(self._launcher())
         ptrs = (ctypes.c_void_p * len(keep))(*(k.ctypes.data for k in keep))
         dims = [(ctypes.c_uint * 3)(*d) for d in (grid, block)]
-        counters.launch()
+        counters.launch(self.name)
         getattr(lib, f"_xpnet_launch_{self.name}")(dims[0], dims[1], ptrs)
 
 

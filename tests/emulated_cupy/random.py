@@ -56,7 +56,7 @@ class Generator:
 
     def _sample(self, method, *args, **kwargs):
         out = self.bit_generator._draw(method, *args, **kwargs)
-        _counters.launch()
+        _counters.launch(f"random.{method}")
         return _allocated(_np.asarray(out))
 
     def random(self, size=None, dtype=_np.float64, out=None):

@@ -37,9 +37,9 @@ class ufunc:
             kwargs["where"] = unwrap(kwargs["where"])
         result = self._u(*inputs, **kwargs)
         if out is not None:
-            counters.launch()
+            counters.launch(self.__name__)
             return out
-        return wrap(result)
+        return wrap(result, launched=self.__name__)
 
 
 for _name in NAMES:
