@@ -141,6 +141,17 @@ class Backend:
         """dL/dx of ReLU: ``dout`` where the mask is set, else 0 (a new array)."""
         return dout * mask
 
+    # -- dropout -----------------------------------------------------------------------------
+    def dropout_forward(self, x, ratio, rng):
+        """Inverted dropout: ``(x * mask, mask)``, mask = 1 / (1 - ratio) where kept, else 0, in x's dtype.
+
+        ``rng`` is this backend's generator (:meth:`rng`); each element is kept with probability 1 - ratio.
+        """
+        draw = precision.compute_dtype(x.dtype)  # the generators draw float32 or float64 only
+        keep = rng.random(x.shape, dtype=draw) >= ratio
+        mask = keep * x.dtype.type(1.0 / (1.0 - ratio))
+        return x * mask, mask
+
     # -- loss --------------------------------------------------------------------------------
     def softmax_cross_entropy(self, y, t):
         """Mean cross-entropy of softmax(y) against integer labels: ``(loss 0-d, p (N, K))``.

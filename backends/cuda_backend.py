@@ -63,7 +63,9 @@ class CupyRNG:
 
     The generator is cuRAND's XORWOW with a fixed number of states (not CuPy's default, which scales
     with the GPU's multiprocessor count), so a seed gives the same numbers on every GPU and the saved
-    state is small: ``_STATES`` x 48 bytes, base64 in the checkpoint's JSON.
+    state is small: ``_STATES`` x 48 bytes, base64 in the checkpoint's JSON. Fused kernels (dropout)
+    draw from a second, counter-based stream: number k is a hash of (key, k), so the state is the key,
+    from the seed, and the count already drawn (``offset``); both are saved with the XORWOW state.
     """
 
     _STATES = 2**14
@@ -71,6 +73,14 @@ class CupyRNG:
     def __init__(self, cupy, seed=None):
         self._cp = cupy
         self.gen = cupy.random.Generator(cupy.random.XORWOW(seed, size=self._STATES))
+        # the counter-based stream fused kernels draw from (dropout): a key from the seed, an offset
+        self.key = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
+        self.offset = 0
+
+    def reserve(self, n):
+        """``(key, offset)`` for ``n`` numbers of the counter-based stream; the next call gets the ones after."""
+        offset, self.offset = self.offset, self.offset + int(n)
+        return self.key, offset
 
     def random(self, shape, dtype=np.float32):
         return self.gen.random(shape, dtype=dtype)
@@ -81,7 +91,8 @@ class CupyRNG:
     def get_state(self):
         """The generator's device state, copied to the host as a JSON-serialisable dict (a sync)."""
         raw = self._cp.asnumpy(self.gen.bit_generator._state)
-        return {"bit_generator": "XORWOW", "state": base64.b64encode(raw.tobytes()).decode("ascii")}
+        return {"bit_generator": "XORWOW", "state": base64.b64encode(raw.tobytes()).decode("ascii"),
+                "counter": [str(self.key), str(self.offset)]}
 
     def set_state(self, state):
         """Restore a state from :meth:`get_state`; ValueError for any other kind of state."""
@@ -92,6 +103,8 @@ class CupyRNG:
             raise ValueError(f"a CUDA random state must be a XORWOW state of {target.size} bytes, got "
                              f"{kind if raw is None else f'one of {raw.size} bytes'}")
         target[...] = self._cp.asarray(raw)
+        if "counter" in state:  # states saved before the counter stream existed keep the current one
+            self.key, self.offset = (int(v) for v in state["counter"])
 
 
 class CudaBackend(Backend):
@@ -183,6 +196,13 @@ class CudaBackend(Backend):
         dx = self.xp.empty_like(mask, dtype=dout.dtype)
         self.xp.multiply(dout, mask, out=dx)
         return dx
+
+    def dropout_forward(self, x, ratio, rng):
+        """One kernel: the mask from the generator's counter-based stream (:meth:`CupyRNG.reserve`) and x * mask."""
+        key, offset = rng.reserve(x.size)
+        y, mask = self.xp.empty_like(x), self.xp.empty_like(x)
+        self._kernels.dropout_forward(x, key, offset, float(ratio), x.dtype.type(1.0 / (1.0 - ratio)), y, mask)
+        return y, mask
 
     def softmax_cross_entropy(self, y, t):
         """One kernel for the probabilities and each row's share of the mean, one reduction for the loss.

@@ -1,4 +1,4 @@
-"""CUDA C of the fused layer kernels: max pooling, ReLU, softmax + cross-entropy.
+"""CUDA C of the fused layer kernels: max pooling, ReLU, dropout, softmax + cross-entropy.
 
 Each runs what the NumPy backend does in several array operations as one elementwise kernel, in the
 same order of floating-point operations where that decides the result (ties in max pooling go to the
@@ -94,6 +94,23 @@ SOFTMAX_XENT_BACKWARD = (
 # ReLU forward in one pass: the output and the mask (written in the memory order of the arrays given)
 RELU_FORWARD = ("T x", "T y, bool mask", "mask = x > T(0); y = mask ? x : T(0);", "xpnet_relu_forward")
 
+# inverted dropout in one pass from a counter-based generator: element i's number is a hash of
+# (key, offset + i) (SplitMix64's finaliser), so no generator state lives on the device
+DROPOUT_FORWARD = (
+    "T x, uint64 key, uint64 offset, float64 ratio, T scale",
+    "T y, T mask",
+    """
+    unsigned long long z = key ^ ((offset + (unsigned long long)i) * 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const double u = (double)(z >> 11) * (1.0 / 9007199254740992.0);  // 53 bits: uniform in [0, 1)
+    mask = u >= ratio ? scale : T(0);
+    y = x * mask;
+    """,
+    "xpnet_dropout_forward",
+)
+
 
 def kernels():
     """``{attribute: (CuPy class name, its constructor's arguments)}`` for the layer kernels."""
@@ -101,6 +118,7 @@ def kernels():
         "maxpool_forward": ("ElementwiseKernel", MAXPOOL_FORWARD),
         "maxpool_backward": ("ElementwiseKernel", MAXPOOL_BACKWARD),
         "relu_forward": ("ElementwiseKernel", RELU_FORWARD),
+        "dropout_forward": ("ElementwiseKernel", DROPOUT_FORWARD),
         "softmax_xent_forward": ("ElementwiseKernel", SOFTMAX_XENT_FORWARD),
         "softmax_xent_backward": ("ElementwiseKernel", SOFTMAX_XENT_BACKWARD),
     }

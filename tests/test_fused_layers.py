@@ -84,3 +84,25 @@ def test_channels_last_inputs_pool_and_relu_as_contiguous_ones(backend):
     np.testing.assert_array_equal(backend.asnumpy(d), CPU.relu_backward(want_dx, want_mask))
     if not backend.host_memory:  # the device kernels keep the layout (NumPy's split kernels need not)
         assert d.transpose(0, 2, 3, 1).flags.c_contiguous and dx.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_dropout_keeps_one_minus_ratio_and_resumes_from_a_saved_state(backend, dtype):
+    ratio, n = 0.3, 40000
+    x = backend.asarray(np.random.default_rng(5).standard_normal((100, n // 100)).astype(dtype))
+    rng = backend.rng(7)
+    y, mask = backend.dropout_forward(x, ratio, rng)
+    m = backend.asnumpy(mask).astype(np.float64)
+    scale = float(dtype(1.0 / (1.0 - ratio)))
+    assert set(np.unique(m)) == {0.0, scale} and y.dtype == mask.dtype == dtype
+    np.testing.assert_array_equal(backend.asnumpy(y), backend.asnumpy(x) * backend.asnumpy(mask))
+    kept = np.count_nonzero(m) / n  # binomial: 5 standard deviations
+    assert abs(kept - (1 - ratio)) < 5 * np.sqrt(ratio * (1 - ratio) / n), kept
+    state = rng.get_state()
+    _, second = backend.dropout_forward(x, ratio, rng)
+    assert (backend.asnumpy(second) != m).mean() > 0.3  # a fresh draw, not the same mask again
+    again = backend.rng(0)
+    again.set_state(state)
+    np.testing.assert_array_equal(backend.asnumpy(backend.dropout_forward(x, ratio, again)[1]),
+                                  backend.asnumpy(second))
+    np.testing.assert_array_equal(backend.asnumpy(backend.dropout_forward(x, ratio, backend.rng(7))[1]), m)
