@@ -44,14 +44,16 @@ class FlatState:
         entry = self._entries.get(id(pbuf))
         if entry is not None and entry[0] is pbuf and all(opt.state.get(n) is entry[2][n] for n in names):
             return entry[1]
-        flat = opt.init_state(pbuf)
+        fresh = opt.init_state(pbuf)
+        flat = {k: v for k, v in fresh.items() if hasattr(v, "shape")}  # counters stay per parameter
         be, start, views = backends.of(pbuf), 0, {}
         for n in names:
             p, old = params[n], opt.state.get(n) or {}
-            views[n] = {k: v[start:start + p.size].reshape(p.shape) for k, v in flat.items()}
-            for k, view in views[n].items():
+            views[n] = {k: old.get(k, v) for k, v in fresh.items() if k not in flat}
+            for k, v in flat.items():
+                views[n][k] = v[start:start + p.size].reshape(p.shape)
                 if k in old:  # loaded from a checkpoint, or built by a per-parameter step
-                    view[...] = be.asarray(old[k])
+                    views[n][k][...] = be.asarray(old[k])
             opt.state[n] = views[n]
             start += p.size
         self._entries[id(pbuf)] = (pbuf, flat, views)
