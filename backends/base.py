@@ -141,6 +141,11 @@ class Backend:
         """dL/dx of ReLU: ``dout`` where the mask is set, else 0 (a new array)."""
         return dout * mask
 
+    # -- batches -----------------------------------------------------------------------------
+    def gather_batch(self, x, t, idx):
+        """``(x[idx], t[idx])``: the examples and labels at integer positions ``idx`` (arrays of this backend)."""
+        return x[idx], t[idx]
+
     # -- dropout -----------------------------------------------------------------------------
     def dropout_forward(self, x, ratio, rng):
         """Inverted dropout: ``(x * mask, mask)``, mask = 1 / (1 - ratio) where kept, else 0, in x's dtype.

@@ -197,6 +197,17 @@ class CudaBackend(Backend):
         self.xp.multiply(dout, mask, out=dx)
         return dx
 
+    def gather_batch(self, x, t, idx):
+        """One kernel for the examples and their labels (two takes when a label row is longer than an example)."""
+        n = len(x)
+        row, trow = (x.size // n if n else 0), (t.size // n if n else 0)
+        if not n or not len(idx) or trow > row:
+            return super().gather_batch(x, t, idx)
+        xb = self.xp.empty((len(idx), *x.shape[1:]), dtype=x.dtype)
+        tb = self.xp.empty((len(idx), *t.shape[1:]), dtype=t.dtype)
+        self._kernels.batch_gather(self.xp.ascontiguousarray(x), idx, self.xp.ascontiguousarray(t), row, trow, xb, tb)
+        return xb, tb
+
     def dropout_forward(self, x, ratio, rng):
         """One kernel: the mask from the generator's counter-based stream (:meth:`CupyRNG.reserve`) and x * mask."""
         key, offset = rng.reserve(x.size)

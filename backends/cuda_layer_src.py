@@ -1,4 +1,5 @@
-"""CUDA C of the fused layer kernels: max pooling, ReLU, dropout, softmax + cross-entropy.
+"""CUDA C of the fused layer kernels: max pooling, ReLU, dropout, softmax +
+cross-entropy, the batch gather.
 
 Each runs what the NumPy backend does in several array operations as one elementwise kernel, in the
 same order of floating-point operations where that decides the result (ties in max pooling go to the
@@ -111,6 +112,20 @@ DROPOUT_FORWARD = (
     "xpnet_dropout_forward",
 )
 
+# a mini-batch in one pass: thread i copies element i of the gathered inputs and, for the first trow
+# elements of its row, that row's labels (row >= trow: the caller checks)
+BATCH_GATHER = (
+    "raw X x, raw I idx, raw L t, int64 row, int64 trow",
+    "X xb, raw L tb",
+    """
+    const long long r = i / row, c = i % row;
+    const long long src = (long long)(double)idx[r];
+    xb = x[src * row + c];
+    if (c < trow) tb[r * trow + c] = t[src * trow + c];
+    """,
+    "xpnet_batch_gather",
+)
+
 
 def kernels():
     """``{attribute: (CuPy class name, its constructor's arguments)}`` for the layer kernels."""
@@ -118,6 +133,7 @@ def kernels():
         "maxpool_forward": ("ElementwiseKernel", MAXPOOL_FORWARD),
         "maxpool_backward": ("ElementwiseKernel", MAXPOOL_BACKWARD),
         "relu_forward": ("ElementwiseKernel", RELU_FORWARD),
+        "batch_gather": ("ElementwiseKernel", BATCH_GATHER),
         "dropout_forward": ("ElementwiseKernel", DROPOUT_FORWARD),
         "softmax_xent_forward": ("ElementwiseKernel", SOFTMAX_XENT_FORWARD),
         "softmax_xent_backward": ("ElementwiseKernel", SOFTMAX_XENT_BACKWARD),

@@ -106,3 +106,16 @@ def test_dropout_keeps_one_minus_ratio_and_resumes_from_a_saved_state(backend, d
     np.testing.assert_array_equal(backend.asnumpy(backend.dropout_forward(x, ratio, again)[1]),
                                   backend.asnumpy(second))
     np.testing.assert_array_equal(backend.asnumpy(backend.dropout_forward(x, ratio, backend.rng(7))[1]), m)
+
+
+@pytest.mark.parametrize("labels", ["indices", "one-hot", "wide"])
+def test_gather_batch_equals_fancy_indexing(backend, labels):
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 255, (20, 1, 3, 2)).astype(np.uint8)  # 6 values per example
+    t = {"indices": rng.integers(0, 10, 20), "one-hot": np.eye(5, dtype=np.float32)[rng.integers(0, 5, 20)],
+         "wide": rng.random((20, 9)).astype(np.float32)}[labels]  # wide: a label row longer than an example
+    idx = rng.permutation(20)[:7]
+    xb, tb = backend.gather_batch(backend.asarray(x), backend.asarray(t), backend.asarray(idx))
+    np.testing.assert_array_equal(backend.asnumpy(xb), x[idx])
+    np.testing.assert_array_equal(backend.asnumpy(tb), t[idx])
+    assert xb.dtype == x.dtype and tb.dtype == t.dtype
