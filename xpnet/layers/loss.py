@@ -17,6 +17,10 @@ class SoftmaxCrossEntropy(Layer):
     Shapes:
         y (N, K) scores; t (N,) integer class indices or (N, K) one-hot / probabilities.
         Returns a 0-d array of y's dtype (float32 for float16 scores).
+
+    Integer labels given as a NumPy array are checked to lie in [0, K) on the host; labels already on
+    the device are not checked here (reading them back would cost a host sync every step); the CUDA
+    backend's fused kernel gives a NaN loss for a label outside [0, K).
     """
 
     classifies = True  # y are class scores: accuracy means something
@@ -25,10 +29,10 @@ class SoftmaxCrossEntropy(Layer):
         self.check_input(y, 2, "(N, classes)")
         be = backends.of(y)
         xp = be.xp
-        host_labels = t if be.host_memory or not be.owns(t) else None  # checked without a device sync
+        N, K = y.shape
+        host = t if isinstance(t, np.ndarray) else None  # checked on the host (free), not read back
         if not be.owns(t):
             t = be.asarray(t)
-        N, K = y.shape
         if N == 0:
             raise ShapeError(f"{self._label()}: expected a batch of at least one example, got shape {(N, K)}")
         self.out_dtype = y.dtype
@@ -45,15 +49,17 @@ class SoftmaxCrossEntropy(Layer):
             raise ShapeError(f"{self._label()}: expected labels of shape ({N},) or ({N}, {K}), got {t.shape}")
         if t.dtype.kind not in "iu":
             raise ShapeError(f"{self._label()}: integer labels expected, got dtype {t.dtype}")
-        if host_labels is not None:
-            lo, hi = int(np.min(host_labels)), int(np.max(host_labels))
-            if lo < 0 or hi >= K:
-                raise ShapeError(f"{self._label()}: labels must be in [0, {K}), got values in [{lo}, {hi}]")
-        # labels already on a device go unchecked (a host sync): there an out-of-range label gives a NaN
-        # loss; the Trainer checks every label once, before training
+        if host is not None:
+            self._check_labels(host, K)
         self.t = t
         loss, self.p = be.softmax_cross_entropy(y, t)
         return loss
+
+    def _check_labels(self, t, K):
+        """Host integer labels (N,) must lie in [0, K). Device labels are not read back (each read is a host
+        sync): the Trainer checks its datasets once, before the first step."""
+        if t.size and (t.min() < 0 or t.max() >= K):
+            raise ShapeError(f"{self._label()}: labels must be in [0, {K}), got values in [{t.min()}, {t.max()}]")
 
     def backward(self, dout=1.0):
         be = backends.of(self.p)
