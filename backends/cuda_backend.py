@@ -257,7 +257,8 @@ class CudaBackend(CudaCollectives, Backend):
         """One kernel: the mask from the generator's counter-based stream (:meth:`CupyRNG.reserve`) and x * mask."""
         key, offset = rng.reserve(x.size)
         y, mask = self.xp.empty_like(x), self.xp.empty_like(x)
-        self._kernels.dropout_forward(x, key, offset, float(ratio), x.dtype.type(1.0 / (1.0 - ratio)), y, mask)
+        scale = x.dtype.type(1.0 / (1.0 - ratio))
+        self._kernels.dropout_forward(x, np.uint64(key), np.uint64(offset), float(ratio), scale, y, mask)
         return y, mask
 
     def softmax_cross_entropy(self, y, t):
