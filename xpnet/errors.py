@@ -50,3 +50,7 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, epoch, step, checkpoint=None):
         super().__init__(f"interrupted at epoch {epoch} step {step}")
         self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
+
+
+class ExportError(XpnetError, ValueError):
+    """A model cannot be exported (a layer the exporter does not know, a file it must not overwrite)."""
