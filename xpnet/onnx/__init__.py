@@ -7,7 +7,7 @@ when first used, so ``import xpnet.onnx`` works without them.
 from xpnet.onnx.converters import CONVERTERS, converter
 from xpnet.onnx.deps import INSTALL, OnnxUnavailableError
 from xpnet.onnx.export import IR_VERSION, OPSET, export, metadata, to_proto
-from xpnet.onnx.runtime import OnnxModel
+from xpnet.onnx.runtime import OnnxModel, compare
 
-__all__ = ["CONVERTERS", "INSTALL", "IR_VERSION", "OPSET", "OnnxModel", "OnnxUnavailableError", "converter",
+__all__ = ["CONVERTERS", "INSTALL", "IR_VERSION", "OPSET", "OnnxModel", "OnnxUnavailableError", "compare", "converter",
            "export", "metadata", "to_proto"]

@@ -138,21 +138,29 @@ def batchnorm(g, layer, x, shape, path):
 
 @converter(LocalResponseNormalization)
 def lrn(g, layer, x, shape, path):
-    # ONNX: y = x / (bias + alpha / size * sum) ** beta; xpnet's alpha multiplies the plain sum.
-    attrs = dict(size=layer.size, alpha=layer.alpha * layer.size, beta=layer.beta, bias=layer.k)
     if layer.size % 2:
-        return g.node("LRN", [x], path, **attrs), shape
-    # An even window reaches one channel further down in xpnet (size // 2 below, size // 2 - 1 above) but
-    # one further up in ONNX (ceil((size - 1) / 2) above): the mirror image. Reversing the channels, applying
-    # ONNX's LRN and reversing back gives xpnet's window exactly.
-    flipped = _reverse_channels(g, x, f"{path}.reversed")
-    return _reverse_channels(g, g.node("LRN", [flipped], f"{path}.lrn", **attrs), path), shape
+        # ONNX: y = x / (bias + alpha / size * sum) ** beta; xpnet's alpha multiplies the plain sum. For an
+        # odd size both windows reach (size - 1) / 2 channels either way.
+        return g.node("LRN", [x], path, size=layer.size, alpha=layer.alpha * layer.size, beta=layer.beta,
+                      bias=layer.k), shape
+    return _lrn_even(g, layer, x, shape, path), shape
 
 
-def _reverse_channels(g, x, name):
-    args = [g.ints(f"{name}.{k}", [v]) for k, v in
-            (("starts", -1), ("ends", np.iinfo(np.int64).min), ("axes", 1), ("steps", -1))]
-    return g.node("Slice", [x, *args], name)
+def _lrn_even(g, layer, x, shape, path):
+    """xpnet's LRN from primitives: for an even size the windows differ (xpnet reaches size // 2 channels
+    below and size // 2 - 1 above, ONNX the mirror image) and onnxruntime runs odd sizes only."""
+    dtype = g.dtype
+    squares = g.node("Mul", [x, x], f"{path}.squares")
+    stacked = g.node("Unsqueeze", [squares, g.ints(f"{path}.axis", [1])], f"{path}.stacked")  # (N, 1, C, H, W)
+    window = g.const(f"{path}.window", np.ones((1, 1, layer.size, 1, 1)), dtype)
+    # a 3-D convolution with a ones kernel over (C, H, W): the window sum along channels, zeros outside
+    summed = g.node("Conv", [stacked, window], f"{path}.sum", kernel_shape=[layer.size, 1, 1],
+                    pads=[layer.lo, 0, 0, layer.hi, 0, 0])
+    summed = g.node("Squeeze", [summed, g.ints(f"{path}.axis", [1])], f"{path}.window_sum")
+    scaled = g.node("Mul", [summed, g.const(f"{path}.alpha", np.array(layer.alpha), dtype)], f"{path}.scaled")
+    scale = g.node("Add", [scaled, g.const(f"{path}.k", np.array(layer.k), dtype)], f"{path}.scale")
+    inv = g.node("Pow", [scale, g.const(f"{path}.neg_beta", np.array(-layer.beta), dtype)], f"{path}.inv")
+    return g.node("Mul", [x, inv], path)
 
 
 # -- dense, reshaping, elementwise ----------------------------------------------------------------------

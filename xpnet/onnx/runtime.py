@@ -66,3 +66,28 @@ class OnnxModel:
 
 def _fmt(shape):
     return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+
+
+def compare(onnx_model, model, x, batch_size=1000):
+    """Run ``x`` through both engines in batches; how far apart are their scores?
+
+    Args:
+        onnx_model: an :class:`OnnxModel`. model: an xpnet Model (any backend). x: (N, ...) inputs.
+
+    Returns:
+        dict with ``n``, ``argmax_agree`` (examples whose top class is the same), ``max_abs_diff``
+        (largest |score difference| over all N x classes scores) and ``max_abs_score`` (largest |score|
+        from xpnet, for scale).
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"compare: batch_size must be >= 1, got {batch_size!r}")
+    be = model.backend
+    agree, diff, scale = 0, 0.0, 0.0
+    for i in range(0, len(x), batch_size):
+        batch = x[i : i + batch_size]
+        ours = be.asnumpy(model.predict(batch)).astype(np.float64)
+        theirs = onnx_model.predict(batch).astype(np.float64)
+        agree += int((ours.argmax(axis=1) == theirs.argmax(axis=1)).sum())
+        diff = max(diff, float(np.abs(ours - theirs).max()))
+        scale = max(scale, float(np.abs(ours).max()))
+    return {"n": len(x), "argmax_agree": agree, "max_abs_diff": diff, "max_abs_score": scale}
