@@ -11,7 +11,7 @@ from xpnet.onnx.converters import convert
 from xpnet.onnx.deps import require
 from xpnet.onnx.graph import GraphBuilder
 
-OPSET = 17  # every op used here is unchanged since opset 13-17; onnxruntime has run opset 17 since 1.13
+OPSET = 17  # onnx 1.12 (2022): old enough for most deployed runtimes; every op used here is in it
 IR_VERSION = 8  # the IR version that introduced opset 17: readers as old as that runtime accept the file
 INPUT, OUTPUT, BATCH = "input", "logits", "batch"
 PRODUCER = "xpnet"
