@@ -146,3 +146,21 @@ def test_cli_errors_are_one_line(onnx, args, fragments, tmp_path, capsys):
     (tmp_path / "m.npz.onnx").write_bytes((tmp_path / "m.npz").read_bytes())
     code = main([a.format(d=tmp_path) for a in args])
     assert_one_line_error(code, capsys.readouterr().err, *fragments)
+
+
+def test_compare_counts_agreement_and_the_largest_difference(onnx, tmp_path, rng):
+    model = models.MLP(input_size=8, hidden_size_list=[6], output_size=4)
+    model.to_onnx(tmp_path / "m.onnx")
+    runner = xpnet.onnx.OnnxModel(tmp_path / "m.onnx")
+    x = rng.random((50, 8), dtype=np.float32)
+    t = model.predict(x).argmax(axis=1)  # the exported model scores 1.0 on these labels, another less
+    same = xpnet.onnx.compare(runner, model, x, t, batch_size=7)
+    assert same["n"] == same["argmax_agree"] == 50 and same["max_abs_diff"] < 1e-5
+    assert same["accuracy_xpnet"] == model.accuracy(x, t) and same["accuracy_onnx"] == runner.accuracy(x, t)
+    other = models.MLP(input_size=8, hidden_size_list=[6], output_size=4, seed=3)
+    diff = xpnet.onnx.compare(runner, other, x, t, batch_size=7)
+    want = np.abs(model.predict(x) - other.predict(x)).max()
+    assert diff["argmax_agree"] < 50 and diff["accuracy_onnx"] == same["accuracy_onnx"]
+    assert diff["accuracy_xpnet"] == other.accuracy(x, t) < same["accuracy_xpnet"] == 1.0
+    assert "accuracy_xpnet" not in xpnet.onnx.compare(runner, model, x)
+    np.testing.assert_allclose(diff["max_abs_diff"], want, rtol=1e-5)

@@ -68,8 +68,8 @@ def _compare(args, onnx_model, x, t):
     model = xpnet.load(args.compare, backend=be)
     if onnx_model.meta.get("xpnet.sha256") not in (None, arrays_sha256(model.state_dict())):
         print(f"note: {args.compare} holds other weights than the ones {args.model} was exported from")
-    stats = compare(onnx_model, model, x, batch_size=args.batch_size)
-    print(f"xpnet on {be.name}: test accuracy {model.accuracy(x, t, batch_size=args.batch_size):.4f}")
+    stats = compare(onnx_model, model, x, t, batch_size=args.batch_size)
+    print(f"xpnet on {be.name}: test accuracy {stats['accuracy_xpnet']:.4f}")
     print(f"argmax agreement: {stats['argmax_agree']}/{stats['n']}; max |logit difference| "
           f"{stats['max_abs_diff']:.3g} (largest |logit| {stats['max_abs_score']:.3g})")
 

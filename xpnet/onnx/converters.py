@@ -150,13 +150,13 @@ def _lrn_even(g, layer, x, shape, path):
     """xpnet's LRN from primitives: for an even size the windows differ (xpnet reaches size // 2 channels
     below and size // 2 - 1 above, ONNX the mirror image) and onnxruntime runs odd sizes only."""
     dtype = g.dtype
-    squares = g.node("Mul", [x, x], f"{path}.squares")
-    stacked = g.node("Unsqueeze", [squares, g.ints(f"{path}.axis", [1])], f"{path}.stacked")  # (N, 1, C, H, W)
+    squares, axis = g.node("Mul", [x, x], f"{path}.squares"), g.ints(f"{path}.axis", [1])
+    stacked = g.node("Unsqueeze", [squares, axis], f"{path}.stacked")  # (N, 1, C, H, W)
     window = g.const(f"{path}.window", np.ones((1, 1, layer.size, 1, 1)), dtype)
     # a 3-D convolution with a ones kernel over (C, H, W): the window sum along channels, zeros outside
     summed = g.node("Conv", [stacked, window], f"{path}.sum", kernel_shape=[layer.size, 1, 1],
                     pads=[layer.lo, 0, 0, layer.hi, 0, 0])
-    summed = g.node("Squeeze", [summed, g.ints(f"{path}.axis", [1])], f"{path}.window_sum")
+    summed = g.node("Squeeze", [summed, axis], f"{path}.window_sum")
     scaled = g.node("Mul", [summed, g.const(f"{path}.alpha", np.array(layer.alpha), dtype)], f"{path}.scaled")
     scale = g.node("Add", [scaled, g.const(f"{path}.k", np.array(layer.k), dtype)], f"{path}.scale")
     inv = g.node("Pow", [scale, g.const(f"{path}.neg_beta", np.array(-layer.beta), dtype)], f"{path}.inv")

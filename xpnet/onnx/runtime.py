@@ -68,26 +68,37 @@ def _fmt(shape):
     return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
 
 
-def compare(onnx_model, model, x, batch_size=1000):
+def compare(onnx_model, model, x, t=None, batch_size=1000):
     """Run ``x`` through both engines in batches; how far apart are their scores?
 
     Args:
         onnx_model: an :class:`OnnxModel`. model: an xpnet Model (any backend). x: (N, ...) inputs.
+        t: optional labels (N,) or one-hot (N, classes); then both accuracies are reported too.
 
     Returns:
         dict with ``n``, ``argmax_agree`` (examples whose top class is the same), ``max_abs_diff``
-        (largest |score difference| over all N x classes scores) and ``max_abs_score`` (largest |score|
-        from xpnet, for scale).
+        (largest |score difference| over all N x classes scores), ``max_abs_score`` (largest |score|
+        from xpnet, for scale) and, with ``t``, ``accuracy_xpnet`` and ``accuracy_onnx``.
     """
     if int(batch_size) < 1:
         raise ValueError(f"compare: batch_size must be >= 1, got {batch_size!r}")
+    if t is not None and len(t) != len(x):
+        raise ShapeError(f"compare: {len(x)} inputs but {len(t)} labels")
     be = model.backend
-    agree, diff, scale = 0, 0.0, 0.0
+    agree, diff, scale, correct = 0, 0.0, 0.0, np.zeros(2, dtype=np.int64)
     for i in range(0, len(x), batch_size):
         batch = x[i : i + batch_size]
         ours = be.asnumpy(model.predict(batch)).astype(np.float64)
         theirs = onnx_model.predict(batch).astype(np.float64)
-        agree += int((ours.argmax(axis=1) == theirs.argmax(axis=1)).sum())
+        top = ours.argmax(axis=1), theirs.argmax(axis=1)
+        agree += int((top[0] == top[1]).sum())
         diff = max(diff, float(np.abs(ours - theirs).max()))
         scale = max(scale, float(np.abs(ours).max()))
-    return {"n": len(x), "argmax_agree": agree, "max_abs_diff": diff, "max_abs_score": scale}
+        if t is not None:
+            labels = np.asarray(t[i : i + batch_size])
+            labels = labels.argmax(axis=1) if labels.ndim != 1 else labels
+            correct += [int((top[k] == labels).sum()) for k in (0, 1)]
+    out = {"n": len(x), "argmax_agree": agree, "max_abs_diff": diff, "max_abs_score": scale}
+    if t is not None:
+        out.update(accuracy_xpnet=correct[0] / len(x), accuracy_onnx=correct[1] / len(x))
+    return out
