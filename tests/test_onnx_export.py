@@ -40,9 +40,7 @@ def export_checked(model, path, **kw):
 
 def wrap(*layers, input_dim):
     """A Model around a Sequential of ``layers`` taking (N, *input_dim)."""
-    key = "input_size" if len(input_dim) == 1 else "input_dim"
-    value = input_dim[0] if len(input_dim) == 1 else list(input_dim)
-    return Model(L.Sequential(*layers), L.SoftmaxCrossEntropy(), {key: value})
+    return Model(L.Sequential(*layers), L.SoftmaxCrossEntropy(), {}, input_shape=input_dim)
 
 
 def randomize_batchnorm(model, rng):
@@ -136,7 +134,7 @@ def test_every_model_matches_onnxruntime(case, tmp_path, rng):
     model = MODEL_CASES[case]()
     randomize_batchnorm(model, rng)
     export_checked(model, tmp_path / "m.onnx")
-    dims = model.config.get("input_dim") or [model.config["input_size"]]
+    dims = model.input_shape
     for n in (1, 6):  # the batch axis is dynamic
         x = rng.random((n, *dims), dtype=np.float32)
         want, got = model.predict(x), run_onnx(tmp_path / "m.onnx", x)

@@ -62,7 +62,7 @@ def test_fixed_batch(onnx, tmp_path, rng):
 def test_unknown_layer_is_named_by_its_dotted_path(onnx, tmp_path):
     net = L.Sequential(("conv", L.Conv2D(1, 2, 3, pad=1)),
                        ("block", L.Residual(L.Sequential(("odd", Mystery()), ("relu", L.ReLU())))))
-    model = Model(net, L.SoftmaxCrossEntropy(), {"input_dim": [1, 4, 4]})
+    model = Model(net, L.SoftmaxCrossEntropy(), {}, input_shape=(1, 4, 4))
     (tmp_path / "m.onnx").write_bytes(b"kept")
     with pytest.raises(ExportError, match=r"layer 'block\.body\.odd' \(Mystery\).*knows .*Conv2D"):
         model.to_onnx(tmp_path / "m.onnx")
@@ -74,7 +74,7 @@ def test_subclass_needs_its_own_converter(onnx, tmp_path):
         def forward(self, x, train=False):
             return super().forward(x, train) * 2
 
-    model = Model(L.Sequential(Doubled()), L.SoftmaxCrossEntropy(), {"input_size": 3})
+    model = Model(L.Sequential(Doubled()), L.SoftmaxCrossEntropy(), {}, input_shape=(3,))
     with pytest.raises(ExportError, match="'doubled1' \\(Doubled\\)"):
         model.to_onnx(tmp_path / "m.onnx")
 

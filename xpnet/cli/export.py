@@ -2,6 +2,7 @@
 
 import time
 
+from xpnet.cli.config import plain
 from xpnet.cli.data import load_dataset
 from xpnet.errors import DataError
 
@@ -11,7 +12,7 @@ def add_export(sub):
     p.add_argument("model", help="a model file saved by xpnet (.npz)")
     p.add_argument("out", help="the .onnx file to write (replaced only if xpnet wrote it)")
     p.add_argument("--batch", type=int, default=None, help="a fixed batch size (default: a dynamic batch axis)")
-    p.set_defaults(func=run_export)
+    p.set_defaults(func=run_export, configure=plain)
 
 
 def add_eval_args(p):
@@ -25,7 +26,7 @@ def is_onnx(path):
     return str(path).lower().endswith(".onnx")
 
 
-def run_export(args):
+def run_export(args, world=None):
     import xpnet
     from xpnet.onnx import OPSET
 

@@ -8,6 +8,7 @@ a subclass may compute something else, so it needs a converter of its own (:func
 
 import numpy as np
 
+from xpnet.backends.shapes import out_size
 from xpnet.errors import ExportError
 from xpnet.layers import (
     Affine,
@@ -26,7 +27,6 @@ from xpnet.layers import (
     Sigmoid,
     Tanh,
 )
-from xpnet.utils import conv_output_size
 
 CONVERTERS = {}
 
@@ -98,8 +98,7 @@ def conv2d(g, layer, x, shape, path):
 
 def _pool_shape(layer, shape):
     N, C, H, W = shape
-    return (N, C, conv_output_size(H, layer.KH, layer.stride[0], layer.pad[0]),
-            conv_output_size(W, layer.KW, layer.stride[1], layer.pad[1]))
+    return (N, C, *out_size(H, W, layer.KH, layer.KW, layer.stride, layer.pad))
 
 
 def _pool_attrs(layer):

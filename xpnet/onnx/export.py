@@ -18,12 +18,11 @@ PRODUCER = "xpnet"
 
 
 def example_shape(model):
-    """One example's shape, from the model's config: ``input_dim`` (C, H, W) or ``input_size`` (D,)."""
-    dims = model.config.get("input_dim") or ([model.config["input_size"]] if "input_size" in model.config else None)
-    if not dims:
-        raise ExportError(f"{type(model).__name__}: its config names no input_dim or input_size; pass "
+    """One example's shape: ``model.input_shape`` ((C, H, W), or (D,) for a flat input)."""
+    if model.input_shape is None:
+        raise ExportError(f"{type(model).__name__}: its input shape is not known (input_shape=None); pass "
                           f"input_shape=(C, H, W) to export it")
-    return tuple(int(d) for d in dims)
+    return tuple(model.input_shape)
 
 
 def metadata(model):
@@ -43,7 +42,7 @@ def to_proto(model, batch=None, input_shape=None):
     Args:
         model: an :class:`xpnet.models.Model` on any backend.
         batch: a fixed batch size, or None for a dynamic batch axis named ``"batch"``.
-        input_shape: one example's shape when the model's config does not give it.
+        input_shape: one example's shape, for a model built without one.
 
     Returns:
         ``onnx.ModelProto`` with input ``"input"`` (batch, *example shape) and output ``"logits"``

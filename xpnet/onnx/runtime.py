@@ -59,7 +59,7 @@ class OnnxModel:
     def accuracy(self, x, t, batch_size=100):
         """Fraction of ``x`` classified as ``t`` (indices or one-hot), evaluated in batches."""
         from xpnet import backends
-        from xpnet.models.base import batched_accuracy
+        from xpnet.models.selection import batched_accuracy
 
         return batched_accuracy(self.predict, backends.get("numpy"), x, t, batch_size)
 
