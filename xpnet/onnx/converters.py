@@ -51,7 +51,7 @@ def convert(g, layer, x, shape, path):
     fn = CONVERTERS.get(type(layer))
     if fn is None:
         known = ", ".join(sorted(cls.__name__ for cls in CONVERTERS))
-        raise ExportError(f"cannot export layer '{path}' ({type(layer).__name__}) to ONNX: no converter for "
+        raise ExportError(f"cannot export layer '{path or 'net'}' ({type(layer).__name__}) to ONNX: no converter for "
                           f"{type(layer).__name__}; the exporter knows {known}")
     return fn(g, layer, x, tuple(shape), path)
 
