@@ -2,18 +2,19 @@
 
 onnxruntime is an independent engine, so agreement with ``model.predict`` checks the exported graph
 (padding, pooling divisor, LRN's alpha and window, BatchNorm's inference form) and xpnet's arithmetic.
-Skipped cleanly when onnx or onnxruntime is missing (``pip install "xpnet[onnx]"``).
+Skipped cleanly when onnx or onnxruntime is missing (``pip install "xpnet[onnx]"``), except in CI.
 """
 
 import numpy as np
 import pytest
+from onnx_helpers import require
 
 from xpnet import layers as L
 from xpnet import models
 from xpnet.models.base import Model
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+onnx = require("onnx")
+ort = require("onnxruntime")
 
 EPS32 = float(np.finfo(np.float32).eps)
 

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from onnx_helpers import require
 from test_cli import assert_one_line_error, make_idx_dir
 
 import xpnet
@@ -18,8 +19,8 @@ from xpnet.serialization import arrays_sha256
 
 @pytest.fixture
 def onnx():
-    pytest.importorskip("onnxruntime")
-    return pytest.importorskip("onnx")
+    require("onnxruntime")
+    return require("onnx")
 
 
 class Mystery(L.Layer):
