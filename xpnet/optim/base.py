@@ -1,5 +1,7 @@
 """The Optimizer loop: clipping, weight decay, lazy per-parameter state; subclasses write one rule."""
 
+import numpy as np
+
 from xpnet import backends
 
 
@@ -85,19 +87,18 @@ class Optimizer:
         state = self.state.get(name)
         if state is None:
             state = self.state[name] = self.init_state(p)
-        elif state and type(next(iter(state.values()))) is not type(p):
+        elif any(type(v) is not type(p) for v in state.values() if not isinstance(v, int)):
             be = backends.of(p)  # loaded from a checkpoint, or the model moved device
-            state = self.state[name] = {k: be.asarray(v) for k, v in state.items()}
+            state = self.state[name] = {k: v if isinstance(v, int) else be.asarray(v) for k, v in state.items()}
         return state
 
     def state_dict(self):
-        """Step count, hyperparameters and per-parameter state as NumPy arrays."""
+        """Step count, hyperparameters and per-parameter state as NumPy arrays (counters as 0-d int64)."""
         return {
             "type": type(self).__name__,
             "t": self.t,
             "hyperparams": self.hyperparams(),
-            # copies: on the NumPy backend asnumpy returns the live array, which step() updates in place
-            "state": {n: {k: backends.of(v).asnumpy(v).copy() for k, v in s.items()} for n, s in self.state.items()},
+            "state": {n: {k: _to_host(v) for k, v in s.items()} for n, s in self.state.items()},
         }
 
     def load_state_dict(self, d):
@@ -105,4 +106,19 @@ class Optimizer:
         if d.get("type") != type(self).__name__:
             raise ValueError(f"optimizer state is for {d.get('type')!r}, not {type(self).__name__}")
         self.t = int(d["t"])
-        self.state = {n: {k: v.copy() for k, v in s.items()} for n, s in d["state"].items()}  # never alias d
+        self.state = {n: {k: _from_host(v) for k, v in s.items()} for n, s in d["state"].items()}
+
+
+def _to_host(value):
+    """A NumPy copy of a state entry: arrays (step() updates the live ones in place), counters as 0-d int64."""
+    if isinstance(value, int):
+        return np.asarray(value, dtype=np.int64)
+    return backends.of(value).asnumpy(value).copy()
+
+
+def _from_host(value):
+    """The live form of a saved state entry: a copy (never alias the dict), 0-d integers back to int."""
+    value = np.asarray(value) if not hasattr(value, "ndim") else value
+    if value.ndim == 0 and value.dtype.kind in "iu":
+        return int(value)
+    return value.copy()

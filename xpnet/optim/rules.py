@@ -36,14 +36,18 @@ class Momentum(Optimizer):
 
 
 class Nesterov(Momentum):
-    """Nesterov's accelerated gradient (Sutskever et al. 2013), as in the book."""
+    """Nesterov's accelerated gradient (Sutskever et al. 2013), as PyTorch's ``SGD(nesterov=True)``.
+
+    v = momentum * v + g; p -= lr * (g + momentum * v): the gradient step plus the momentum step taken
+    from the updated velocity (the look-ahead), so the first step is (1 + momentum) * lr * g. Unlike
+    :class:`Momentum`, ``v`` holds gradients, not steps: a learning-rate schedule rescales it at once.
+    """
 
     def update(self, p, g, state, lr):
         v, mu = state["v"], self.momentum
         v *= mu
-        v -= lr * g
-        p += mu * mu * v
-        p -= (1 + mu) * lr * g
+        v += g
+        p -= lr * (g + mu * v)
 
 
 class AdaGrad(Optimizer):
@@ -83,7 +87,11 @@ class RMSprop(AdaGrad):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba 2015) with bias correction; ``weight_decay`` adds an L2 term to g."""
+    """Adam (Kingma & Ba 2015) with bias correction; ``weight_decay`` adds an L2 term to g.
+
+    The bias correction counts each parameter's own updates (``state["step"]``, as PyTorch does): a
+    parameter that first gets a gradient late (frozen, then unfrozen) starts as a fresh one would.
+    """
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, **kw):
         super().__init__(lr, **kw)
@@ -95,14 +103,22 @@ class Adam(Optimizer):
         return {**super().hyperparams(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
     def init_state(self, p):
-        return {"m": _zeros_like(p), "v": _zeros_like(p)}
+        return {"m": _zeros_like(p), "v": _zeros_like(p), "step": 0}
+
+    def load_state_dict(self, d):
+        """As :meth:`Optimizer.load_state_dict`; state saved without per-parameter step counts (older
+        xpnet counted the optimizer's steps only) gets the optimizer's count, the value it then used."""
+        super().load_state_dict(d)
+        for state in self.state.values():
+            state.setdefault("step", self.t)
 
     def update(self, p, g, state, lr):
         m, v = state["m"], state["v"]
+        state["step"] = t = state["step"] + 1
         m += (1 - self.beta1) * (g - m)
         v += (1 - self.beta2) * (g * g - v)
-        c1 = 1 - self.beta1**self.t
-        c2 = 1 - self.beta2**self.t
+        c1 = 1 - self.beta1**t
+        c2 = 1 - self.beta2**t
         p -= (lr / c1) * m / (backends.of(p).xp.sqrt(v / c2) + self.eps)
 
 
