@@ -33,6 +33,8 @@ SAFETY = 4.0
 
 def bound(dtype, *, terms, scale=1.0, safety=SAFETY):
     """``safety * terms * eps(dtype) * scale``: the largest difference two roundings may make."""
+    if not terms > 0 or np.any(np.asarray(scale) < 0):
+        raise ValueError(f"tolerance: terms must be > 0 and scale >= 0, got terms={terms!r}, scale={scale!r}")
     return safety * terms * float(np.finfo(np.dtype(dtype)).eps) * np.asarray(scale, dtype=np.float64)
 
 
