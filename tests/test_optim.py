@@ -340,3 +340,32 @@ def test_get_by_name():
     with pytest.raises(ValueError) as exc:
         optim.get("adamax")
     assert "adamax" in str(exc.value) and "sgd" in str(exc.value) and "adamw" in str(exc.value)
+
+
+def test_adam_unfrozen_layer_starts_fresh_on_the_flat_path(backend, rng):
+    # fc2 frozen for 3 steps, then everything trains: the model hands flat buffers (the fused kernel on
+    # CUDA) whose parameters have taken 3 and 0 steps; fc2's first update is a fresh Adam's first one,
+    # lr * g / (|g| + eps), and fc1 goes on with its 4th
+    from xpnet.models import MLP
+    from xpnet.optim import flat
+
+    model = MLP(input_size=4, hidden_size_list=[3], output_size=2, seed=0, dtype="float64")
+    x, t = rng.standard_normal((5, 4)), np.array([0, 1, 1, 0, 1])
+    opt = Adam(lr=0.1)
+    model.freeze("fc2")
+    for _ in range(3):
+        model.loss(x, t)
+        opt.step(model.trainable_params, model.backward())
+    model.unfreeze()
+    before = backend.asnumpy(model.params["fc2.W"]).copy()
+    model.loss(x, t)
+    grads = model.backward()
+    g = backend.asnumpy(grads["fc2.W"]).copy()
+    assert flat.pairs(model.trainable_params, grads) is not None  # the flat path
+    opt.step(model.trainable_params, grads)
+    assert opt.state["fc2.W"]["step"] == 1 and opt.state["fc1.W"]["step"] == 4
+    assert_close(backend.asnumpy(model.params["fc2.W"]), before - 0.1 * g / (np.abs(g) + 1e-8), terms=6,
+                 scale=np.abs(before) + 0.1)
+    model.loss(x, t)
+    opt.step(model.trainable_params, model.backward())
+    assert opt.state["fc2.W"]["step"] == 2 and opt.state["fc1.W"]["step"] == 5

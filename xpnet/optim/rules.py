@@ -11,12 +11,16 @@ def _zeros_like(p):
 class SGD(Optimizer):
     """p -= lr * g."""
 
+    fused = "sgd"
+
     def update(self, p, g, state, lr):
         p -= lr * g
 
 
 class Momentum(Optimizer):
     """v = momentum * v - lr * g; p += v (the book's form)."""
+
+    fused = "momentum"
 
     def __init__(self, lr=0.01, momentum=0.9, **kw):
         super().__init__(lr, **kw)
@@ -27,6 +31,9 @@ class Momentum(Optimizer):
 
     def init_state(self, p):
         return {"v": _zeros_like(p)}
+
+    def fused_args(self, lr, step):
+        return (self.momentum,)
 
     def update(self, p, g, state, lr):
         v = state["v"]
@@ -43,6 +50,8 @@ class Nesterov(Momentum):
     :class:`Momentum`, ``v`` holds gradients, not steps: a learning-rate schedule rescales it at once.
     """
 
+    fused = "nesterov"
+
     def update(self, p, g, state, lr):
         v, mu = state["v"], self.momentum
         v *= mu
@@ -52,6 +61,8 @@ class Nesterov(Momentum):
 
 class AdaGrad(Optimizer):
     """h += g^2; p -= lr * g / (sqrt(h) + eps)."""
+
+    fused = "adagrad"
 
     def __init__(self, lr=0.01, eps=1e-7, **kw):
         super().__init__(lr, **kw)
@@ -63,6 +74,9 @@ class AdaGrad(Optimizer):
     def init_state(self, p):
         return {"h": _zeros_like(p)}
 
+    def fused_args(self, lr, step):
+        return (self.eps,)
+
     def update(self, p, g, state, lr):
         h = state["h"]
         h += g * g
@@ -72,12 +86,17 @@ class AdaGrad(Optimizer):
 class RMSprop(AdaGrad):
     """h = decay * h + (1 - decay) * g^2; p -= lr * g / (sqrt(h) + eps)."""
 
+    fused = "rmsprop"
+
     def __init__(self, lr=0.01, decay=0.99, eps=1e-7, **kw):
         super().__init__(lr, eps=eps, **kw)
         self.decay = _check("decay", decay, 0.0, 1.0)
 
     def hyperparams(self):
         return {**super().hyperparams(), "decay": self.decay}
+
+    def fused_args(self, lr, step):
+        return (self.decay, self.eps)
 
     def update(self, p, g, state, lr):
         h = state["h"]
@@ -92,6 +111,8 @@ class Adam(Optimizer):
     The bias correction counts each parameter's own updates (``state["step"]``, as PyTorch does): a
     parameter that first gets a gradient late (frozen, then unfrozen) starts as a fresh one would.
     """
+
+    fused = "adam"
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, **kw):
         super().__init__(lr, **kw)
@@ -112,6 +133,10 @@ class Adam(Optimizer):
         for state in self.state.values():
             state.setdefault("step", self.t)
 
+    def fused_args(self, lr, step):
+        # step: the buffer's parameters' own update count, this step included
+        return (self.beta1, self.beta2, self.eps, lr / (1 - self.beta1**step), 1 - self.beta2**step)
+
     def update(self, p, g, state, lr):
         m, v = state["m"], state["v"]
         state["step"] = t = state["step"] + 1
@@ -126,9 +151,13 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019): p -= lr * wd * p, then Adam."""
 
     decoupled_weight_decay = True
+    fused = "adamw"
 
     def __init__(self, lr=0.001, weight_decay=0.01, **kw):
         super().__init__(lr, weight_decay=weight_decay, **kw)
+
+    def fused_args(self, lr, step):
+        return (*super().fused_args(lr, step), lr * self.weight_decay)
 
     def update(self, p, g, state, lr):
         if self.weight_decay:
