@@ -8,6 +8,7 @@ Skipped cleanly when onnx or onnxruntime is missing (``pip install "xpnet[onnx]"
 import numpy as np
 import pytest
 from onnx_helpers import require
+from tolerance import assert_close
 
 from xpnet import layers as L
 from xpnet import models
@@ -15,18 +16,6 @@ from xpnet.models.base import Model
 
 onnx = require("onnx")
 ort = require("onnxruntime")
-
-EPS32 = float(np.finfo(np.float32).eps)
-
-
-def sum_bound(terms, scale, safety=2.0):
-    """How far two float32 engines may disagree on sums of ``terms`` products of magnitude ``scale``.
-
-    Each engine's sum is within terms * eps * scale of the exact one whatever its order (the standard
-    worst-case bound); two engines, so twice that is the bound on their difference.
-    """
-    return safety * terms * EPS32 * scale
-
 
 def run_onnx(path, x):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -101,7 +90,7 @@ def test_each_layer_matches_onnxruntime(case, tmp_path, rng):
     assert got.shape == want.shape and got.dtype == np.float32
     # one term's magnitude: an input times a weight (LRN and BatchNorm only shrink or rescale by their params)
     scale = float(np.abs(x).max()) * max([1.0, *(float(np.abs(p).max()) for p in model.params.values())])
-    np.testing.assert_allclose(got, want, rtol=0, atol=sum_bound(terms, scale))
+    assert_close(got, want, terms=terms, scale=scale, dtype=np.float32, err_msg=case)
 
 
 # -- every model in xpnet.models, small where the model allows -------------------------------------------
@@ -141,7 +130,6 @@ def test_every_model_matches_onnxruntime(case, tmp_path, rng):
         want, got = model.predict(x), run_onnx(tmp_path / "m.onnx", x)
         # Each layer's sums may be off by K * eps of their size in either engine; He/Xavier initialisation
         # keeps a layer's gain near 1, so that error reaches the logits at about its size relative to them.
-        bound = sum_bound(fan_in_sum(model), float(np.abs(want).max()))
-        assert got.shape == want.shape
-        np.testing.assert_allclose(got, want, rtol=0, atol=bound)
+        assert_close(got, want, terms=fan_in_sum(model), scale=float(np.abs(want).max()), dtype=np.float32,
+                     err_msg=case)
         assert (got.argmax(axis=1) == want.argmax(axis=1)).all()
