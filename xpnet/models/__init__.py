@@ -3,12 +3,15 @@
 from xpnet.models.alexnet import AlexNet
 from xpnet.models.base import Model
 from xpnet.models.convnets import DeepConvNet, SimpleConvNet
+from xpnet.models.dcgan import Discriminator, Generator
+from xpnet.models.fcn import FCN
 from xpnet.models.inception import Inception
 from xpnet.models.mlp import MLP
 from xpnet.models.resnet import ResNet
 from xpnet.models.vgg import VGG16
 
-REGISTRY = {cls.arch: cls for cls in (MLP, SimpleConvNet, DeepConvNet, AlexNet, ResNet, Inception, VGG16)}
+REGISTRY = {cls.arch: cls for cls in (MLP, SimpleConvNet, DeepConvNet, AlexNet, ResNet, Inception, VGG16, FCN,
+                                      Generator, Discriminator)}
 
 
 def build(arch, **kwargs):
@@ -21,5 +24,6 @@ def build(arch, **kwargs):
 
 
 __all__ = [
-    "MLP", "VGG16", "AlexNet", "REGISTRY", "DeepConvNet", "Inception", "Model", "ResNet", "SimpleConvNet", "build",
+    "FCN", "MLP", "VGG16", "AlexNet", "REGISTRY", "DeepConvNet", "Discriminator", "Generator", "Inception", "Model",
+    "ResNet", "SimpleConvNet", "build",
 ]
