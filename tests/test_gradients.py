@@ -184,22 +184,17 @@ def test_softmax_cross_entropy_2d_gradient(backend, ignore, rng):
         assert float(abs(backend.asnumpy(analytic)[0, :, 0, :]).max()) == 0.0
 
 
-@pytest.mark.parametrize("shape", [(5, 1), (2, 3, 2)])
-def test_sigmoid_binary_cross_entropy_gradient(backend, shape, rng):
+@pytest.mark.parametrize("loss", [
+    pytest.param((MeanSquaredError, (4, 3), lambda rng, shape: rng.standard_normal(shape)), id="mse_2d"),
+    pytest.param((MeanSquaredError, (2, 2, 3), lambda rng, shape: rng.standard_normal(shape)), id="mse_3d"),
+    pytest.param((SigmoidBinaryCrossEntropy, (5, 1), lambda rng, shape: rng.random(shape)), id="bce_2d"),
+    pytest.param((SigmoidBinaryCrossEntropy, (2, 3, 2), lambda rng, shape: rng.random(shape)), id="bce_3d"),
+])
+def test_elementwise_loss_gradient(backend, loss, rng):
+    cls, shape, targets = loss
     y = backend.asarray(rng.standard_normal(shape) * 3)
-    t = rng.random(shape)
-    layer = SigmoidBinaryCrossEntropy()
-    layer.forward(y, t)
-    analytic = layer.backward()
-    numeric = _loss_numerical_gradient(backend, layer, y, t)
-    assert gradcheck.relative_error(analytic, numeric) < TOL
-
-
-@pytest.mark.parametrize("shape", [(4, 3), (2, 2, 3)])
-def test_mean_squared_error_gradient(backend, shape, rng):
-    y = backend.asarray(rng.standard_normal(shape))
-    t = rng.standard_normal(shape)
-    layer = MeanSquaredError()
+    t = targets(rng, shape)
+    layer = cls()
     layer.forward(y, t)
     analytic = layer.backward()
     numeric = _loss_numerical_gradient(backend, layer, y, t)

@@ -5,6 +5,7 @@ import numpy as np
 from xpnet import backends, init, precision
 from xpnet.errors import ShapeError
 from xpnet.layers.base import Layer
+from xpnet.layers.conv import window
 from xpnet.utils import pair
 
 
@@ -40,12 +41,8 @@ class Conv2DTranspose(Layer):
         super().__init__()
         be = backends.get(backend) if backend is not None else backends.current()
         self.C, self.FN = int(in_channels), int(out_channels)
-        self.KH, self.KW = pair(kernel_size, "kernel_size")
-        self.stride, self.pad = pair(stride, "stride"), pair(pad, "pad")
+        (self.KH, self.KW), self.stride, self.pad = window(type(self).__name__, kernel_size, stride, pad)
         self.output_pad = pair(output_pad, "output_pad")
-        if min(self.stride) < 1 or min(self.KH, self.KW) < 1:
-            raise ValueError(f"Conv2DTranspose: kernel_size and stride must be >= 1, got {kernel_size!r}, "
-                             f"{stride!r}")
         if self.output_pad[0] >= self.stride[0] or self.output_pad[1] >= self.stride[1]:
             raise ValueError(f"Conv2DTranspose: output_pad must be smaller than the stride on each axis, got "
                              f"output_pad={output_pad!r} for stride={stride!r}")
