@@ -41,6 +41,10 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--minutes", type=float, default=15.0, help="training budget in CPU minutes (default 15)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--g-widths", type=int, nargs=2, default=(64, 32), metavar=("W1", "W2"),
+                   help="generator channels after its first two transposed convolutions (default 64 32)")
+    p.add_argument("--d-widths", type=int, nargs=2, default=(32, 64), metavar=("W1", "W2"),
+                   help="discriminator channels of its two convolutions (default 32 64)")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--beta1", type=float, default=0.5)
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
@@ -104,7 +108,7 @@ def main(argv=None):
     classifier = xpnet.load(args.classifier)
     (x, _), _ = load_mnist(flatten=False)
     x = x[:args.limit] * 2 - 1  # tanh's range
-    G, D = Generator(seed=args.seed), Discriminator(seed=args.seed + 1)
+    G, D = Generator(widths=args.g_widths, seed=args.seed), Discriminator(widths=args.d_widths, seed=args.seed + 1)
     gan = GAN(G, D, args.lr, args.beta1)
     rng = np.random.default_rng(args.seed)
     fixed_z = G.noise(64, np.random.default_rng(args.seed + 2))

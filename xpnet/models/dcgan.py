@@ -3,7 +3,6 @@ discriminator of strided convolutions."""
 
 import numpy as np
 
-from xpnet.errors import ShapeError
 from xpnet.layers import (
     Affine,
     BatchNorm,
@@ -48,10 +47,7 @@ class Generator(Model):
             ("relu2", ReLU()),
             ("deconv3", Conv2DTranspose(w2, channels, 4, 2, 1, weight_init=INIT_STD, **kw)), ("tanh", Tanh()),
         )
-        super().__init__(net, None, config)
-
-    def _check_shape(self, x):
-        _expect(self, x, (self.config["z_dim"], 1, 1))
+        super().__init__(net, None, config, input_shape=(z_dim, 1, 1))
 
     def noise(self, n, rng):
         """``n`` standard normal noise vectors (n, z_dim, 1, 1) on the host, from NumPy Generator ``rng``."""
@@ -84,13 +80,4 @@ class Discriminator(Model):
             ("bn2", BatchNorm(w2, dtype=dtype, backend=backend)), ("lrelu2", LeakyReLU(0.2)),
             ("flatten", Flatten()), ("fc", Affine(w2 * 7 * 7, 1, weight_init=INIT_STD, **kw)),
         )
-        super().__init__(net, SigmoidBinaryCrossEntropy(), config)
-
-    def _check_shape(self, x):
-        _expect(self, x, (self.config["channels"], 28, 28))
-
-
-def _expect(model, x, shape):
-    if tuple(x.shape[1:]) != shape:
-        raise ShapeError(f"{type(model).__name__}: expected input of shape (N, {', '.join(map(str, shape))}), "
-                         f"got shape {tuple(x.shape)}")
+        super().__init__(net, SigmoidBinaryCrossEntropy(), config, input_shape=(channels, 28, 28))

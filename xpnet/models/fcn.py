@@ -54,7 +54,7 @@ class FCN(Model):
             ("fuse", Residual(coarse, Conv2D(w1, K, 1, weight_init=0.01, **kw))),
             ("up2", Conv2DTranspose(K, K, 4, 2, 1, weight_init="bilinear", **kw)),
         )
-        super().__init__(net, SoftmaxCrossEntropy2D(), config)
+        super().__init__(net, SoftmaxCrossEntropy2D(), config, input_shape=(C, H, W))
 
     def segment(self, x, batch_size=50):
         """Predicted class per pixel: NumPy (N, H, W)."""
