@@ -50,6 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--classifier", default=CLASSIFIER, help="saved classifier that scores the samples")
     p.add_argument("--samples", type=int, default=10000, help="samples scored per epoch (default 10000)")
+    p.add_argument("--init", metavar="DIR", default=None,
+                   help="start from generator.npz and discriminator.npz saved in DIR by an earlier run "
+                        "(their widths; the optimizers start afresh)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/dcgan")
     args = p.parse_args(argv)
@@ -108,7 +111,10 @@ def main(argv=None):
     classifier = xpnet.load(args.classifier)
     (x, _), _ = load_mnist(flatten=False)
     x = x[:args.limit] * 2 - 1  # tanh's range
-    G, D = Generator(widths=args.g_widths, seed=args.seed), Discriminator(widths=args.d_widths, seed=args.seed + 1)
+    if args.init:
+        G, D = (xpnet.load(os.path.join(args.init, f"{name}.npz")) for name in ("generator", "discriminator"))
+    else:
+        G, D = Generator(widths=args.g_widths, seed=args.seed), Discriminator(widths=args.d_widths, seed=args.seed + 1)
     gan = GAN(G, D, args.lr, args.beta1)
     rng = np.random.default_rng(args.seed)
     fixed_z = G.noise(64, np.random.default_rng(args.seed + 2))

@@ -88,6 +88,13 @@ def test_dcgan_example_writes_grids_scores_and_models(tmp_path, monkeypatch, rng
     assert [h["steps"] for h in result["history"]] == [3, 3]
     final = result["final"]
     assert sum(final["histogram"]) == 50 and 0 <= final["confident"] <= 1 and 0 <= final["entropy"] <= np.log(10)
+    # --init continues from the saved networks: the first grid of the new run is drawn by them, not a fresh G
+    trained = xpnet.load(out / "generator.npz")
+    dcgan.main(["--epochs", "1", "--batch-size", "32", "--samples", "50", "--classifier", str(tmp_path / "clf.npz"),
+                "--init", str(out), "--lr", "1e-12", "--out", str(tmp_path / "more")])
+    again = xpnet.load(tmp_path / "more" / "generator.npz")
+    for k, v in trained.params.items():  # lr 1e-12: the weights barely move from where the first run left them
+        np.testing.assert_allclose(again.backend.asnumpy(again.params[k]), trained.backend.asnumpy(v), atol=1e-9)
 
 
 @pytest.mark.slow
