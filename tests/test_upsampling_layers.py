@@ -38,6 +38,7 @@ def _scatter_reference(x, W, b, stride, pad, output_pad):
     dict(kernel_size=(3, 2), stride=(2, 3), pad=(1, 0), output_pad=(1, 2), shape=(1, 2, 3, 2)),
 ])
 def test_conv_transpose_matches_its_definition(backend, cfg, rng):
+    cfg = dict(cfg)  # the parametrised dict is shared by every backend's case
     shape = cfg.pop("shape")
     layer = Conv2DTranspose(shape[1], 3, rng=rng, dtype="float64", **cfg)
     layer.params["b"] = backend.asarray(rng.standard_normal(3))
