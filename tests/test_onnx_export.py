@@ -63,6 +63,12 @@ LAYER_CASES = {
     "lrn_odd": (lambda rng: [L.LocalResponseNormalization(3, alpha=0.5, beta=0.75, k=1.0)], (6, 3, 3), 8),
     "lrn_even": (lambda rng: [L.LocalResponseNormalization(4, alpha=0.5, beta=0.75, k=1.0)], (6, 3, 3), 8),
     "lrn_alexnet": (lambda rng: [L.LocalResponseNormalization()], (7, 3, 3), 8),
+    "conv_transpose": (lambda rng: [L.Conv2DTranspose(3, 4, 4, 2, 1, rng=rng)], (3, 4, 5), 48),
+    "conv_transpose_output_pad": (lambda rng: [L.Conv2DTranspose(3, 2, (3, 2), (3, 2), (1, 0), (2, 1), rng=rng)],
+                                  (3, 3, 4), 18),
+    "upsample_bilinear": (lambda rng: [L.Upsample2D((2, 3))], (2, 4, 3), 4),
+    "upsample_nearest": (lambda rng: [L.Upsample2D((3, 2), mode="nearest")], (2, 3, 4), 1),
+    "leaky_relu": (lambda rng: [L.LeakyReLU(0.2)], (3, 4), 1),
     "affine_flattens": (lambda rng: [L.Affine(24, 5, rng=rng)], (2, 3, 4), 24),
     "flatten": (lambda rng: [L.Flatten()], (2, 3, 4), 1),
     "relu_sigmoid_tanh": (lambda rng: [L.ReLU(), L.Sigmoid(), L.Tanh()], (5,), 4),
@@ -105,6 +111,9 @@ MODEL_CASES = {
     "vgg16": lambda: models.VGG16(width=0.125, hidden_size=32),
     "vgg16_bn": lambda: models.VGG16(width=0.125, hidden_size=32, batchnorm=True),
     "resnet": lambda: models.ResNet(),
+    "fcn": lambda: models.FCN(input_dim=(1, 16, 16), num_classes=3, widths=(4, 4, 8, 8)),
+    "dcgan_generator": lambda: models.Generator(z_dim=8, widths=(8, 4)),
+    "dcgan_discriminator": lambda: models.Discriminator(widths=(4, 8)),
     "inception": lambda: models.Inception(),
 }
 
@@ -114,7 +123,8 @@ def test_every_registered_model_has_a_case():
 
 
 def fan_in_sum(model):
-    """Terms summed along the network: each weight's fan-in (Conv2D C*KH*KW, Affine in_features)."""
+    """Terms summed along the network: each weight's fan-in (Conv2D C*KH*KW, Affine in_features; for
+    Conv2DTranspose's (C, FN, KH, KW) this counts FN*KH*KW, more than the C*KH*KW/stride^2 it sums)."""
     return sum(int(np.prod(w.shape[1:])) if w.ndim == 4 else int(w.shape[0])
                for k, w in model.params.items() if k.endswith(".W"))
 

@@ -16,9 +16,11 @@ from xpnet.layers import (
     BatchNorm,
     Concat,
     Conv2D,
+    Conv2DTranspose,
     Dropout,
     Flatten,
     GlobalAvgPool2D,
+    LeakyReLU,
     LocalResponseNormalization,
     MaxPool2D,
     ReLU,
@@ -26,6 +28,7 @@ from xpnet.layers import (
     Sequential,
     Sigmoid,
     Tanh,
+    Upsample2D,
 )
 
 CONVERTERS = {}
@@ -94,6 +97,29 @@ def conv2d(g, layer, x, shape, path):
     y = g.node("Conv", [x, W, b], path, kernel_shape=[layer.KH, layer.KW], strides=list(layer.stride),
                pads=[PH, PW, PH, PW], dilations=[1, 1], group=1)
     return y, layer.output_shape(shape)
+
+
+@converter(Conv2DTranspose)
+def conv2d_transpose(g, layer, x, shape, path):
+    # xpnet keeps W as (C, FN, KH, KW), which is ONNX ConvTranspose's layout too
+    W = g.const(f"{path}.W", layer.params["W"])
+    b = g.const(f"{path}.b", layer.params["b"])
+    (PH, PW) = layer.pad
+    y = g.node("ConvTranspose", [x, W, b], path, kernel_shape=[layer.KH, layer.KW], strides=list(layer.stride),
+               pads=[PH, PW, PH, PW], output_padding=list(layer.output_pad), dilations=[1, 1], group=1)
+    return y, layer.output_shape(shape)
+
+
+@converter(Upsample2D)
+def upsample2d(g, layer, x, shape, path):
+    SH, SW = layer.scale
+    scales = g.const(f"{path}.scales", [1.0, 1.0, SH, SW], np.float32)
+    if layer.mode == "nearest":  # output row i copies input row i // scale
+        attrs = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    else:  # source coordinate (i + 0.5) / scale - 0.5, clamped to the edge, as xpnet's interpolation matrix
+        attrs = dict(mode="linear", coordinate_transformation_mode="half_pixel")
+    N, C, H, W = shape
+    return g.node("Resize", [x, "", scales], path, **attrs), (N, C, H * SH, W * SW)
 
 
 def _pool_shape(layer, shape):
@@ -180,6 +206,11 @@ def flatten(g, layer, x, shape, path):
 @converter(Dropout)
 def dropout(g, layer, x, shape, path):
     return g.node("Identity", [x], path), shape  # inverted dropout: the identity at inference
+
+
+@converter(LeakyReLU)
+def leaky_relu(g, layer, x, shape, path):
+    return g.node("LeakyRelu", [x], path, alpha=layer.slope), shape
 
 
 def _elementwise(op):
