@@ -25,15 +25,49 @@ def test_slices_cover_the_batch_in_order(split):
 
 
 def test_blas_threads_are_restored_and_nested_use_runs_in_place(split):
-    set_threads, get_threads = split.blas
-    before = get_threads()
-    seen = split.run(lambda k, a, b: (get_threads(), split.run(lambda *_: get_threads(), 4)), 6)
+    from xpnet.backends.cpu_threads import blas_threads
+
+    before = blas_threads()
+    seen = split.run(lambda k, a, b: (blas_threads(), split.run(lambda *_: blas_threads(), 4)), 6)
     assert [s[0] for s in seen] == [1, 1, 1]  # one BLAS thread inside the region
     assert all(len(inner) == 3 for _, inner in seen)  # the nested call ran its slices in place
-    assert get_threads() == before
+    assert blas_threads() == before
     with pytest.raises(ZeroDivisionError):
         split.run(lambda k, a, b: 1 / 0, 6)
-    assert get_threads() == before  # restored after an error too
+    assert blas_threads() == before  # restored after an error too
+
+
+_STEP = """
+import numpy as np
+from threadpoolctl import threadpool_info
+def counts():
+    return [(i["filepath"], i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"]
+before = counts()
+import xpnet
+from xpnet import backends
+from xpnet.models import DeepConvNet
+from xpnet.optim import Adam
+assert backends.get("numpy").splitter.threads == 2, backends.get("numpy").splitter
+model = DeepConvNet(input_dim=(1, 12, 12), dtype="float32", backend="numpy")
+x, t = np.random.default_rng(0).random((8, 1, 12, 12), dtype=np.float32), np.arange(8) % 10
+model.loss(x, t, train=True)
+model.backward()
+Adam().step(model.params, model.grads)
+after = counts()
+assert before and after == before, (before, after)
+"""
+
+
+def test_numpys_blas_threads_are_what_they_were_after_import_and_a_training_step():
+    import os
+    import subprocess
+    import sys
+
+    if BatchSplitter(threads=2).threads == 1:
+        pytest.skip("no BLAS whose thread count threadpoolctl can set: the split is off")
+    env = {**os.environ, "XPNET_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, "-c", _STEP], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_bad_thread_setting_is_named(monkeypatch):
