@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from xpnet.backends import numpy_conv, numpy_conv_probe, numpy_split
+from xpnet.backends import numpy_conv, numpy_conv_plan, numpy_split
 from xpnet.backends.cpu_threads import BatchSplitter
 
 
@@ -76,24 +76,45 @@ def test_bad_thread_setting_is_named(monkeypatch):
         BatchSplitter()
 
 
+def _conv(x, W, b, stride, pad, ws=None, split=None, keep=True):
+    """The NumPy convolution's forward through the plan kept in ``ws`` (a fresh one when None)."""
+    return numpy_conv_plan.plan_for(ws, x, W, stride, pad, split).forward(x, W, b, keep)
+
+
+def _conv_backward(dout, cache, W):
+    return cache.plan.backward(dout, cache, W)
+
+
 @pytest.mark.parametrize("C, FN, pad, stride", [(1, 4, (1, 1), (1, 1)), (6, 4, (2, 1), (1, 1)), (6, 8, (1, 1), (1, 1)),
                                                 (6, 4, (1, 2), (2, 1))])
 def test_reused_conv_buffers_give_what_fresh_ones_give(C, FN, pad, stride):
     # Column buffers are created zeroed and their padding entries are never written again: a second
-    # input through the same workspace must give exactly what fresh (zeroed) buffers give.
+    # input through the same plan must give exactly what a fresh plan (zeroed buffers) gives.
     rng = np.random.default_rng(4)
     W = rng.standard_normal((FN, C, 3, 3)).astype(np.float32)
     b = rng.standard_normal(FN).astype(np.float32)
     ws = {}
     for _ in range(2):
         x = rng.standard_normal((5, C, 7, 6)).astype(np.float32)
-        got, cache = numpy_conv.forward(x, W, b, stride, pad, ws)
-        want, fresh_cache = numpy_conv.forward(x, W, b, stride, pad, None)
+        got, cache = _conv(x, W, b, stride, pad, ws)
+        want, fresh_cache = _conv(x, W, b, stride, pad, None)
+        assert cache.plan is ws["plans"][next(iter(ws["plans"]))]  # the same plan both times
         np.testing.assert_array_equal(got, want)
         dout = rng.standard_normal(got.shape).astype(np.float32)
-        for g, w in zip(numpy_conv.backward(dout, cache, W, stride, pad, ws),
-                        numpy_conv.backward(dout, fresh_cache, W, stride, pad, None)):
+        for g, w in zip(_conv_backward(dout, cache, W), _conv_backward(dout, fresh_cache, W)):
             np.testing.assert_array_equal(g, w)
+
+
+def test_a_workspace_keeps_a_few_plans_and_drops_the_least_recently_used():
+    W, ws = np.ones((2, 1, 3, 3), np.float32), {}
+    xs = [np.ones((n, 1, 5, 5), np.float32) for n in range(1, numpy_conv_plan.MAX_PLANS + 2)]
+    first = _conv(xs[0], W, None, (1, 1), (1, 1), ws)[1].plan
+    for x in xs[1:-1]:
+        _conv(x, W, None, (1, 1), (1, 1), ws)
+    assert _conv(xs[0], W, None, (1, 1), (1, 1), ws)[1].plan is first  # reused, and now the most recent
+    _conv(xs[-1], W, None, (1, 1), (1, 1), ws)
+    kept = {key[0].N for key in ws["plans"]}
+    assert len(kept) == numpy_conv_plan.MAX_PLANS and 1 in kept and 2 not in kept
 
 
 @pytest.mark.parametrize("C, FN, pad", [(1, 4, (1, 1)), (6, 4, (2, 1)), (6, 8, (0, 1))])
@@ -102,14 +123,13 @@ def test_inference_forward_in_runs_matches_and_backward_rebuilds_the_columns(spl
     rng = np.random.default_rng(6)
     x = rng.standard_normal((7, C, 6, 5)).astype(np.float32)
     W, b = rng.standard_normal((FN, C, 3, 3)).astype(np.float32), rng.standard_normal(FN).astype(np.float32)
-    kept, cache = numpy_conv.forward(x, W, b, (1, 1), pad, {}, split)
-    ws = {}
-    runs, lean = numpy_conv.forward(x, W, b, (1, 1), pad, ws, split, keep=False)
-    assert lean[1] is None and any(key[0] == "run" for key in ws)  # no batch-sized columns were kept
-    np.testing.assert_allclose(runs, kept, rtol=1e-6, atol=1e-6)
+    kept, cache = _conv(x, W, b, (1, 1), pad, {}, split)
+    runs, lean = _conv(x, W, b, (1, 1), pad, {}, split, keep=False)
+    assert lean.col is None and lean.plan._col is None  # no batch-sized columns were made
+    assert any(key[0] == "col" and key[2] < 7 for key in lean.plan._scratch)  # runs of fewer images
+    np.testing.assert_allclose(runs, kept, rtol=1e-5, atol=1e-5)
     dout = rng.standard_normal(kept.shape).astype(np.float32)
-    for got, want in zip(numpy_conv.backward(dout, lean, W, (1, 1), pad, ws, split),
-                         numpy_conv.backward(dout, cache, W, (1, 1), pad, {}, split)):
+    for got, want in zip(_conv_backward(dout, lean, W), _conv_backward(dout, cache, W)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -119,12 +139,11 @@ def test_split_convolution_matches_one_slice(split, C, pad, stride):
     x = rng.standard_normal((7, C, 9, 10)).astype(np.float32)
     W = rng.standard_normal((5, C, 3, 3)).astype(np.float32)
     b = rng.standard_normal(5).astype(np.float32)
-    one, cache1 = numpy_conv.forward(x, W, b, stride, pad, {})
-    many, cache2 = numpy_conv.forward(x, W, b, stride, pad, {}, split)
+    one, cache1 = _conv(x, W, b, stride, pad, {})
+    many, cache2 = _conv(x, W, b, stride, pad, {}, split)
     np.testing.assert_allclose(many, one, rtol=1e-5, atol=1e-5)
     dout = rng.standard_normal(one.shape).astype(np.float32)
-    for got, want in zip(numpy_conv.backward(dout, cache2, W, stride, pad, {}, split),
-                         numpy_conv.backward(dout, cache1, W, stride, pad, {})):
+    for got, want in zip(_conv_backward(dout, cache2, W), _conv_backward(dout, cache1, W)):
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
@@ -171,20 +190,24 @@ def test_split_matmul_matches(split, monkeypatch, M, K, N):
     np.testing.assert_allclose(numpy_split.matmul(split, b.T, a.T), b.T @ a.T, rtol=1e-6, atol=1e-6)  # views
 
 
-@pytest.mark.parametrize("C, FN", [(1, 4), (16, 4), (16, 32)])  # per-image GEMMs; dx by full conv; by col2im
-def test_gemm_probe_runs_the_products_the_convolution_runs(C, FN, monkeypatch):
-    calls, real = [], np.matmul
-    monkeypatch.setattr(numpy_conv, "CHUNK_BYTES", 30000)  # runs of two images where the code makes runs
-    monkeypatch.setattr(np, "matmul", lambda a, b, **kw: calls.append((a.shape, b.shape)) or real(a, b, **kw))
-    split = BatchSplitter(threads=2)
+@pytest.mark.parametrize("C, FN, stages", [
+    (1, 4, {"im2col", "gemm", "gemm dW", "gemm dx", "col2im"}),  # per-image GEMMs
+    (16, 4, {"im2col", "gemm", "gemm dW", "dx: im2col", "dx: gemm"}),  # dx by the full convolution
+    (16, 32, {"im2col", "gemm", "gemm dW", "gemm dx", "col2im"})])  # dx by col2im
+def test_stage_times_put_every_matrix_product_in_a_gemm_stage(C, FN, stages, monkeypatch):
+    # A fake clock that advances 1 ms per np.matmul call and not otherwise: each stage's recorded time is
+    # then the number of products it ran, so the copies' stages must read 0 and the GEMM stages one each.
+    now, real = [0.0], np.matmul
+    monkeypatch.setattr(numpy_conv_plan, "time", type("Clock", (), {"perf_counter": lambda: now[0] / 1e3}))
+    monkeypatch.setattr(np, "matmul", lambda *a, **kw: now.__setitem__(0, now[0] + 1) or real(*a, **kw))
+    clock = numpy_conv_plan.StageClock()
     rng = np.random.default_rng(5)
     x = rng.standard_normal((6, C, 5, 5)).astype(np.float32)
     W, b = rng.standard_normal((FN, C, 3, 3)).astype(np.float32), np.zeros(FN, np.float32)
-    out, cache = numpy_conv.forward(x, W, b, (1, 1), (1, 1), {}, split)
-    numpy_conv.backward(out, cache, W, (1, 1), (1, 1), {}, split)
-    conv_calls = sorted(calls)
-    calls.clear()
-    fwd, bwd = numpy_conv_probe.gemm_probe(x.shape, W.shape, (1, 1), (1, 1), split)
-    fwd()
-    bwd()
-    assert sorted(calls) == conv_calls and len(conv_calls) >= 2 * len(split.slices(6))
+    plan = numpy_conv_plan.ConvPlan(numpy_conv_plan.Geometry(6, C, 5, 5, FN, 3, 3, (1, 1), (1, 1)), np.float32,
+                                    clock=clock)
+    with clock.recording() as ms:
+        out, cache = plan.forward(x, W, b)
+        plan.backward(out, cache, W)
+    assert ms == {name: (1.0 if "gemm" in name else 0.0) for name in stages}
+    assert plan.forward(x, W, b)[0] is not None and clock._times is None  # recording ended with the block
