@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from xpnet.backends.base import Backend, out_size
+from xpnet.backends.base import Backend
+from xpnet.backends.shapes import out_size
 from xpnet.errors import BackendError
 
 _INSTALL = 'install CuPy for your CUDA version: pip install "xpnet[cuda12]" (or "xpnet[cuda13]")'

@@ -12,6 +12,10 @@ Two column layouts, chosen by the depth of one column, K = C*KH*KW:
 
 The padding is never copied: column buffers are created zeroed and each tap writes only the outputs
 whose input lies inside the image (13% off the forward pass against np.pad + full taps).
+
+THIN comes from timing both layouts on DeepConvNet's conv shapes (batch 100, 2 cores, forward +
+backward ms, batched vs gemm): 1x3x3: 2.0 vs 3.7; 16x3x3 at 28x28: 35.0 vs 25.6; 32x3x3 at 14x14:
+22.4 vs 16.6; 64x3x3 at 8x8: 28.5 vs 19.6.
 """
 
 import numpy as np

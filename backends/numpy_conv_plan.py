@@ -10,7 +10,7 @@ Two memory regimes, one method each:
 - :meth:`ConvPlan.forward` with ``keep=True`` (training): one column buffer for the whole batch, kept
   for the backward pass.
 - ``keep=False`` (inference): each thread makes and uses the columns in L3-sized runs of images
-  (DeepConvNet's conv layers at batch 1000: 163 -> 138 ms); the cache then holds no columns and a
+  (the runs stay in cache, a batch-sized buffer does not); the cache then holds no columns and a
   backward pass, should one come, rebuilds them.
 
 Backward, dx is either dcol = W^T @ dout scattered back by KH*KW strided adds in L3-sized runs of
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xpnet.backends import numpy_conv as nc
-from xpnet.backends.base import out_size
+from xpnet.backends.shapes import out_size
 
 MAX_PLANS = 4  # per workspace: a layer sees a few shapes (training batch, last batch, evaluation batch)
 
@@ -122,8 +122,8 @@ def dx_by_full_conv(g):
 
     Both write a 9x-expanded array, but the full convolution's GEMM has the fat inner dimension FN*KH*KW
     and writes dx once instead of KH*KW read-modify-write passes. It writes FN*KH*KW rows where col2im's
-    dcol has C*KH*KW, so it pays only when FN <= C (DeepConvNet conv2/4/6 backward: 2.7 ms less of ~30;
-    conv3/5, FN = 2C, were 0.4-0.6 ms slower). Stride 1 only.
+    dcol has C*KH*KW, so it pays only when FN <= C (timed on DeepConvNet: faster for conv2/4/6, slower
+    for conv3/5, where FN = 2C). Stride 1 only.
     """
     return g.K >= nc.THIN and g.stride == (1, 1) and g.FN <= g.C and g.FN * g.KH * g.KW >= nc.THIN \
         and g.pad[0] < g.KH and g.pad[1] < g.KW

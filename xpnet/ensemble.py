@@ -13,7 +13,7 @@ import numpy as np
 from xpnet import backends
 from xpnet.errors import FileFormatError, ShapeError
 from xpnet.fileio import atomic_write
-from xpnet.models.base import batched_accuracy
+from xpnet.models.selection import batched_accuracy
 
 FORMAT = "xpnet-ensemble"
 
@@ -80,10 +80,10 @@ class Ensemble:
     @classmethod
     def from_files(cls, paths, backend=None):
         """Load every model file in ``paths``."""
-        from xpnet.serialization import load
+        from xpnet import models
 
         paths = list(paths)
-        return cls([load(p, backend=backend) for p in paths], paths)
+        return cls([models.load(p, backend=backend) for p in paths], paths)
 
 
 def load(path, backend=None):

@@ -45,8 +45,10 @@ class TrainingInterrupted(KeyboardInterrupt):
     Attributes:
         epoch: the epoch that was running (1-based). step: the updates taken so far.
         checkpoint: the checkpoint a resume continues from, or None when none was written.
+        resume_command: the command line that continues the run, where the caller knows one (the CLI).
     """
 
-    def __init__(self, epoch, step, checkpoint=None):
+    def __init__(self, epoch, step, checkpoint=None, resume_command=None):
         super().__init__(f"interrupted at epoch {epoch} step {step}")
         self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
+        self.resume_command = resume_command

@@ -70,23 +70,6 @@ def save(model, path):
     write_npz(path, model.state_dict(), model_meta(model))
 
 
-def load(path, backend=None):
-    """Rebuild the model saved at ``path`` on ``backend`` (default: current backend).
-
-    Raises:
-        FileFormatError: missing, truncated, corrupted, foreign or newer-format file.
-    """
-    from xpnet.models import REGISTRY
-
-    arrays, meta = read_npz(path, FORMAT)
-    arch = meta.get("arch")
-    if arch not in REGISTRY:
-        raise FileFormatError(f"{path}: unknown architecture {arch!r}; known: {', '.join(REGISTRY)}")
-    model = REGISTRY[arch](**meta.get("config", {}), backend=backend)
-    model.load_state_dict(arrays)
-    return model
-
-
 def load_into(model, path):
     """Load the parameters saved at ``path`` into an existing ``model`` of the same architecture."""
     arrays, meta = read_npz(path, FORMAT)

@@ -1,5 +1,7 @@
 """Models and the registry :func:`build` uses to rebuild a saved model by its architecture name."""
 
+from xpnet import serialization
+from xpnet.errors import FileFormatError
 from xpnet.models.alexnet import AlexNet
 from xpnet.models.base import Model
 from xpnet.models.convnets import DeepConvNet, SimpleConvNet
@@ -20,6 +22,25 @@ def build(arch, **kwargs):
     return cls(**kwargs)
 
 
+def load(path, backend=None):
+    """Rebuild the model saved at ``path`` (by :meth:`Model.save`) on ``backend`` (default: current backend).
+
+    Raises:
+        FileFormatError: missing, truncated, corrupted, foreign or newer-format file.
+    """
+    arrays, meta = serialization.read_npz(path, serialization.FORMAT)
+    arch = meta.get("arch")
+    if arch not in REGISTRY:
+        raise FileFormatError(f"{path}: unknown architecture {arch!r}; known: {', '.join(REGISTRY)}")
+    config = dict(meta.get("config", {}))
+    config.pop("weight_decay_lambda", None)  # in MLP files of older versions; L2 is the optimizer's option
+    model = REGISTRY[arch](**config, backend=backend)
+    model.load_state_dict(arrays)
+    return model
+
+
 __all__ = [
     "MLP", "VGG16", "AlexNet", "REGISTRY", "DeepConvNet", "Inception", "Model", "ResNet", "SimpleConvNet", "build",
+    "load",
+    "load",
 ]

@@ -4,16 +4,16 @@ Winograd cuts the multiplies of a 3x3 convolution 2.25x, but in NumPy its input 
 are ~30 element-wise passes over arrays 4x the input, and the 16 batched GEMMs have the tiny inner
 dimension C. Run from a checkout (one thread, half a batch of 100, DeepConvNet's conv shapes):
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/results/issue6/session3/winograd_f23_prototype.py
+    OPENBLAS_NUM_THREADS=1 python benchmarks/prototypes/winograd_f23.py
 
-Output of the run reported in the issue's closing note: winograd_f23_prototype.txt.
+Output of the run reported in issue 6: benchmarks/results/issue6/session3/winograd_f23_prototype.txt.
 """
 
 import time
 
 import numpy as np
 
-from xpnet.backends import numpy_conv
+from xpnet.backends.numpy_conv_plan import plan_for
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)  # filter transform
 
@@ -68,11 +68,12 @@ def main():
         W = rng.standard_normal((FN, C, 3, 3)).astype(np.float32) * 0.1
         b = rng.standard_normal(FN).astype(np.float32)
         ws, bufs = {}, {}
-        err = np.max(np.abs(numpy_conv.forward(x, W, b, (1, 1), (p, p), ws)[0] - winograd_forward(x, W, b, p, bufs)))
+        conv = plan_for(ws, x, W, (1, 1), (p, p))
+        err = np.max(np.abs(conv.forward(x, W, b)[0] - winograd_forward(x, W, b, p, bufs)))
         im2col, winograd = [], []
         for _ in range(21):
             t0 = time.perf_counter()
-            numpy_conv.forward(x, W, b, (1, 1), (p, p), ws)
+            conv.forward(x, W, b)
             t1 = time.perf_counter()
             winograd_forward(x, W, b, p, bufs)
             im2col.append(t1 - t0)

@@ -1,7 +1,14 @@
-"""Winograd F(2x2, 3x3) forward: numba input/output transforms + 16 batched OpenBLAS GEMMs, per DeepConvNet layer.
+"""Tried and dropped (issue 23): Winograd F(2x2, 3x3) forward, numba transforms + 16 batched OpenBLAS GEMMs.
 
-Compares against the NumPy im2col plan (inference forward, keep=False) on the same inputs, both on 2 threads,
-alternating; medians. Also reports the first call's pause (JIT, or loading from numba's on-disk cache).
+The input and output transforms are compiled (numba, prange over the batch, fastmath, on-disk cache),
+which removes the NumPy prototype's (winograd_f23.py) memory passes; the 16 products of the transformed
+domain still go to OpenBLAS, with the tiny inner dimension C. Compared per DeepConvNet layer against the
+NumPy im2col plan (inference forward), alternating calls in one process, medians. Run from a checkout
+with numba installed:
+
+    python benchmarks/prototypes/winograd_f23_numba.py 100
+
+Output of the run reported in issue 23: benchmarks/results/issue23/winograd_f23_numba_prototype.txt.
 """
 import sys
 import time
