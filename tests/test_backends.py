@@ -183,7 +183,6 @@ def test_naive_col2im_is_adjoint_of_naive_im2col(KH, KW, stride, pad, rng):
 
 
 @pytest.mark.parametrize("KH, KW, stride, pad", GEOMETRIES)
-@pytest.mark.gpu
 def test_col2im_is_adjoint_of_im2col(cuda, KH, KW, stride, pad, rng):
     backend = cuda
     x_shape = (2, 3, 7, 6)
@@ -196,7 +195,6 @@ def test_col2im_is_adjoint_of_im2col(cuda, KH, KW, stride, pad, rng):
     assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("KH, KW, stride, pad", GEOMETRIES)
 def test_im2col_col2im_gpu_equal_references_exactly(cuda, KH, KW, stride, pad, rng):
     x_shape = (2, 3, 7, 6)
@@ -207,6 +205,15 @@ def test_im2col_col2im_gpu_equal_references_exactly(cuda, KH, KW, stride, pad, r
         assert np.array_equal(gpu_col, naive_im2col(x, KH, KW, stride, pad, pad_value))
     gpu_img = cuda.asnumpy(cuda.col2im(cuda.asarray(c), x_shape, KH, KW, stride, pad))
     assert np.array_equal(gpu_img, naive_col2im(c, x_shape, KH, KW, stride, pad))
+
+
+def test_col2im_on_float32_subnormals_flushes_to_zero_on_the_gpu_only(cuda):
+    """CuPy compiles kernels with -ftz=true (backends/cuda_kernels.py says so): a float32 subnormal sum
+    is 0 on the GPU, while NumPy keeps it; normal numbers agree exactly (test above)."""
+    c = np.full((4, 9), 1e-40, dtype=np.float32)  # the columns of a 1x1x4x4 image, 3x3 windows
+    host = naive_col2im(c, (1, 1, 4, 4), 3, 3, (1, 1), (0, 0))
+    assert host.max() == 4 * np.float32(1e-40)  # the centre gets all four windows' values, exactly
+    assert not cuda.asnumpy(cuda.col2im(cuda.asarray(c), (1, 1, 4, 4), 3, 3)).any()
 
 
 # -- conv2d kernels ----------------------------------------------------------------------------------
@@ -256,7 +263,6 @@ def test_conv2d_workspace_reuse_gives_same_result(rng):
     np.testing.assert_array_equal(first, again)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("KH, KW, stride, pad", GEOMETRIES)
 def test_conv2d_gpu_matches_cpu(cuda, KH, KW, stride, pad, rng):
     cpu = backends.get("numpy")

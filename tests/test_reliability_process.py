@@ -169,7 +169,6 @@ def test_two_cli_runs_with_the_same_seed_are_bit_identical(tmp_path, capsys):
     assert (tmp_path / "a" / "metrics.csv").read_text() != ""
 
 
-@pytest.mark.gpu
 def test_two_gpu_runs_with_the_same_seed_agree_within_tolerance(cuda):
     def run():
         model = DeepConvNet(output_size=4, seed=7, backend=cuda)
@@ -256,7 +255,7 @@ def test_host_memory_error_via_the_cli_is_one_line(tmp_path, capsys, monkeypatch
     assert_one_line_error(code, err, "out of memory (Unable to allocate 47.9 GiB", "try a smaller --batch-size")
 
 
-@pytest.mark.gpu
+@pytest.mark.xfail(strict=True, reason="defect 3 of issue 22 (i22fix)")
 def test_real_gpu_out_of_memory_names_the_batch_size(cuda):
     pool = cuda.xp.get_default_memory_pool()
     rng = np.random.default_rng(0)
@@ -287,12 +286,13 @@ def test_train_on_gpu_without_a_device_is_one_line(tmp_path, capsys, fake_cupy):
     assert_one_line_error(code, err, "no usable CUDA device", "cudaErrorNoDevice", "nvidia-smi")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed here")
+@pytest.mark.skipif("cuda" in backends.available(), reason="a GPU is usable here: the command would train")
 def test_xpnet_backend_cuda_env_for_train_is_one_line_from_the_real_command(tmp_path):
     args = train_args(tiny_idx(tmp_path / "data"), tmp_path / "run")
     p = subprocess.run([sys.executable, "-m", "xpnet", *args], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "XPNET_BACKEND": "cuda"})
-    assert_one_line_error(p.returncode, p.stderr, "needs CuPy")
+    why = "needs CuPy" if importlib.util.find_spec("cupy") is None else "no usable CUDA device"
+    assert_one_line_error(p.returncode, p.stderr, why)
     assert p.returncode == 1
 
 

@@ -59,7 +59,7 @@ def _deep_trainer(out_dir, epochs):
                    progress=False)
 
 
-def test_resume_is_bit_identical_on_cpu(tmp_path):
+def test_resume_is_bit_identical(tmp_path, backend):
     straight = _deep_trainer(tmp_path / "a", epochs=3)
     straight.fit()
     first = _deep_trainer(tmp_path / "b", epochs=1)
