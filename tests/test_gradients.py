@@ -8,6 +8,7 @@ ReLU kinks and max-pool ties are hit with probability ~0.
 
 import numpy as np
 import pytest
+from tolerance import assert_close
 
 from xpnet import gradcheck
 from xpnet.layers import (
@@ -86,6 +87,35 @@ def test_batchnorm_gradients_with_nontrivial_gamma_beta(backend, rng):
     bn.params["beta"] = backend.asarray(rng.standard_normal(3))
     errors = gradcheck.check_layer(bn, backend.asarray(rng.standard_normal((2, 3, 2, 3))), train=True)
     assert max(errors.values()) < TOL, errors
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (2, 3, 3, 2)], ids=["2d", "4d"])
+@pytest.mark.parametrize("trained", [False, True], ids=["never_trained", "after_training"])
+def test_batchnorm_backward_after_inference_forward(backend, rng, shape, trained):
+    # Inference mode: y = gamma (x - running_mean) / sqrt(running_var + eps) + beta with the statistics
+    # constants (PyTorch's eval mode), so by hand dx = dout gamma / s, dgamma = sum(dout (x - rm) / s),
+    # dbeta = sum(dout), s = sqrt(running_var + eps); and by central differences of that forward.
+    bn = BatchNorm(3, dtype=F64)
+    gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
+    bn.params["gamma"], bn.params["beta"] = backend.asarray(gamma), backend.asarray(beta)
+    if trained:  # running statistics away from (0, 1) and from the last batch's statistics
+        for _ in range(3):
+            bn.forward(backend.asarray(rng.standard_normal(shape) * 2 + 1), train=True)
+    rm, rv = (backend.asnumpy(bn.buffers[k]).copy() for k in ("running_mean", "running_var"))
+    x, dout = rng.standard_normal(shape), rng.standard_normal(shape)
+    bshape, axes = (1, 3) + (1,) * (len(shape) - 2), (0,) if len(shape) == 2 else (0, 2, 3)
+    s = np.sqrt(rv + 1e-5).reshape(bshape)
+    bn.forward(backend.asarray(x), train=False)
+    dx = backend.asnumpy(bn.backward(backend.asarray(dout)))
+    count = dout.size // 3  # terms of each dgamma, dbeta sum
+    assert_close(dx, dout * gamma.reshape(bshape) / s, terms=4, scale=np.abs(dx))
+    assert_close(backend.asnumpy(bn.grads["gamma"]), (dout * (x - rm.reshape(bshape)) / s).sum(axis=axes),
+                 terms=count + 4, scale=np.abs(dout * (x - rm.reshape(bshape)) / s).max())
+    assert_close(backend.asnumpy(bn.grads["beta"]), dout.sum(axis=axes), terms=count, scale=np.abs(dout).max())
+    errors = gradcheck.check_layer(bn, backend.asarray(x), train=False)
+    assert set(errors) == {"x", "gamma", "beta"} and max(errors.values()) < TOL, errors
+    np.testing.assert_array_equal(backend.asnumpy(bn.buffers["running_mean"]), rm)  # inference leaves them
+    np.testing.assert_array_equal(backend.asnumpy(bn.buffers["running_var"]), rv)
 
 
 def test_sequential_gradients(backend, rng):
