@@ -5,7 +5,7 @@ import platform
 
 import numpy as np
 
-from xpnet.backends import numpy_split
+from xpnet.backends import numpy_im2col, numpy_split
 from xpnet.backends.base import Backend
 from xpnet.backends.cpu_threads import BatchSplitter
 from xpnet.backends.numpy_conv_plan import StageClock, plan_for
@@ -77,6 +77,12 @@ class NumpyBackend(Backend):
 
     def rng(self, seed=None):
         return NumpyRNG(seed)
+
+    def im2col(self, x, KH, KW, stride=(1, 1), pad=(0, 0), pad_value=0):
+        return numpy_im2col.im2col(x, KH, KW, stride, pad, pad_value)
+
+    def col2im(self, col, x_shape, KH, KW, stride=(1, 1), pad=(0, 0)):
+        return numpy_im2col.col2im(col, x_shape, KH, KW, stride, pad)
 
     def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True):
         """Strided-copy im2col + BLAS GEMMs, by the layer shape's plan (see numpy_conv_plan), kept in ``ws``."""

@@ -10,8 +10,10 @@ from xpnet.layers import (
     AvgPool2D,
     BatchNorm,
     Conv2D,
+    Conv2DTranspose,
     Dropout,
     Flatten,
+    LeakyReLU,
     Linear,
     MaxPool2D,
     MeanSquaredError,
@@ -20,6 +22,7 @@ from xpnet.layers import (
     Sigmoid,
     SoftmaxCrossEntropy,
     Tanh,
+    Upsample2D,
 )
 
 
@@ -47,6 +50,10 @@ LAYERS = {
     "batchnorm_2d": (lambda dt: BatchNorm(4, dtype=dt), (5, 4)),
     "batchnorm_4d": (lambda dt: BatchNorm(3, dtype=dt), (2, 3, 3, 3)),
     "flatten": (lambda dt: Flatten(), (2, 3, 2, 2)),
+    "leaky_relu": (lambda dt: LeakyReLU(0.2), (3, 4)),
+    "deconv_4x4_s2_p1": (lambda dt: Conv2DTranspose(3, 2, 4, 2, 1, rng=_init_rng(), dtype=dt), (2, 3, 3, 3)),
+    "deconv_bilinear": (lambda dt: Conv2DTranspose(2, 2, 4, 2, 1, weight_init="bilinear", dtype=dt), (2, 2, 3, 3)),
+    "upsample_bilinear": (lambda dt: Upsample2D(2), (2, 2, 3, 4)),
     "sequential": (lambda dt: Sequential(Conv2D(1, 2, 3, pad=1, rng=_init_rng(), dtype=dt), ReLU(), MaxPool2D(2),
                                          Flatten(), Affine(2 * 2 * 2, 3, rng=_init_rng(), dtype=dt)), (2, 1, 4, 4)),
 }
