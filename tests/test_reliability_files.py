@@ -157,10 +157,11 @@ def test_mnist_hash_mismatch_and_corrupt_cache_via_cli(tmp_path, capsys, monkeyp
     (tmp_path / "cache" / "mnist.npz").write_bytes(b"PK\x03\x04 not a zip")
     code, _, err = run_main(capsys, "train", "--model", "mlp", "--out", tmp_path / "run", "--no-progress")
     warning, error = err.strip().splitlines()  # the refused cache is a one-line warning, the failure one line
-    assert warning.startswith("xpnet: warning: refusing MNIST cache") and "deleting it" in warning
+    assert warning.startswith("xpnet: warning: refusing MNIST cache") and "moved it to" in warning
     assert_one_line_error(code, error, "could not get MNIST from any source", "tampered mirror",
                           "train_labels: SHA-256 mismatch")
-    assert "Traceback" not in err and os.listdir(tmp_path / "cache") == []
+    assert "Traceback" not in err and os.listdir(tmp_path / "cache") == ["mnist.npz.refused"]
+    assert (tmp_path / "cache" / "mnist.npz.refused").read_bytes() == b"PK\x03\x04 not a zip"  # never deleted
 
 
 # -- checkpoints and model files -----------------------------------------------------------------------
