@@ -1,5 +1,6 @@
 """The subcommands: train, eval, info."""
 
+import contextlib
 import math
 import os
 import shlex
@@ -120,8 +121,16 @@ def run_train(args):
 
 
 def train_one(args):
-    """Train one model as ``args`` says; returns ``(model_path, history)`` (None on ranks other than 0)."""
-    from xpnet.cli.build import make_augment, make_out_dir, resolve_out_dir
+    """Train one model as ``args`` says; returns ``(model_path, history)`` (None on ranks other than 0).
+
+    The run directory stays locked (:class:`xpnet.rundir.RunLock`) until this returns.
+    """
+    with contextlib.ExitStack() as hold:
+        return _train_one(args, hold)
+
+
+def _train_one(args, hold):
+    from xpnet.cli.build import make_augment, open_run_dir, resolve_out_dir
     from xpnet.training import Trainer
 
     world = _start_world(args)
@@ -133,14 +142,15 @@ def train_one(args):
     train, test, classes = load_dataset(args.dataset, flatten=args.model == "mlp")
     train = limit(train, args.limit)
     model, optimizer = _build(args, train, classes, be, world)
-    if world is None:
-        make_out_dir(out_dir)
+    console = None
+    if world is None or world.is_root:
+        console = open_run_dir(hold, out_dir, resume_path, _resume_command(getattr(args, "argv", []), out_dir))
     config = {k: v for k, v in vars(args).items() if k not in ("func", "argv", "world")}
     config.update(backend=be.name, device=be.device, out=out_dir)
     trainer = Trainer(model, optimizer, train, test, epochs=args.epochs, batch_size=args.batch_size,
                       seed=args.seed, out_dir=out_dir, progress=not args.no_progress, config=config, world=world,
-                      augment=make_augment(args))
-    say = print if world is None or world.is_root else _quiet
+                      augment=make_augment(args), log=console.write if console else None)
+    say = console.write if console else _quiet
     if resume_path:
         trainer.resume(resume_path)
         say(f"resumed from {resume_path} at epoch {trainer.epoch}")
@@ -157,8 +167,8 @@ def train_one(args):
     path = _save_model(args, model, optimizer, out_dir)
     wall = time.perf_counter() - start
     imgs = sum(h["images_per_s"] * h["seconds"] for h in history) / max(sum(h["seconds"] for h in history), 1e-9)
-    print(f"wall time {wall:.1f} s, {imgs:.0f} train images/s; saved {path}")
-    print(f"test accuracy: {history[-1]['test_acc']:.4f}")
+    say(f"wall time {wall:.1f} s, {imgs:.0f} train images/s; saved {path}")
+    say(f"test accuracy: {history[-1]['test_acc']:.4f}")
     return path, history
 
 

@@ -5,6 +5,7 @@ import os
 import time
 
 from xpnet.cli.data import load_dataset
+from xpnet.console import say
 
 
 def add_ensemble(sub):
@@ -40,10 +41,10 @@ def train_ensemble(args, train_one):
         path = os.path.join(member, "model.npz")
         paths.append(path)
         if args.resume is not None and os.path.exists(path):
-            print(f"member {k + 1}/{args.ensemble}: already trained ({path})")
+            say(f"member {k + 1}/{args.ensemble}: already trained ({path})")
             continue
         resume = True if args.resume is not None and os.path.exists(os.path.join(member, "checkpoint.npz")) else None
-        print(f"member {k + 1}/{args.ensemble}: seed {args.seed + k}")
+        say(f"member {k + 1}/{args.ensemble}: seed {args.seed + k}")
         one = argparse.Namespace(**{**vars(args), "seed": args.seed + k, "out": member, "resume": resume,
                                     "ensemble": 1, "argv": argv})
         train_one(one)
@@ -51,7 +52,7 @@ def train_ensemble(args, train_one):
     ensemble.save(os.path.join(out, "ensemble.json"))
     _, (x, t), _ = load_dataset(args.dataset, flatten=args.model == "mlp")
     report(ensemble, x, t, 1000)
-    print(f"ensemble wall time {time.perf_counter() - start:.1f} s; manifest {os.path.join(out, 'ensemble.json')}")
+    say(f"ensemble wall time {time.perf_counter() - start:.1f} s; manifest {os.path.join(out, 'ensemble.json')}")
 
 
 def run_ensemble(args):
@@ -69,15 +70,15 @@ def run_ensemble(args):
     report(ensemble, x, t, args.batch_size)
     if args.save:
         ensemble.save(args.save)
-        print(f"saved {args.save}")
+        say(f"saved {args.save}")
 
 
 def report(ensemble, x, t, batch_size):
     """Print every member's test accuracy, then the ensemble's."""
     width = max(len(os.path.relpath(p)) for p in ensemble.paths)
     for path, model, acc in zip(ensemble.paths, ensemble.models, ensemble.member_accuracies(x, t, batch_size)):
-        print(f"  {os.path.relpath(path):<{width}}  {model.arch:<15} test accuracy {acc:.4f}")
+        say(f"  {os.path.relpath(path):<{width}}  {model.arch:<15} test accuracy {acc:.4f}")
     start = time.perf_counter()
     acc = ensemble.accuracy(x, t, batch_size)
-    print(f"ensemble of {len(ensemble)} ({time.perf_counter() - start:.1f} s)")
-    print(f"test accuracy: {acc:.4f}")
+    say(f"ensemble of {len(ensemble)} ({time.perf_counter() - start:.1f} s)")
+    say(f"test accuracy: {acc:.4f}")
