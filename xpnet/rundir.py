@@ -93,7 +93,7 @@ def probe_lock(out):
         os.close(fd)
 
 
-OWN_FORMATS = {"model.npz": "xpnet-model", "checkpoint.npz": "xpnet-checkpoint", "metrics.json": None}
+OWN_FORMATS = {"model.npz": "xpnet-model", "metrics.json": None}  # the checkpoint: read and checked by resume
 
 
 def _is_own(out, name, fmt):
