@@ -214,8 +214,10 @@ def test_batch_larger_than_the_dataset_trains_one_partial_batch_per_epoch(tmp_pa
     (lambda tr, te: Trainer(_tiny_mlp(), optim.SGD(), tr, te, batch_size=2.5), "got 2.5"),
     (lambda tr, te: Trainer(_tiny_mlp(), optim.SGD(), tr, te, eval_batch_size=0),
      "eval_batch_size must be a positive integer, got 0"),
-    (lambda tr, te: DeepConvNet(dropout_ratio=1.0), "Dropout: ratio must be in [0, 1), got 1.0"),
-    (lambda tr, te: MLP(use_dropout=True, dropout_ratio=-0.1), "Dropout: ratio must be in [0, 1), got -0.1"),
+    (lambda tr, te: DeepConvNet(dropout_ratio=1.0),
+     "DeepConvNet: dropout_ratio must be a finite number in [0, 1), got 1.0"),
+    (lambda tr, te: MLP(use_dropout=True, dropout_ratio=-0.1),
+     "MLP: dropout_ratio must be a finite number in [0, 1), got -0.1"),
     (lambda tr, te: MLP(activation="gelu"), "activation must be 'relu' or 'sigmoid', got 'gelu'"),
     (lambda tr, te: Conv2D(1, 2, 3, stride=0), "kernel_size and stride must be >= 1"),
     (lambda tr, te: MaxPool2D(0), "size and stride must be >= 1"),
@@ -229,7 +231,7 @@ def test_invalid_hyperparameters_via_the_api(make, needle):
 
 @pytest.mark.parametrize("extra, fragments", [
     (["--weight-decay", "-1"], ["weight_decay must be a number >= 0.0, got -1.0"]),
-    (["--warmup-epochs", "-1"], ["--warmup-epochs must be >= 0, got -1.0"]),
+    (["--warmup-epochs", "-1"], ["--warmup-epochs must be a finite number >= 0, got -1.0"]),
     (["--lr", "nan"], ["--lr must be positive, got nan"]),
     (["--lr", "inf"], ["--lr must be finite, got inf"]),
     (["--lr", "-0.5"], ["--lr must be positive, got -0.5"]),

@@ -99,3 +99,17 @@ def model_args(arch, items):
         except json.JSONDecodeError:
             out[key] = text
     return out
+
+
+def check_model_args(arch, kwargs):
+    """Raise ValueError naming the argument if the model's constructor rejects ``kwargs`` (allocates nothing)."""
+    from xpnet.init import BudgetExceeded, allocation_budget
+    from xpnet.models import REGISTRY
+
+    try:
+        with allocation_budget(0):  # the constructor checks its arguments, then stops at its first weight
+            REGISTRY[arch](**kwargs)
+    except BudgetExceeded:
+        pass
+    except (ValueError, TypeError, OverflowError, ZeroDivisionError) as e:
+        raise ValueError(f"--model-arg: {e}") from None

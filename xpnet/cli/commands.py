@@ -104,14 +104,18 @@ def _resume_command(argv, out_dir):
 
 
 def run_train(args):
-    from xpnet.cli.build import make_augment, make_optimizer, model_args
+    from xpnet.cli.build import check_model_args, make_augment, make_optimizer, model_args
 
     _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, ensemble=args.ensemble)
-    if not args.warmup_epochs >= 0:
-        raise ValueError(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
+    if not (args.warmup_epochs >= 0 and math.isfinite(args.warmup_epochs)):
+        raise ValueError(f"--warmup-epochs must be a finite number >= 0, got {args.warmup_epochs}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
     make_optimizer(args, steps_per_epoch=1)  # reject bad arguments before any data is fetched
     make_augment(args)
-    model_args(args.model, args.model_arg)
+    check_model_args(args.model, model_args(args.model, args.model_arg))
     if args.ensemble > 1:
         from xpnet.cli.ensemble import train_ensemble
 

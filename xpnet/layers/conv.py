@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from xpnet import backends, init
+from xpnet import backends, checks, init
 from xpnet.errors import ShapeError
 from xpnet.layers.base import Layer
 from xpnet.utils import conv_output_size, pair
@@ -26,7 +26,8 @@ class Conv2D(Layer):
                  rng=None, dtype=np.float32, backend=None):
         super().__init__()
         be = backends.get(backend) if backend is not None else backends.current()
-        self.C, self.FN = int(in_channels), int(out_channels)
+        self.C = checks.integer("Conv2D", "in_channels", in_channels)
+        self.FN = checks.integer("Conv2D", "out_channels", out_channels)
         self.KH, self.KW = pair(kernel_size, "kernel_size")
         self.stride, self.pad = pair(stride, "stride"), pair(pad, "pad")
         if min(self.stride) < 1 or min(self.KH, self.KW) < 1:

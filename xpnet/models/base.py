@@ -117,11 +117,15 @@ class Model:
         """
         x = self._prepare(x)
         self._check_shape(x)
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise ShapeError(f"{type(self).__name__}: expected a batch of at least one example, got shape "
+                             f"{tuple(x.shape)}")
         return self.net.forward(x, train)
 
     def loss(self, x, t, train=True):
         """Mean loss over the batch as a 0-d device array (``float(...)`` to read it)."""
         loss = self.loss_layer.forward(self.predict(x, train), t, train)
+        self._has_loss = True
         if self.weight_decay_lambda:
             acc = precision.compute_dtype(self.dtype)
             loss = loss + 0.5 * self.weight_decay_lambda * sum((w * w).sum(dtype=acc) for w in self._weights())
@@ -137,6 +141,8 @@ class Model:
             loss_scale: multiplies the loss before back-propagation (mixed-precision training's loss
                 scaling), so every gradient, the weight-decay term included, comes out scaled by it.
         """
+        if not getattr(self, "_has_loss", False):
+            raise RuntimeError(f"{type(self).__name__}.backward: no loss to back-propagate; call loss(x, t) first")
         self.net.backward(self.loss_layer.backward(float(loss_scale)))
         if self.weight_decay_lambda:
             wd = self.weight_decay_lambda * float(loss_scale)

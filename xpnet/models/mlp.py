@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from xpnet import checks
 from xpnet.layers import Affine, BatchNorm, Dropout, ReLU, Sequential, Sigmoid, SoftmaxCrossEntropy
 from xpnet.models.base import Model
 
@@ -25,6 +26,13 @@ class MLP(Model):
     def __init__(self, input_size=784, hidden_size_list=(100, 100), output_size=10, activation="relu",
                  weight_init_std="relu", weight_decay_lambda=0.0, use_dropout=False, dropout_ratio=0.5,
                  use_batchnorm=False, seed=0, dtype="float32", backend=None):
+        checks.common("MLP", output_size=output_size, seed=seed, dropout_ratio=dropout_ratio)
+        checks.integer("MLP", "input_size", input_size)
+        checks.integers("MLP", "hidden_size_list", hidden_size_list)
+        checks.weight_init("MLP", "weight_init_std", weight_init_std)
+        checks.number("MLP", "weight_decay_lambda", weight_decay_lambda)
+        checks.flag("MLP", "use_dropout", use_dropout)
+        checks.flag("MLP", "use_batchnorm", use_batchnorm)
         if activation not in ("relu", "sigmoid"):
             raise ValueError(f"MLP: activation must be 'relu' or 'sigmoid', got {activation!r}")
         config = dict(input_size=input_size, hidden_size_list=list(hidden_size_list), output_size=output_size,
