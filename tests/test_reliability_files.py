@@ -189,8 +189,8 @@ def test_tampered_checkpoint_fails_its_content_hash(run_copy, capsys):
 
 
 @pytest.mark.parametrize("extra, fragments", [
-    (["--model", "simple_convnet"], ["holds a 'mlp' model, not 'simple_convnet'", "the model it was trained with"]),
-    (["--optimizer", "sgd"], ["holds Adam optimizer state, not SGD", "the optimizer it was trained with"]),
+    (["--model", "simple_convnet"], ["--model simple_convnet (the run used mlp)", "the run's own arguments"]),
+    (["--optimizer", "sgd"], ["--optimizer sgd (the run used adam)", "the run's own arguments"]),
 ], ids=["architecture", "optimizer"])
 def test_checkpoint_of_another_run_refuses_to_resume(run_copy, capsys, extra, fragments):
     data, run = run_copy

@@ -7,7 +7,7 @@ import shlex
 import time
 
 from xpnet import ensemble
-from xpnet.cli.data import limit, load_dataset
+from xpnet.cli.data import check_labels_fit, limit, load_dataset
 from xpnet.errors import DataError, TrainingError, TrainingInterrupted
 from xpnet.models import REGISTRY
 
@@ -135,6 +135,7 @@ def train_one(args):
 
 def _train_one(args, hold):
     from xpnet.cli.build import make_augment, open_run_dir, resolve_out_dir
+    from xpnet.cli.resume import check_resume_args
     from xpnet.training import Trainer
 
     world = _start_world(args)
@@ -143,6 +144,8 @@ def _train_one(args, hold):
         out_dir, resume_path = resolve_out_dir(args, create=False)
     else:  # every rank needs the output directory and the scaled lr before building
         out_dir, resume_path = _distributed_setup(args, world, be, resolve_out_dir)
+    if resume_path:
+        check_resume_args(resume_path, args)  # before any data is read
     train, test, classes = load_dataset(args.dataset, flatten=args.model == "mlp")
     train = limit(train, args.limit)
     model, optimizer = _build(args, train, classes, be, world)
@@ -262,6 +265,8 @@ def run_eval(args):
     if tuple(x.shape[1:]) != tuple(model.config.get("input_dim", x.shape[1:])):
         raise DataError(f"the model expects inputs {tuple(model.config['input_dim'])}, the dataset has "
                         f"{tuple(x.shape[1:])}")
+    check_labels_fit(f"{args.dataset}: test", t, int(model.config.get("output_size", 10)),
+                     "the model's classes")
     if args.dtype:
         model.astype(args.dtype)
     be.synchronize()
@@ -285,6 +290,8 @@ def _eval_ensemble(args, be):
         raise ValueError("--dtype and --misclassified apply to one model; evaluate the members one by one")
     members = ensemble.load(args.model, backend=be)
     _, (x, t), _ = load_dataset(args.dataset, flatten=members.models[0].arch == "mlp")
+    check_labels_fit(f"{args.dataset}: test", t, int(members.models[0].config.get("output_size", 10)),
+                     f"the ensemble {args.model}'s classes")
     report(members, x, t, args.batch_size)
 
 

@@ -4,7 +4,7 @@ import argparse
 import os
 import time
 
-from xpnet.cli.data import load_dataset
+from xpnet.cli.data import check_labels_fit, load_dataset
 from xpnet.console import say
 
 
@@ -67,6 +67,7 @@ def run_ensemble(args):
         paths += group.paths
     ensemble = ens.Ensemble(models, paths)
     _, (x, t), _ = load_dataset(args.dataset, flatten=models[0].arch == "mlp")
+    check_labels_fit(f"{args.dataset}: test", t, int(models[0].config.get("output_size", 10)), "the models' classes")
     report(ensemble, x, t, args.batch_size)
     if args.save:
         ensemble.save(args.save)
