@@ -155,21 +155,21 @@ class GzipReader:
 
     def _more(self, want):
         while not self._eof:
-            if self._z.unconsumed_tail:
-                data = self._z.decompress(self._z.unconsumed_tail, want)
+            z = self._z
+            if z.eof:  # the rest of the input (in unused_data, and also in unconsumed_tail) is another member
+                rest = z.unused_data or self.f.read(CHUNK)
+                if not rest.strip(b"\x00"):  # end of file, or the zero padding some tools append
+                    self._eof = True
+                    break
+                self._z = zlib.decompressobj(31)
+                data = self._z.decompress(rest, want)
+            elif z.unconsumed_tail:
+                data = z.decompress(z.unconsumed_tail, want)
             else:
-                if self._z.eof:
-                    rest = self._z.unused_data or self.f.read(CHUNK)
-                    if not rest:
-                        self._eof = True
-                        break
-                    self._z = zlib.decompressobj(31)  # a concatenated gzip member
-                    data = self._z.decompress(rest, want)
-                else:
-                    chunk = self.f.read(CHUNK)
-                    if not chunk:
-                        raise EOFError("compressed file ended before the end-of-stream marker was reached")
-                    data = self._z.decompress(chunk, want)
+                chunk = self.f.read(CHUNK)
+                if not chunk:
+                    raise EOFError("compressed file ended before the end-of-stream marker was reached")
+                data = z.decompress(chunk, want)
             if data:
                 return data
         return None
