@@ -46,7 +46,8 @@ def run(base, tmp_path):
 
 
 def _load_child(path, call="xpnet.load(sys.argv[1])"):
-    code = f"import sys, xpnet\nfrom xpnet.training import load_checkpoint\ntry:\n {call}\nexcept Exception as e: print(e)"
+    code = (f"import sys, xpnet\nfrom xpnet.training import load_checkpoint\ntry:\n {call}\n"
+            "except Exception as e: print(e)")
     return peak_rss_mb(code, path)
 
 
