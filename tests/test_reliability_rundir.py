@@ -186,3 +186,24 @@ def test_two_signals_in_quick_succession_stop_cleanly(tmp_path, data, gap):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode in (130, 143) and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1 and "resume with:" in err, err
+
+
+def test_a_second_signal_during_the_shutdown_is_ignored():
+    """Deterministic: the second signal arrives while the first one's exception is being handled."""
+    from xpnet.signals import Interrupted, stop_on_signals
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(Interrupted) as exc, stop_on_signals():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)  # the handler raises at the next bytecode boundary
+            finally:  # the shutdown: a second and a third signal must not interrupt it
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+        assert exc.value.signum == signal.SIGTERM
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the process is on its way out
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
