@@ -10,7 +10,7 @@ import os
 from xpnet.backends.base import Backend, CPUTimer
 from xpnet.backends.numpy_backend import NumpyBackend
 
-__all__ = ["Backend", "CPUTimer", "NAMES", "available", "current", "get", "of", "resolve_name", "use"]
+__all__ = ["Backend", "CPUTimer", "NAMES", "available", "current", "get", "may_use_gpu", "of", "resolve_name", "use"]
 
 _ALIASES = {"numpy": "numpy", "cpu": "numpy", "cuda": "cuda", "cupy": "cuda", "gpu": "cuda", "auto": "auto"}
 NAMES = tuple(_ALIASES)
@@ -26,6 +26,11 @@ def resolve_name(name):
     if key not in _ALIASES:
         raise ValueError(f"unknown backend {name!r}; valid names: {', '.join(NAMES)}")
     return _ALIASES[key]
+
+
+def may_use_gpu(name):
+    """True when the backend ``name`` (an alias or ``"auto"``) is, or may turn out to be, a GPU."""
+    return resolve_name(name) != "numpy"
 
 
 def get(name):

@@ -6,11 +6,7 @@ import numpy as np
 
 from xpnet import precision
 from xpnet.backends import pooling
-
-
-def out_size(H, W, KH, KW, stride, pad):
-    """``(OH, OW)`` of a KH x KW window sliding over an H x W image with this stride and zero padding."""
-    return (H + 2 * pad[0] - KH) // stride[0] + 1, (W + 2 * pad[1] - KW) // stride[1] + 1
+from xpnet.backends.shapes import out_size
 
 
 class CPUTimer:
@@ -36,6 +32,13 @@ class Backend:
     name = "base"
     device = "none"
     xp = None
+    #: True when arrays live in host memory: reading a scalar back costs no device sync, and MPI can
+    #: reduce the buffers in place.
+    host_memory = False
+
+    def preferred_eval_batch_size(self, train_batch_size=None):
+        """The batch size evaluation passes should use, given the training batch size (if known)."""
+        return 1000
 
     def __repr__(self):
         return f"<xpnet backend {self.name} on {self.device}>"

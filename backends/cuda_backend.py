@@ -1,18 +1,22 @@
 """The CUDA backend: CuPy arrays on the current NVIDIA device, with xpnet's own kernels."""
 
+import base64
+
 import numpy as np
 
-from xpnet.backends.base import Backend, out_size
+from xpnet.backends.base import Backend
+from xpnet.backends.shapes import out_size
 from xpnet.errors import BackendError
 
 _INSTALL = 'install CuPy for your CUDA version: pip install "xpnet[cuda12]" (or "xpnet[cuda13]")'
 
 
-def _import_cupy():
-    try:
-        import cupy
-    except ImportError as e:
-        raise BackendError(f"backend 'cuda' needs CuPy, which is not installed ({e}); {_INSTALL}") from None
+def _import_cupy(cupy=None):
+    if cupy is None:
+        try:
+            import cupy
+        except ImportError as e:
+            raise BackendError(f"backend 'cuda' needs CuPy, which is not installed ({e}); {_INSTALL}") from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # driver missing, no device, or a broken CUDA install
@@ -48,11 +52,18 @@ class CudaTimer:
 
 
 class CupyRNG:
-    """Device-side random numbers from CuPy's generator."""
+    """Device-side random numbers from CuPy's generator, with a state that can be saved and restored.
+
+    The generator is cuRAND's XORWOW with a fixed number of states (not CuPy's default, which scales
+    with the GPU's multiprocessor count), so a seed gives the same numbers on every GPU and the saved
+    state is small: ``_STATES`` x 48 bytes, base64 in the checkpoint's JSON.
+    """
+
+    _STATES = 2**14
 
     def __init__(self, cupy, seed=None):
         self._cp = cupy
-        self.gen = cupy.random.default_rng(seed)
+        self.gen = cupy.random.Generator(cupy.random.XORWOW(seed, size=self._STATES))
 
     def random(self, shape, dtype=np.float32):
         return self.gen.random(shape, dtype=dtype)
@@ -61,24 +72,37 @@ class CupyRNG:
         return self.gen.standard_normal(shape, dtype=dtype)
 
     def get_state(self):
-        return None  # CuPy's generator state is not exposed; GPU resume is not bit-identical
+        """The generator's device state, copied to the host as a JSON-serialisable dict (a sync)."""
+        raw = self._cp.asnumpy(self.gen.bit_generator._state)
+        return {"bit_generator": "XORWOW", "state": base64.b64encode(raw.tobytes()).decode("ascii")}
 
     def set_state(self, state):
-        if state is not None:
-            raise ValueError("a CUDA random state cannot be restored; resume on the device it was saved on")
+        """Restore a state from :meth:`get_state`; ValueError for any other kind of state."""
+        target = self.gen.bit_generator._state
+        kind = state.get("bit_generator") if isinstance(state, dict) else type(state).__name__
+        raw = np.frombuffer(base64.b64decode(state["state"]), dtype=np.int8) if kind == "XORWOW" else None
+        if raw is None or raw.size != target.size:
+            raise ValueError(f"a CUDA random state must be a XORWOW state of {target.size} bytes, got "
+                             f"{kind if raw is None else f'one of {raw.size} bytes'}")
+        target[...] = self._cp.asarray(raw)
 
 
 class CudaBackend(Backend):
-    """Arrays on an NVIDIA GPU through CuPy."""
+    """Arrays on an NVIDIA GPU through CuPy.
+
+    Args:
+        cupy: the CuPy module to use (default: ``import cupy``); anything with CuPy's API, such as an
+            emulated device, runs the same code.
+    """
 
     name = "cuda"
 
-    def __init__(self):
-        cupy = _import_cupy()
+    def __init__(self, cupy=None):
+        cupy = _import_cupy(cupy)
         from xpnet.backends import cuda_kernels
 
         self.xp = cupy
-        self._kernels = cuda_kernels
+        self._kernels = cuda_kernels.build(cupy)
         dev = cupy.cuda.Device()
         props = cupy.cuda.runtime.getDeviceProperties(dev.id)
         name = props["name"]

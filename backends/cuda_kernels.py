@@ -1,16 +1,20 @@
 """CUDA kernels (CuPy ElementwiseKernel) for im2col and col2im.
 
-col2im gathers: one thread per image element sums its windows in (kh, kw) order, exactly as the
-NumPy backend's strided adds do, so both backends agree bit for bit and runs are deterministic.
+Every kernel xpnet runs is in :data:`KERNELS` (CI compiles each with NVRTC for sm_80 and sm_90);
+:func:`build` makes them with a given CuPy module. col2im gathers: one thread per image element sums
+its windows in (kh, kw) order, as the NumPy backend's strided adds do, so runs are deterministic and
+agree with NumPy bit for bit on normal numbers. CuPy compiles kernels with ``-ftz=true``: float32
+subnormal values (below 1.2e-38) are flushed to zero on the GPU, so results on such inputs differ from
+NumPy's (``tests/test_backends.py`` shows both).
 """
 
-import cupy as cp
+import types
 
 _INDEX = """
     const long long KW_ = KW, KH_ = KH, C_ = C, OW_ = OW, OH_ = OH;
 """
 
-im2col_kernel = cp.ElementwiseKernel(
+IM2COL = (
     "raw T img, int32 C, int32 H, int32 W, int32 OH, int32 OW, int32 KH, int32 KW, "
     "int32 SH, int32 SW, int32 PH, int32 PW, T pad_value",
     "T col",
@@ -30,7 +34,7 @@ im2col_kernel = cp.ElementwiseKernel(
     "xpnet_im2col",
 )
 
-col2im_kernel = cp.ElementwiseKernel(
+COL2IM = (
     "raw T col, int32 C, int32 H, int32 W, int32 OH, int32 OW, int32 KH, int32 KW, "
     "int32 SH, int32 SW, int32 PH, int32 PW",
     "T img",
@@ -57,3 +61,14 @@ col2im_kernel = cp.ElementwiseKernel(
     """,
     "xpnet_col2im",
 )
+
+# attribute name -> (CuPy class, its constructor's arguments)
+KERNELS = {
+    "im2col_kernel": ("ElementwiseKernel", IM2COL),
+    "col2im_kernel": ("ElementwiseKernel", COL2IM),
+}
+
+
+def build(cupy):
+    """xpnet's kernels as objects of the given CuPy module (``cupy.ElementwiseKernel`` ...), by name."""
+    return types.SimpleNamespace(**{name: getattr(cupy, kind)(*args) for name, (kind, args) in KERNELS.items()})

@@ -1,13 +1,12 @@
-"""The NumPy backend: host arrays, im2col as one strided-view copy, col2im as KH*KW strided adds."""
+"""The NumPy backend: host arrays; convolutions in numpy_conv, batch-split kernels in numpy_split."""
 
 import os
 import platform
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from xpnet.backends import numpy_conv, numpy_conv_probe, numpy_split
-from xpnet.backends.base import Backend, out_size
+from xpnet.backends.base import Backend
 from xpnet.backends.cpu_threads import BatchSplitter
 
 
@@ -42,26 +41,18 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
-def _padded(x, PH, PW, pad_value):
-    if not (PH or PW):
-        return x
-    return np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)), mode="constant", constant_values=pad_value)
-
-
-def _windows(xpad, KH, KW, SH, SW, OH, OW):
-    """View (N, OH, OW, C, KH, KW) of every window; no copy."""
-    N, C = xpad.shape[:2]
-    sN, sC, sH, sW = xpad.strides
-    return as_strided(xpad, (N, OH, OW, C, KH, KW), (sN, sH * SH, sW * SW, sC, sH, sW), writeable=False)
-
-
 class NumpyBackend(Backend):
     """Arrays in host memory through NumPy."""
 
     name = "numpy"
     device = "cpu"
     xp = np
+    host_memory = True
     _splitter = None
+
+    def preferred_eval_batch_size(self, train_batch_size=None):
+        """The training batch size: the convolutions' workspaces are then reused, not re-allocated."""
+        return train_batch_size or 1000
 
     @property
     def splitter(self):
@@ -82,28 +73,6 @@ class NumpyBackend(Backend):
 
     def rng(self, seed=None):
         return NumpyRNG(seed)
-
-    def im2col(self, x, KH, KW, stride=(1, 1), pad=(0, 0), pad_value=0):
-        """(N, C, H, W) -> (N*OH*OW, C*KH*KW), columns ordered (c, kh, kw) as in the book."""
-        N, C, H, W = x.shape
-        (SH, SW), (PH, PW) = stride, pad
-        OH, OW = out_size(H, W, KH, KW, stride, pad)
-        view = _windows(_padded(x, PH, PW, pad_value), KH, KW, SH, SW, OH, OW)
-        return view.reshape(N * OH * OW, C * KH * KW)
-
-    def col2im(self, col, x_shape, KH, KW, stride=(1, 1), pad=(0, 0)):
-        """Inverse of im2col's scatter: sums overlapping windows, in (kh, kw) order."""
-        N, C, H, W = x_shape
-        (SH, SW), (PH, PW) = stride, pad
-        OH, OW = out_size(H, W, KH, KW, stride, pad)
-        cols = col.reshape(N, OH, OW, C, KH, KW).transpose(0, 3, 4, 5, 1, 2)  # (N, C, KH, KW, OH, OW)
-        img = np.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=col.dtype)
-        for kh in range(KH):
-            for kw in range(KW):
-                img[:, :, kh : kh + SH * (OH - 1) + 1 : SH, kw : kw + SW * (OW - 1) + 1 : SW] += cols[:, :, kh, kw]
-        if PH or PW:
-            img = np.ascontiguousarray(img[:, :, PH : PH + H, PW : PW + W])
-        return img
 
     def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True):
         """Strided-copy im2col + BLAS GEMMs, in the layout that suits the layer (see numpy_conv)."""

@@ -13,11 +13,11 @@ The padding is never copied: the column buffer is created zeroed and each tap wr
 whose input lies inside the image (13% off the forward pass against np.pad + full taps). Backward, dx is
 either dcol = W^T @ dout scattered back by KH*KW strided adds in L3-sized runs of images, or, for
 stride-1 layers with FN <= C, the full convolution of dout with the flipped filters (see
-_dx_by_full_conv); DeepConvNet's six conv layers, batch 100: backward 34.0 -> 27.4 ms with both.
+_dx_by_full_conv), whichever writes less.
 
-Measured on the 2-core dev machine, batch 100, DeepConvNet's conv shapes (forward + backward ms,
-batched -> gemm): 1x3x3: 2.0 -> 3.7; 16x3x3 at 28x28: 35.0 -> 25.6; 32x3x3 at 14x14: 22.4 -> 16.6;
-64x3x3 at 8x8: 28.5 -> 19.6.
+THIN comes from timing both layouts on DeepConvNet's conv shapes (batch 100, 2 cores, forward +
+backward ms, batched vs gemm): 1x3x3: 2.0 vs 3.7; 16x3x3 at 28x28: 35.0 vs 25.6; 32x3x3 at 14x14:
+22.4 vs 16.6; 64x3x3 at 8x8: 28.5 vs 19.6.
 
 ``ws`` is a dict the calling layer owns: the column buffers live there between steps, because
 fresh 10-100 MB arrays cost more in page faults than the copies themselves.
@@ -25,7 +25,7 @@ fresh 10-100 MB arrays cost more in page faults than the copies themselves.
 
 import numpy as np
 
-from xpnet.backends.base import out_size
+from xpnet.backends.shapes import out_size
 
 THIN = 32
 CHUNK_BYTES = 1 << 22  # backward: dcol is made and scattered in runs of images this big (L3-resident)
@@ -86,7 +86,7 @@ def forward(x, W, b, stride, pad, ws=None, split=None, keep=True):
 
     ``b`` may be None (no bias: the backward pass's full convolution for dx). ``keep=False`` (inference):
     each thread makes and uses the columns in L3-sized runs of images instead of one buffer for the
-    batch (DeepConvNet's conv layers at batch 1000: 163 -> 138 ms); the cache then holds no columns and
+    batch (the runs stay in cache, a batch-sized buffer does not); the cache then holds no columns and
     a backward pass rebuilds them.
     """
     N, C, H, Wd = x.shape
@@ -178,8 +178,8 @@ def _dx_by_full_conv(W_shape, stride, pad):
 
     Both write a 9x-expanded array, but the full convolution's GEMM has the fat inner dimension FN*KH*KW
     and writes dx once instead of KH*KW read-modify-write passes. It writes FN*KH*KW rows where col2im's
-    dcol has C*KH*KW, so it pays only when FN <= C (DeepConvNet conv2/4/6 backward: 2.7 ms less of ~30;
-    conv3/5, FN = 2C, were 0.4-0.6 ms slower). Stride 1 only.
+    dcol has C*KH*KW, so it pays only when FN <= C (timed on DeepConvNet: faster for conv2/4/6, slower
+    for conv3/5, where FN = 2C). Stride 1 only.
     """
     FN, C, KH, KW = W_shape
     return stride == (1, 1) and FN <= C and FN * KH * KW >= THIN and pad[0] < KH and pad[1] < KW

@@ -7,7 +7,7 @@ batch slices and threads) on random arrays, with none of the copies around them.
 import numpy as np
 
 from xpnet.backends import numpy_conv as nc
-from xpnet.backends.base import out_size
+from xpnet.backends.shapes import out_size
 
 
 def gemm_probe(x_shape, W_shape, stride, pad, split=None, dtype=np.float32):

@@ -5,6 +5,8 @@ passes over the output. Written against ``xp`` so every backend can use it; the 
 in (kh, kw) order, so it is deterministic.
 """
 
+from xpnet.backends.shapes import out_size
+
 
 def _tap(a, kh, kw, SH, SW, OH, OW):
     """The (N, C, OH, OW) strided view of tap (kh, kw)."""
@@ -95,7 +97,7 @@ def _scatter_taps(xp, x_shape, KH, KW, stride, pad, dtype, grad_into, out=None):
     """dx from ``grad_into(k, view, add)``, which writes (or adds, where windows overlap) tap k's gradient."""
     N, C, H, W = x_shape
     (SH, SW), (PH, PW) = stride, pad
-    OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
+    OH, OW = out_size(H, W, KH, KW, stride, pad)
     non_overlapping = SH >= KH and SW >= KW
     if out is not None and not (PH or PW):
         dx = out

@@ -1,10 +1,15 @@
-"""Shared fixtures: ``backend`` runs a test once per available backend; GPU cases carry the gpu mark."""
+"""Shared fixtures: ``backend`` runs a test on NumPy and on CUDA: a real GPU when one is usable, else the
+emulated device (``tests/emulated_cupy``), so the CUDA backend's code runs in CI too."""
 
+import contextlib
+import os
 import sys
 import types
 
 import numpy as np
 import pytest
+from emulated_cupy import device
+from emulated_cupy.kernels import host_compiler_problem
 
 from xpnet import backends
 
@@ -13,22 +18,30 @@ def _cuda_usable():
     return "cuda" in backends.available()
 
 
+REAL_GPU = _cuda_usable()
+# Without a GPU the cuda cases run on the emulated device, which compiles kernels with g++.
+NO_CUDA = None if REAL_GPU else host_compiler_problem()
+NO_CUDA_REASON = f"no usable GPU, and the emulated device cannot compile kernels here ({NO_CUDA})"
+if NO_CUDA and os.environ.get("XPNET_REQUIRE_CUDA_CHECKS") == "1":  # CI: the cuda cases must not skip
+    raise RuntimeError(NO_CUDA_REASON)
+
+
 def pytest_generate_tests(metafunc):
     if "backend" in metafunc.fixturenames:
-        params = [
-            pytest.param("numpy", id="numpy"),
-            pytest.param("cuda", id="cuda", marks=[
-                pytest.mark.gpu,
-                pytest.mark.skipif(not _cuda_usable(), reason="CUDA backend unavailable (no CuPy or no GPU)"),
-            ]),
-        ]
+        cuda = pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(bool(NO_CUDA), reason=NO_CUDA_REASON))
+        params = [pytest.param("numpy", id="numpy"), cuda]
         metafunc.parametrize("backend", params, indirect=True)
 
 
 @pytest.fixture
 def backend(request):
-    """The Backend object for this parametrisation, made current for the test's duration."""
-    with backends.use(request.param) as be:
+    """The Backend object for this parametrisation, made current for the test's duration.
+
+    ``cuda`` without a usable GPU is the emulated device: for the test's duration it is xpnet's cuda
+    backend and ``import cupy`` gives the emulated module.
+    """
+    emulate = request.param == "cuda" and not REAL_GPU
+    with device.as_cuda() if emulate else contextlib.nullcontext(), backends.use(request.param) as be:
         yield be
 
 
@@ -39,9 +52,19 @@ def rng():
 
 @pytest.fixture
 def cuda():
-    """The CUDA backend, or a clean skip; use with @pytest.mark.gpu."""
-    if not _cuda_usable():
-        pytest.skip("CUDA backend unavailable (no CuPy or no GPU)")
+    """The CUDA backend: a real GPU when one is usable, else the emulated device (as for ``backend``)."""
+    if NO_CUDA:
+        pytest.skip(NO_CUDA_REASON)
+    with contextlib.nullcontext(backends.get("cuda")) if REAL_GPU else device.as_cuda() as be:
+        yield be
+
+
+@pytest.fixture
+def real_gpu():
+    """The CUDA backend on a real GPU, or a clean skip: for tests the emulated device cannot stand in for
+    (other processes, NCCL); use with @pytest.mark.gpu."""
+    if not REAL_GPU:
+        pytest.skip("needs a real GPU (CUDA backend unavailable: no CuPy or no GPU)")
     return backends.get("cuda")
 
 

@@ -46,6 +46,22 @@ def naive_im2col(x, KH, KW, stride, pad, pad_value=0.0):
     return col
 
 
+def naive_col2im(col, x_shape, KH, KW, stride, pad):
+    """Reference col2im: each image element sums its windows' entries in (kh, kw) order."""
+    N, C, H, W = x_shape
+    (SH, SW), (PH, PW) = stride, pad
+    OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
+    img = np.zeros(x_shape, dtype=col.dtype)
+    for n, c, h, w in np.ndindex(*x_shape):
+        for kh in range(KH):
+            for kw in range(KW):
+                oh, rh = divmod(h + PH - kh, SH)
+                ow, rw = divmod(w + PW - kw, SW)
+                if rh == 0 and rw == 0 and 0 <= oh < OH and 0 <= ow < OW:
+                    img[n, c, h, w] += col[(n * OH + oh) * OW + ow, (c * KH + kh) * KW + kw]
+    return img
+
+
 def _col_rows(x_shape, KH, KW, stride, pad):
     N, C, H, W = x_shape
     OH = (H + 2 * pad[0] - KH) // stride[0] + 1
@@ -156,24 +172,19 @@ def test_cuda_with_zero_devices_says_no_usable_device(fake_cupy):
 
 
 @pytest.mark.parametrize("KH, KW, stride, pad", GEOMETRIES)
-def test_numpy_im2col_matches_naive_loops(KH, KW, stride, pad, rng):
-    be = backends.get("numpy")
-    x = rng.standard_normal((2, 2, 7, 6)).astype(np.float32)
-    got = be.im2col(x, KH, KW, stride, pad)
-    np.testing.assert_array_equal(got, naive_im2col(x, KH, KW, stride, pad))
-
-
-@pytest.mark.parametrize("pad_value", [0.0, -np.inf, 3.5])
-def test_numpy_im2col_pad_value(pad_value, rng):
-    be = backends.get("numpy")
-    x = rng.standard_normal((1, 2, 4, 5))
-    got = be.im2col(x, 3, 3, (2, 2), (1, 1), pad_value)
-    np.testing.assert_array_equal(got, naive_im2col(x, 3, 3, (2, 2), (1, 1), pad_value))
-    assert (got == pad_value).any()  # some window really reached the padding
+def test_naive_col2im_is_adjoint_of_naive_im2col(KH, KW, stride, pad, rng):
+    """The references agree with each other: <im2col(x), c> = <x, col2im(c)>."""
+    x_shape = (2, 3, 7, 6)
+    x = rng.standard_normal(x_shape)
+    c = rng.standard_normal(_col_rows(x_shape, KH, KW, stride, pad))
+    lhs = float(np.sum(naive_im2col(x, KH, KW, stride, pad) * c))
+    rhs = float(np.sum(x * naive_col2im(c, x_shape, KH, KW, stride, pad)))
+    assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
 
 
 @pytest.mark.parametrize("KH, KW, stride, pad", GEOMETRIES)
-def test_col2im_is_adjoint_of_im2col(backend, KH, KW, stride, pad, rng):
+def test_col2im_is_adjoint_of_im2col(cuda, KH, KW, stride, pad, rng):
+    backend = cuda
     x_shape = (2, 3, 7, 6)
     x = rng.standard_normal(x_shape)
     c = rng.standard_normal(_col_rows(x_shape, KH, KW, stride, pad))
@@ -184,18 +195,25 @@ def test_col2im_is_adjoint_of_im2col(backend, KH, KW, stride, pad, rng):
     assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("KH, KW, stride, pad", GEOMETRIES)
-def test_im2col_col2im_gpu_equal_cpu_exactly(cuda, KH, KW, stride, pad, rng):
-    cpu = backends.get("numpy")
+def test_im2col_col2im_gpu_equal_references_exactly(cuda, KH, KW, stride, pad, rng):
     x_shape = (2, 3, 7, 6)
     x = rng.standard_normal(x_shape).astype(np.float32)
     c = rng.standard_normal(_col_rows(x_shape, KH, KW, stride, pad)).astype(np.float32)
-    for pad_value in (0.0, -np.inf):
+    for pad_value in (0.0, -np.inf, 3.5):
         gpu_col = cuda.asnumpy(cuda.im2col(cuda.asarray(x), KH, KW, stride, pad, pad_value))
-        assert np.array_equal(gpu_col, cpu.im2col(x, KH, KW, stride, pad, pad_value))
+        assert np.array_equal(gpu_col, naive_im2col(x, KH, KW, stride, pad, pad_value))
     gpu_img = cuda.asnumpy(cuda.col2im(cuda.asarray(c), x_shape, KH, KW, stride, pad))
-    assert np.array_equal(gpu_img, cpu.col2im(c, x_shape, KH, KW, stride, pad))
+    assert np.array_equal(gpu_img, naive_col2im(c, x_shape, KH, KW, stride, pad))
+
+
+def test_col2im_on_float32_subnormals_flushes_to_zero_on_the_gpu_only(cuda):
+    """CuPy compiles kernels with -ftz=true (backends/cuda_kernels.py says so): a float32 subnormal sum
+    is 0 on the GPU, while NumPy keeps it; normal numbers agree exactly (test above)."""
+    c = np.full((4, 9), 1e-40, dtype=np.float32)  # the columns of a 1x1x4x4 image, 3x3 windows
+    host = naive_col2im(c, (1, 1, 4, 4), 3, 3, (1, 1), (0, 0))
+    assert host.max() == 4 * np.float32(1e-40)  # the centre gets all four windows' values, exactly
+    assert not cuda.asnumpy(cuda.col2im(cuda.asarray(c), (1, 1, 4, 4), 3, 3)).any()
 
 
 # -- conv2d kernels ----------------------------------------------------------------------------------
@@ -208,19 +226,31 @@ def _conv_case(rng, KH, KW, C=3, FN=4, shape=(2, 3, 7, 6)):
     return x, W, b
 
 
+def reference_conv(x, W, b, stride, pad, dout):
+    """``(out, dx, dW, db)`` of a convolution by the loop references, in float64 on the host."""
+    FN, _, KH, KW = W.shape
+    N, _, H, Wd = x.shape
+    OH, OW = (H + 2 * pad[0] - KH) // stride[0] + 1, (Wd + 2 * pad[1] - KW) // stride[1] + 1
+    x, W, b, dout = (a.astype(np.float64) for a in (x, W, b, dout))
+    col = naive_im2col(x, KH, KW, stride, pad)
+    out = (col @ W.reshape(FN, -1).T + b).reshape(N, OH, OW, FN).transpose(0, 3, 1, 2)
+    d = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
+    dx = naive_col2im(d @ W.reshape(FN, -1), x.shape, KH, KW, stride, pad)
+    return out, dx, (d.T @ col).reshape(W.shape), d.sum(axis=0)
+
+
 @pytest.mark.parametrize("KH, KW, stride, pad", GEOMETRIES)
-def test_backend_conv2d_matches_generic(backend, KH, KW, stride, pad, rng):
-    x, W, b = (backend.asarray(a) for a in _conv_case(rng, KH, KW))
-    out, cache = backend.conv2d_forward(x, W, b, stride, pad, {})
-    ref, ref_cache = backends.Backend.conv2d_forward(backend, x, W, b, stride, pad)
-    assert out.shape == ref.shape and out.dtype == np.float32
-    np.testing.assert_allclose(backend.asnumpy(out), backend.asnumpy(ref), rtol=1e-5, atol=1e-5)
-    dout = backend.asarray(rng.standard_normal(out.shape).astype(np.float32))
-    got = backend.conv2d_backward(dout, cache, W, stride, pad, {})
-    want = backends.Backend.conv2d_backward(backend, dout, ref_cache, W, stride, pad)
+def test_backend_conv2d_matches_reference(backend, KH, KW, stride, pad, rng):
+    x, W, b = _conv_case(rng, KH, KW)
+    out, cache = backend.conv2d_forward(*(backend.asarray(a) for a in (x, W, b)), stride, pad, {})
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    ref_out, *want = reference_conv(x, W, b, stride, pad, dout)
+    assert out.shape == ref_out.shape and out.dtype == np.float32
+    np.testing.assert_allclose(backend.asnumpy(out), ref_out, rtol=1e-5, atol=1e-5)
+    got = backend.conv2d_backward(backend.asarray(dout), cache, backend.asarray(W), stride, pad, {})
     for name, g, w in zip(("dx", "dW", "db"), got, want):
         assert g.shape == w.shape and g.dtype == np.float32, name
-        np.testing.assert_allclose(backend.asnumpy(g), backend.asnumpy(w), rtol=1e-4, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(backend.asnumpy(g), w, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
 def test_conv2d_workspace_reuse_gives_same_result(rng):
@@ -233,7 +263,6 @@ def test_conv2d_workspace_reuse_gives_same_result(rng):
     np.testing.assert_array_equal(first, again)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("KH, KW, stride, pad", GEOMETRIES)
 def test_conv2d_gpu_matches_cpu(cuda, KH, KW, stride, pad, rng):
     cpu = backends.get("numpy")

@@ -144,7 +144,7 @@ def test_two_ranks_of_50_match_one_rank_of_100_and_agree(tmp_path):
 @pytest.mark.gpu
 @needs_mpi
 @pytest.mark.parametrize("nccl", ["0", "1"], ids=["staged", "nccl"])
-def test_two_gpu_ranks_agree_and_match_one_rank(tmp_path, cuda, nccl):
+def test_two_gpu_ranks_agree_and_match_one_rank(tmp_path, real_gpu, nccl):
     import cupy
 
     if nccl == "1" and cupy.cuda.runtime.getDeviceCount() < 2:

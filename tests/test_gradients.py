@@ -174,9 +174,9 @@ def _randomize_biases(model, backend, rng):
             model.net.set_array(name, backend.asarray(rng.standard_normal(p.shape) * 0.1))
 
 
-def test_mlp_with_batchnorm_dropout_and_weight_decay(backend, rng):
+def test_mlp_with_batchnorm_and_dropout(backend, rng):
     model = MLP(input_size=6, hidden_size_list=(5, 4), output_size=3, use_batchnorm=True, use_dropout=True,
-                dropout_ratio=0.3, weight_decay_lambda=0.1, seed=2, dtype=F64)
+                dropout_ratio=0.3, seed=2, dtype=F64)
     assert any(name.startswith("bn") for name in model.net.layers)
     assert any(name.startswith("dropout") for name in model.net.layers)
     _randomize_biases(model, backend, rng)
@@ -190,11 +190,20 @@ def test_mlp_with_batchnorm_dropout_and_weight_decay(backend, rng):
     assert max(errors.values()) < TOL, errors
 
 
-def test_mlp_with_dropout_and_weight_decay(backend, rng):
+def test_mlp_with_dropout(backend, rng):
     model = MLP(input_size=6, hidden_size_list=(5, 4), output_size=3, use_dropout=True, dropout_ratio=0.3,
-                weight_decay_lambda=0.1, seed=2, dtype=F64)
+                seed=2, dtype=F64)
     _randomize_biases(model, backend, rng)
     errors = gradcheck.check_model(model, backend.asarray(rng.standard_normal((4, 6))), np.array([0, 2, 1, 2]))
+    assert set(errors) == set(model.params)
+    assert max(errors.values()) < TOL, errors
+
+
+def test_mlp_regression_gradients(backend, rng):
+    model = MLP(input_size=5, hidden_size_list=(4,), output_size=3, loss="mse", seed=1, dtype=F64)
+    _randomize_biases(model, backend, rng)
+    errors = gradcheck.check_model(model, backend.asarray(rng.standard_normal((4, 5))),
+                                   rng.standard_normal((4, 3)))
     assert set(errors) == set(model.params)
     assert max(errors.values()) < TOL, errors
 

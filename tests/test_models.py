@@ -121,7 +121,6 @@ def test_predict_accepts_numpy_and_lists(backend):
         model.predict(np.zeros((2, 6), dtype=np.int64))
 
 
-@pytest.mark.gpu
 def test_gpu_model_moves_numpy_input_and_matches_cpu(cuda, rng):
     cpu_model = _small_mlp(backend="numpy")
     gpu_model = _small_mlp(backend="numpy").to(cuda)
@@ -131,7 +130,6 @@ def test_gpu_model_moves_numpy_input_and_matches_cpu(cuda, rng):
     np.testing.assert_allclose(cuda.asnumpy(out), cpu_model.predict(x), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.gpu
 def test_device_mismatch_names_layer_and_devices(cuda, rng):
     model = DeepConvNet(backend=cuda)
     x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)

@@ -6,10 +6,10 @@ file, and a fresh process reading them stays far below the memory the file decla
 
 import gzip
 import json
-import shutil
 
 import numpy as np
 import pytest
+import test_reliability_files
 from reliability_helpers import (
     assert_one_line_error,
     deflate_bomb_npz,
@@ -23,26 +23,12 @@ from test_datasets import fake_raw
 
 import xpnet
 from xpnet import serialization
-from xpnet.cli.main import main
 from xpnet.errors import FileFormatError
 from xpnet.models import MLP
 
+base_run, run_copy = test_reliability_files.base_run, test_reliability_files.run_copy  # the shared finished run
 BOMB = 128 << 20  # bytes each bomb declares (~130 KB on disk); a reader that believes it needs that much
 RSS_LIMIT_MB = 100  # a fresh Python with NumPy and xpnet peaks at ~40 MB
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bombs")
-    data = tiny_idx(root / "data")
-    assert main(train_args(data, root / "run")) == 0
-    return root
-
-
-@pytest.fixture
-def run(base, tmp_path):
-    shutil.copytree(base / "run", tmp_path / "run")
-    return str(base / "data"), tmp_path / "run"
 
 
 def _load_child(path, call="xpnet.load(sys.argv[1])"):
@@ -60,8 +46,8 @@ def test_deflate_bomb_model_file_is_refused_in_bounded_memory(tmp_path):
     assert rss < RSS_LIMIT_MB, rss
 
 
-def test_deflate_bomb_checkpoint_is_refused_in_bounded_memory(tmp_path, capsys, run):
-    data, run_dir = run
+def test_deflate_bomb_checkpoint_is_refused_in_bounded_memory(tmp_path, capsys, run_copy):
+    data, run_dir = run_copy
     deflate_bomb_npz(run_dir / "checkpoint.npz", "model/fc1.W", BOMB)
     code, _, err = run_main(capsys, *train_args(data, run_dir, "--resume", epochs=2))
     assert_one_line_error(code, err, "checkpoint.npz", "decompression bomb")
@@ -106,11 +92,11 @@ def test_model_config_declaring_a_huge_model_is_refused_before_building(tmp_path
     assert rss < RSS_LIMIT_MB, rss
 
 
-def test_npy_renamed_npz_says_so(tmp_path, capsys, base):
+def test_npy_renamed_npz_says_so(tmp_path, capsys, base_run):
     path = tmp_path / "model.npz"
     np.save(tmp_path / "x.npy", np.zeros(3))
     (tmp_path / "x.npy").rename(path)
-    code, _, err = run_main(capsys, "eval", path, "--dataset", base / "data")
+    code, _, err = run_main(capsys, "eval", path, "--dataset", base_run / "data")
     assert_one_line_error(code, err, str(path), "an .npy file, not an .npz archive")
 
 
@@ -133,8 +119,8 @@ def _set(key, value):
 @pytest.mark.parametrize("key, value", [("epoch", -5), ("dtype", "float16"), ("history", []),
                                         ("rng", {"model": {}, "iterator": {}, "augment": None})],
                          ids=["epoch", "dtype", "history", "rng"])
-def test_metadata_edited_by_hand_fails_the_content_hash(run, capsys, key, value):
-    data, run_dir = run
+def test_metadata_edited_by_hand_fails_the_content_hash(run_copy, capsys, key, value):
+    data, run_dir = run_copy
     _rewrite(run_dir / "checkpoint.npz", "xpnet-checkpoint", _set(key, value), rehash=False)
     code, _, err = run_main(capsys, *train_args(data, run_dir, "--resume", epochs=2))
     assert_one_line_error(code, err, "checkpoint.npz", "content hash mismatch")
@@ -149,8 +135,8 @@ def test_metadata_edited_by_hand_fails_the_content_hash(run, capsys, key, value)
     (_set("rng", {"model": {}, "iterator": {"state": "x"}, "augment": None}), ["field 'rng.iterator'"]),
     (_set("frozen", ["no.such.param"]), ["field 'frozen'", "matches no parameter"]),
 ], ids=["epoch-negative", "epoch-beyond-history", "epoch-text", "history-value", "optimizer-step", "rng", "frozen"])
-def test_checkpoint_fields_out_of_range_are_named(run, capsys, edit, fragments):
-    data, run_dir = run
+def test_checkpoint_fields_out_of_range_are_named(run_copy, capsys, edit, fragments):
+    data, run_dir = run_copy
     _rewrite(run_dir / "checkpoint.npz", "xpnet-checkpoint", edit)
     before = (run_dir / "checkpoint.npz").read_bytes()
     code, _, err = run_main(capsys, *train_args(data, run_dir, "--resume", epochs=2))
@@ -176,16 +162,16 @@ def _weights(fn):
     (_set("dtype", "int8"), ["field 'dtype'", "got 'int8'"]),
     (_set("format_version", "2"), ["field 'format_version'"]),
 ], ids=["complex", "int64", "nan", "unknown-key", "bad-value", "config-list", "dtype", "version-text"])
-def test_model_file_fields_are_checked_by_type_and_range(run, capsys, edit, fragments):
-    data, run_dir = run
+def test_model_file_fields_are_checked_by_type_and_range(run_copy, capsys, edit, fragments):
+    data, run_dir = run_copy
     _rewrite(run_dir / "model.npz", "xpnet-model", edit)
     code, _, err = run_main(capsys, "eval", run_dir / "model.npz", "--dataset", data)
     assert_one_line_error(code, err, "model.npz", *fragments)
 
 
-def test_version_1_files_still_load(run):
+def test_version_1_files_still_load(run_copy):
     """Files written before the hash covered the metadata load, with every other check still applied."""
-    _, run_dir = run
+    _, run_dir = run_copy
     arrays, meta = serialization.read_npz(run_dir / "model.npz", "xpnet-model")
     meta = {**meta, "format_version": 1, "sha256": serialization.arrays_sha256(arrays)}
     np.savez(run_dir / "v1.npz", **arrays, __meta__=np.array(json.dumps(meta)))
@@ -206,8 +192,8 @@ def test_version_1_files_still_load(run):
     ('{"format": "xpnet-ensemble", "members": [' * 5000, ["invalid JSON"]),
     ("\udcff", ["invalid JSON"]),
 ], ids=["no-sha", "string-member", "members-object", "path-number", "list", "deep", "binary"])
-def test_malformed_ensemble_manifest_is_one_line_naming_the_field(run, capsys, manifest, fragments):
-    data, run_dir = run
+def test_malformed_ensemble_manifest_is_one_line_naming_the_field(run_copy, capsys, manifest, fragments):
+    data, run_dir = run_copy
     path = run_dir / "ens.json"
     path.write_bytes(manifest.encode("utf-8", "surrogateescape"))
     code, _, err = run_main(capsys, "eval", path, "--dataset", data)

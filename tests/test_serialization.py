@@ -61,6 +61,20 @@ def test_newer_format_version_is_refused(tmp_path):
         xpnet.load(path)
 
 
+def test_the_model_l2_option_is_refused_for_the_optimizers_but_old_files_holding_it_load(tmp_path, rng):
+    from xpnet import serialization
+
+    with pytest.raises(ValueError, match=r"weight_decay_lambda must be 0, got 0.1; .* pass weight_decay=0.1 to it"):
+        MLP(input_size=4, hidden_size_list=(3,), output_size=2, weight_decay_lambda=0.1)
+    model = MLP(input_size=4, hidden_size_list=(3,), output_size=2, seed=1)
+    meta = serialization.model_meta(model)
+    path = tmp_path / "old.npz"  # as an older xpnet wrote an MLP built with the book's L2 penalty
+    old_config = {**meta["config"], "weight_decay_lambda": 0.1}
+    serialization.write_npz(path, model.state_dict(), {**meta, "config": old_config})
+    x = rng.random((5, 4), dtype=np.float32)
+    np.testing.assert_array_equal(xpnet.load(path).predict(x), model.predict(x))
+
+
 # -- the book's parameters ------------------------------------------------------------------------------
 def book_params(rng):
     shapes = {"W1": (16, 1, 3, 3), "W2": (16, 16, 3, 3), "W3": (32, 16, 3, 3), "W4": (32, 32, 3, 3),

@@ -59,7 +59,7 @@ def _deep_trainer(out_dir, epochs):
                    progress=False)
 
 
-def test_resume_is_bit_identical_on_cpu(tmp_path):
+def test_resume_is_bit_identical(tmp_path, backend):
     straight = _deep_trainer(tmp_path / "a", epochs=3)
     straight.fit()
     first = _deep_trainer(tmp_path / "b", epochs=1)
@@ -94,3 +94,43 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
     _, _, meta = load_checkpoint(tmp_path / "checkpoint.npz")
     assert meta["epoch"] == 1
+
+
+def test_curves_leave_the_callers_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    from xpnet.training.history import plot_curves
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        history = [{"epoch": e, "train_loss": 1.0 / e, "test_loss": 1.1 / e, "train_acc": 0.5, "test_acc": 0.6}
+                   for e in (1, 2)]
+        plot_curves(history, tmp_path / "curves.png")
+        plot_curves([{k: v for k, v in h.items() if "acc" not in k} for h in history], tmp_path / "loss.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    for name in ("curves.png", "loss.png"):  # a regression's history has no accuracy to draw
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_trainer_fits_a_regression_mlp_with_mean_squared_error(backend):
+    from xpnet.models import MLP
+
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((8, 3)).astype(np.float32)
+    x = rng.standard_normal((600, 8)).astype(np.float32)
+    t = np.tanh(x @ A).astype(np.float32)  # (N, 3) real-valued targets
+    model = MLP(input_size=8, hidden_size_list=[16], output_size=3, loss="mse", seed=0)
+    assert not model.classifies
+    trainer = Trainer(model, optim.Adam(lr=0.02), (x[:500], t[:500]), (x[500:], t[500:]), epochs=40,
+                      batch_size=50, progress=False)
+    history = trainer.fit()
+    # the baseline: always predicting the training targets' mean, under the same 0.5 * sum / N loss
+    baseline = 0.5 * float(((t[500:] - t[:500].mean(axis=0)) ** 2).sum(axis=1).mean())
+    assert history[-1]["test_loss"] < 0.1 * baseline
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert "test_acc" not in history[-1] and "train_acc" not in history[-1]  # no accuracy for a regression
+    y = backend.asnumpy(model.predict(x[500:]))
+    assert history[-1]["test_loss"] == pytest.approx(0.5 * float(((y - t[500:]) ** 2).sum(axis=1).mean()), rel=1e-5)

@@ -10,6 +10,6 @@ Quick start:
 __version__ = "0.1.0"
 
 from xpnet import backends, datasets, errors, init, layers, models, optim  # noqa: E402
-from xpnet.serialization import load  # noqa: E402
+from xpnet.models import load  # noqa: E402
 
 __all__ = ["__version__", "backends", "datasets", "errors", "init", "layers", "load", "models", "optim"]

@@ -221,15 +221,24 @@ TRANSFORM_KEYS = ("rotate", "shift", "scale", "crop", "flip", "brightness", "con
 
 
 def parse_spec(spec, seed=0):
-    """Build an :class:`Augment` from the CLI's ``--augment`` text.
+    """Build an :class:`Augment` from the CLI's ``--augment`` text (see :func:`parse_transforms`).
+
+    ``"none"`` returns None.
+    """
+    transforms = parse_transforms(spec)
+    return Augment(*transforms, seed=seed) if transforms else None
+
+
+def parse_transforms(spec):
+    """The transforms the CLI's ``--augment`` text names, in the order they apply (empty for ``"none"``).
 
     ``"rotate=10,shift=2,scale=0.1"``: comma-separated ``key=value`` with keys rotate (degrees), shift
     (pixels), scale (fraction), crop (padding in pixels), flip (probability), brightness, contrast.
-    ``"default"`` means ``rotate=10,shift=2,scale=0.1`` (digits: no flip); ``"none"`` returns None.
+    ``"default"`` means ``rotate=10,shift=2,scale=0.1`` (digits: no flip).
     """
     text = spec.strip().lower()
     if text in ("", "none"):
-        return None
+        return []
     if text == "default":
         text = "rotate=10,shift=2,scale=0.1"
     values = {}
@@ -244,7 +253,7 @@ def parse_spec(spec, seed=0):
         except ValueError:
             raise ValueError(f"--augment: {key} needs a number, got {value.strip()!r}") from None
     try:
-        return Augment(*_transforms(values), seed=seed)
+        return _transforms(values)
     except ValueError as e:
         raise ValueError(f"--augment {spec.strip()!r}: {e}") from None
 

@@ -14,7 +14,7 @@ from xpnet import backends
 from xpnet.errors import FileFormatError, ShapeError
 from xpnet.fileio import atomic_write
 from xpnet.metacheck import check_manifest
-from xpnet.models.base import batched_accuracy
+from xpnet.models.selection import batched_accuracy
 
 FORMAT = "xpnet-ensemble"
 MAX_MANIFEST = 1 << 20  # bytes: a manifest names files; a larger one is not a manifest
@@ -82,10 +82,10 @@ class Ensemble:
     @classmethod
     def from_files(cls, paths, backend=None):
         """Load every model file in ``paths``."""
-        from xpnet.serialization import load
+        from xpnet import models
 
         paths = list(paths)
-        return cls([load(p, backend=backend) for p in paths], paths)
+        return cls([models.load(p, backend=backend) for p in paths], paths)
 
 
 def load(path, backend=None):

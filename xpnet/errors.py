@@ -52,9 +52,11 @@ class TrainingInterrupted(KeyboardInterrupt):
     Attributes:
         epoch: the epoch that was running (1-based). step: the updates taken so far.
         checkpoint: the checkpoint a resume continues from, or None when none was written.
+        resume_command: the command line that continues the run, where the caller knows one (the CLI).
         signum: the signal that stopped it (SIGINT 2, SIGTERM 15).
     """
 
-    def __init__(self, epoch, step, checkpoint=None, signum=2):
+    def __init__(self, epoch, step, checkpoint=None, resume_command=None, signum=2):
         super().__init__(f"interrupted at epoch {epoch} step {step}")
         self.epoch, self.step, self.checkpoint, self.signum = epoch, step, checkpoint, signum
+        self.resume_command = resume_command

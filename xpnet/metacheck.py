@@ -19,10 +19,12 @@ def fail(path, field, problem):
     raise FileFormatError(f"{path}: field {field!r}: {problem}")
 
 
-def check_model_meta(path, meta, prefix=""):
-    """``meta`` of a model (a model file's, or a checkpoint's ``model`` entry): arch, config, dtype."""
-    from xpnet.models import REGISTRY
+def check_model_meta(path, meta, registry, prefix=""):
+    """``meta`` of a model (a model file's, or a checkpoint's ``model`` entry): arch, config, dtype.
 
+    ``registry`` maps architecture names to model classes (:data:`xpnet.models.REGISTRY`).
+    """
+    REGISTRY = registry  # noqa: N806 - the registry, whichever the caller passes
     arch = meta.get("arch")
     if arch not in REGISTRY:
         raise FileFormatError(f"{path}: unknown architecture {arch!r}; known: {', '.join(REGISTRY)}")
@@ -55,9 +57,9 @@ def _int(path, field, value, low=0):
     return value
 
 
-def check_checkpoint_meta(path, meta):
-    """The fields a checkpoint's resume relies on: epoch, history, optimizer, rng, frozen, extra."""
-    check_model_meta(path, meta.get("model") if isinstance(meta.get("model"), dict) else {}, "model.")
+def check_checkpoint_meta(path, meta, registry):
+    """The fields a checkpoint's resume relies on: model, epoch, history, optimizer, rng, frozen, extra."""
+    check_model_meta(path, meta.get("model") if isinstance(meta.get("model"), dict) else {}, registry, "model.")
     epoch = _int(path, "epoch", meta.get("epoch"), low=1)
     history = meta.get("history")
     if not isinstance(history, list) or len(history) != epoch:

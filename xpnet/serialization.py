@@ -11,7 +11,7 @@ from xpnet.filecheck import BoundError, npz_member_names
 from xpnet.filecheck import read_npz as read_npz_bounded
 from xpnet.fileio import atomic_write
 from xpnet.init import BudgetExceeded, allocation_budget
-from xpnet.metacheck import check_model_meta, check_weights
+from xpnet.metacheck import check_weights
 
 FORMAT = "xpnet-model"
 FORMAT_VERSION = 2  # 2: the content hash covers the metadata too (version 1 files: the arrays only)
@@ -106,22 +106,6 @@ def model_meta(model):
 def save(model, path):
     """Save ``model``'s parameters, buffers and architecture to ``path`` (``.npz``), atomically."""
     write_npz(path, model.state_dict(), model_meta(model))
-
-
-def load(path, backend=None):
-    """Rebuild the model saved at ``path`` on ``backend`` (default: current backend).
-
-    Raises:
-        FileFormatError: missing, truncated, corrupted, foreign or newer-format file.
-    """
-    from xpnet.models import REGISTRY
-
-    arrays, meta = read_npz(path, FORMAT)
-    arch, config = check_model_meta(path, meta)
-    check_weights(path, arrays)
-    model = build_declared(path, REGISTRY[arch], config, arrays, backend)
-    model.load_state_dict(arrays)
-    return model
 
 
 def build_declared(path, cls, config, arrays, backend=None, field="config"):

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xpnet import backends
-from xpnet.models.base import Model, name_matches, select_names
+from xpnet.models.base import Model
+from xpnet.models.selection import name_matches, select_names
 
 
 @dataclass

@@ -17,11 +17,6 @@ def pair(value, name="value"):
     return out
 
 
-def conv_output_size(size, kernel, stride, pad):
-    """Output length of a convolution or pooling window along one axis."""
-    return (size + 2 * pad - kernel) // stride + 1
-
-
 class LazyGenerator:
     """A seeded random generator made on the device that first asks for it (again if the device changes).
 

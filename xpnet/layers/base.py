@@ -12,7 +12,11 @@ class Layer:
         grads: gradients of the last backward pass, keyed like ``params``.
         buffers: non-learned state that is saved with the model (BatchNorm's running statistics).
         name: set by the container that holds the layer; used in error messages.
+        classifies: for a loss layer, True when its inputs are class scores compared with class labels
+            (the Trainer then reports accuracy); False otherwise.
     """
+
+    classifies = False
 
     def __init__(self):
         self.params = {}

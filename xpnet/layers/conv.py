@@ -3,9 +3,10 @@
 import numpy as np
 
 from xpnet import backends, checks, init
+from xpnet.backends.shapes import out_length
 from xpnet.errors import ShapeError
 from xpnet.layers.base import Layer
-from xpnet.utils import conv_output_size, pair
+from xpnet.utils import pair
 
 
 class Conv2D(Layer):
@@ -43,8 +44,8 @@ class Conv2D(Layer):
 
     def output_shape(self, x_shape):
         N, _, H, W = x_shape
-        OH = conv_output_size(H, self.KH, self.stride[0], self.pad[0])
-        OW = conv_output_size(W, self.KW, self.stride[1], self.pad[1])
+        OH = out_length(H, self.KH, self.stride[0], self.pad[0])
+        OW = out_length(W, self.KW, self.stride[1], self.pad[1])
         return N, self.FN, OH, OW
 
     def forward(self, x, train=False):

@@ -17,6 +17,8 @@ class SoftmaxCrossEntropy(Layer):
         Returns a 0-d array of y's dtype (float32 for float16 scores).
     """
 
+    classifies = True  # y are class scores: accuracy means something
+
     def forward(self, y, t, train=False):
         self.check_input(y, 2, "(N, classes)")
         be = backends.of(y)
@@ -64,6 +66,7 @@ class MeanSquaredError(Layer):
     Shapes:
         y (N, ...) and t of the same shape. Returns a 0-d array.
     """
+
 
     def forward(self, y, t, train=False):
         self.check_input(y)

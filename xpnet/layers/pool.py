@@ -1,9 +1,10 @@
 """Max and average pooling with any window, stride and padding (the kernels live in the backends)."""
 
 from xpnet import backends
+from xpnet.backends.shapes import out_length
 from xpnet.errors import ShapeError
 from xpnet.layers.base import Layer
-from xpnet.utils import conv_output_size, pair
+from xpnet.utils import pair
 
 
 class _Pool2D(Layer):
@@ -26,8 +27,8 @@ class _Pool2D(Layer):
     def _setup(self, x):
         self.check_input(x, 4, "(N, C, H, W)")
         N, C, H, W = x.shape
-        OH = conv_output_size(H, self.KH, self.stride[0], self.pad[0])
-        OW = conv_output_size(W, self.KW, self.stride[1], self.pad[1])
+        OH = out_length(H, self.KH, self.stride[0], self.pad[0])
+        OW = out_length(W, self.KW, self.stride[1], self.pad[1])
         if OH < 1 or OW < 1:
             raise ShapeError(f"{self._label()}: input {tuple(x.shape)} is smaller than the window "
                              f"({self.KH}, {self.KW}) with pad {self.pad}")

@@ -3,6 +3,7 @@
 import numpy as np
 
 from xpnet import checks
+from xpnet.backends.shapes import out_length
 from xpnet.errors import ShapeError
 from xpnet.layers import (
     Affine,
@@ -15,7 +16,6 @@ from xpnet.layers import (
     SoftmaxCrossEntropy,
 )
 from xpnet.models.base import Model
-from xpnet.utils import conv_output_size
 
 # (name, out_channels, kernel, stride, pad, followed by LRN, followed by max-pool 3/2)
 CONV_SPECS = (
@@ -69,7 +69,7 @@ class AlexNet(Model):
             ("dropout7", Dropout(dropout_ratio, seed=int(seeds[1]))),
             ("fc8", Affine(hidden_size, output_size, "he", **kw)),
         ]
-        super().__init__(Sequential(*layers), SoftmaxCrossEntropy(), config)
+        super().__init__(Sequential(*layers), SoftmaxCrossEntropy(), config, input_shape=input_dim)
 
 
 def _features(input_dim, kw):
@@ -79,12 +79,12 @@ def _features(input_dim, kw):
     for name, fn, k, stride, pad, lrn, pool in CONV_SPECS:
         i = name[-1]
         layers += [(name, Conv2D(channels, fn, k, stride, pad, "he", **kw)), (f"relu{i}", ReLU())]
-        H, W, channels = conv_output_size(H, k, stride, pad), conv_output_size(W, k, stride, pad), fn
+        H, W, channels = out_length(H, k, stride, pad), out_length(W, k, stride, pad), fn
         if lrn:
             layers.append((f"norm{i}", LocalResponseNormalization(5, 1e-4, 0.75, 2.0)))
         if pool:
             layers.append((f"pool{i}", MaxPool2D(3, 2)))
-            H, W = conv_output_size(H, 3, 2, 0), conv_output_size(W, 3, 2, 0)
+            H, W = out_length(H, 3, 2, 0), out_length(W, 3, 2, 0)
         if H < 1 or W < 1:
             raise ShapeError(f"AlexNet: input {tuple(input_dim)} is too small; the feature map vanishes "
                              f"after {name} (at least 67x67 is needed)")

@@ -1,12 +1,12 @@
 """Model: a Sequential network plus a loss layer, with the book's predict/loss/accuracy API."""
 
 from collections import OrderedDict
-from fnmatch import fnmatchcase
 
 import numpy as np
 
-from xpnet import backends, precision
+from xpnet import backends, precision, serialization
 from xpnet.errors import DTypeError, FileFormatError, ShapeError
+from xpnet.models.selection import batched_accuracy, select_names
 
 
 class Model:
@@ -16,8 +16,11 @@ class Model:
     arguments in ``self.config`` so :func:`xpnet.load` can rebuild them.
 
     Args:
-        weight_decay_lambda: the book's L2 penalty 0.5 * lambda * sum(W^2) over weights named ``W``,
-            added to the loss and its gradient.
+        net: the network (a Sequential). loss_layer: the loss on its outputs. config: the constructor
+            arguments. input_shape: the shape of one example, ``(features,)`` for a flat input (any
+            ``(N, ...)`` batch with that many values per example passes); None: not checked.
+
+    L2 regularisation (weight decay) is the optimizer's: ``Optimizer(weight_decay=...)``.
 
     Parameters can be frozen by name (:meth:`freeze`): the Trainer passes only
     :attr:`trainable_params` to the optimizer, so frozen ones keep their values. Training
@@ -27,10 +30,10 @@ class Model:
 
     arch = "model"
 
-    def __init__(self, net, loss_layer, config, weight_decay_lambda=0.0):
+    def __init__(self, net, loss_layer, config, input_shape=None):
         self.net, self.loss_layer = net, loss_layer
         self.config = dict(config)
-        self.weight_decay_lambda = float(weight_decay_lambda)
+        self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
         self._frozen = set()
 
     def __repr__(self):
@@ -96,10 +99,9 @@ class Model:
 
     def _check_shape(self, x):
         """Raise ShapeError naming the model unless x is a batch of the configured input shape."""
-        dims = self.config.get("input_dim") or ([self.config["input_size"]] if "input_size" in self.config else None)
-        if dims is None:
+        want = self.input_shape
+        if want is None:
             return
-        want = tuple(int(d) for d in dims)
         got = tuple(x.shape[1:])
         if len(want) == 1:  # a flat input: any (N, ...) with that many values per example
             ok = x.ndim >= 2 and int(np.prod(got)) == want[0]
@@ -122,33 +124,36 @@ class Model:
                              f"{tuple(x.shape)}")
         return self.net.forward(x, train)
 
+    @property
+    def classifies(self):
+        """True when the outputs are class scores (the loss compares them with class labels)."""
+        return self.loss_layer.classifies
+
+    def forward_loss(self, x, t, train=True):
+        """``(loss, y)``: the mean loss over the batch (a 0-d device array) and the outputs it was computed from.
+
+        Shapes:
+            x (N, ...) -> y (N, outputs) on the model's device; t as the loss layer takes it.
+        """
+        y = self.predict(x, train)
+        loss = self.loss_layer.forward(y, t, train)
+        self._has_loss = True
+        return loss, y
+
     def loss(self, x, t, train=True):
         """Mean loss over the batch as a 0-d device array (``float(...)`` to read it)."""
-        loss = self.loss_layer.forward(self.predict(x, train), t, train)
-        self._has_loss = True
-        if self.weight_decay_lambda:
-            acc = precision.compute_dtype(self.dtype)
-            loss = loss + 0.5 * self.weight_decay_lambda * sum((w * w).sum(dtype=acc) for w in self._weights())
-        return loss
-
-    def _weights(self):
-        return [p for k, p in self.params.items() if k.endswith(".W")]
+        return self.forward_loss(x, t, train)[0]
 
     def backward(self, loss_scale=1.0):
         """Back-propagate the last :meth:`loss`; fills :attr:`grads`.
 
         Args:
             loss_scale: multiplies the loss before back-propagation (mixed-precision training's loss
-                scaling), so every gradient, the weight-decay term included, comes out scaled by it.
+                scaling), so every gradient comes out scaled by it.
         """
         if not getattr(self, "_has_loss", False):
             raise RuntimeError(f"{type(self).__name__}.backward: no loss to back-propagate; call loss(x, t) first")
         self.net.backward(self.loss_layer.backward(float(loss_scale)))
-        if self.weight_decay_lambda:
-            wd = self.weight_decay_lambda * float(loss_scale)
-            for k, p in self.params.items():
-                if k.endswith(".W"):
-                    self.net.set_array(k, self.net.all_grads[k] + p.dtype.type(wd) * p, "grads")
         return self.grads
 
     def gradient(self, x, t):
@@ -225,8 +230,6 @@ class Model:
 
     def save(self, path):
         """Save to ``path`` (``.npz`` + JSON metadata), atomically; reload with :func:`xpnet.load`."""
-        from xpnet import serialization
-
         serialization.save(self, path)
 
     # -- randomness (dropout) ---------------------------------------------------------------------
@@ -241,55 +244,3 @@ class Model:
     def set_rng_state(self, state):
         for name, l in self._random_layers():
             l.set_rng_state((state or {}).get(name))
-
-
-def name_matches(name, patterns):
-    """True when ``name`` or one of its layer prefixes matches a pattern (fnmatch, case-sensitive).
-
-    Args:
-        name: a parameter or buffer name such as ``"conv1.W"`` (or ``"block1.body.conv.W"`` in nested
-            blocks, whose prefixes ``"block1"`` and ``"block1.body"`` are tried too).
-        patterns: one pattern (``"conv*"``, ``"fc2"``, ``"*.b"``) or an iterable of them.
-    """
-    if isinstance(patterns, str):
-        patterns = (patterns,)
-    parts = name.split(".")
-    candidates = [name, *(".".join(parts[:i]) for i in range(1, len(parts)))]
-    return any(fnmatchcase(c, p) for p in patterns for c in candidates)
-
-
-def select_names(names, patterns, owner, what="name", listing="layers"):
-    """The names matching any of ``patterns`` (see :func:`name_matches`).
-
-    Raises:
-        ValueError: a pattern matches none of ``names``; the message starts with ``owner`` and lists the
-            layers (the first part of each name).
-    """
-    names, selected = list(names), set()
-    for pattern in patterns:
-        hits = {n for n in names if name_matches(n, pattern)}
-        if not hits:
-            layers = ", ".join(dict.fromkeys(n.split(".", 1)[0] for n in names))
-            raise ValueError(f"{owner}: pattern {pattern!r} matches no {what}; {listing}: {layers}")
-        selected |= hits
-    return selected
-
-
-def batched_accuracy(predict, be, x, t, batch_size):
-    """Fraction of ``x`` whose ``predict(batch).argmax(axis=1)`` is ``t`` (indices or one-hot).
-
-    The count stays on the device of ``be`` until the end (one host read). Used by Model and Ensemble.
-    """
-    if len(x) != len(t):
-        raise ShapeError(f"accuracy: {len(x)} inputs but {len(t)} labels")
-    if int(batch_size) < 1:
-        raise ValueError(f"accuracy: batch_size must be >= 1, got {batch_size!r}")
-    if len(x) == 0:
-        raise ShapeError("accuracy: empty input")
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        y = predict(x[i : i + batch_size]).argmax(axis=1)
-        tt = t[i : i + batch_size]
-        tt = tt.argmax(axis=1) if tt.ndim != 1 else tt
-        correct = correct + (y == be.asarray(tt)).sum()
-    return float(be.xp.asarray(correct)) / len(x)

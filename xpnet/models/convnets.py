@@ -3,9 +3,9 @@
 import numpy as np
 
 from xpnet import checks
+from xpnet.backends.shapes import out_length
 from xpnet.layers import Affine, Conv2D, Dropout, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy
 from xpnet.models.base import Model
-from xpnet.utils import conv_output_size
 
 
 class SimpleConvNet(Model):
@@ -25,7 +25,7 @@ class SimpleConvNet(Model):
                                  ("stride", stride, 1), ("hidden_size", hidden_size, 1)):
             checks.integer(owner, name, value, low)
         checks.weight_init(owner, "weight_init_std", weight_init_std)
-        if min(conv_output_size(d, filter_size, stride, pad) for d in input_dim[1:]) < 2:
+        if min(out_length(d, filter_size, stride, pad) for d in input_dim[1:]) < 2:
             raise ValueError(f"{owner}: input_dim {list(input_dim)} is too small for filter_size {filter_size}, "
                              f"stride {stride}, pad {pad} and the 2x2 pooling after it")
         config = dict(input_dim=list(input_dim), filter_num=filter_num, filter_size=filter_size, pad=pad,
@@ -34,8 +34,8 @@ class SimpleConvNet(Model):
         C, H, W = input_dim
         rng = np.random.default_rng(seed)
         kw = dict(rng=rng, dtype=dtype, backend=backend)
-        OH = conv_output_size(H, filter_size, stride, pad)
-        OW = conv_output_size(W, filter_size, stride, pad)
+        OH = out_length(H, filter_size, stride, pad)
+        OW = out_length(W, filter_size, stride, pad)
         pooled = filter_num * (OH // 2) * (OW // 2)
         net = Sequential(
             ("conv1", Conv2D(C, filter_num, filter_size, stride, pad, weight_init_std, **kw)),
@@ -45,7 +45,7 @@ class SimpleConvNet(Model):
             ("relu2", ReLU()),
             ("fc2", Affine(hidden_size, output_size, weight_init_std, **kw)),
         )
-        super().__init__(net, SoftmaxCrossEntropy(), config)
+        super().__init__(net, SoftmaxCrossEntropy(), config, input_shape=input_dim)
 
 
 class DeepConvNet(Model):
@@ -79,7 +79,7 @@ class DeepConvNet(Model):
         specs = [(16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1)]
         for i, (fn, pad) in enumerate(specs, start=1):
             layers += [(f"conv{i}", Conv2D(channels, fn, 3, 1, pad, "he", **kw)), (f"relu{i}", ReLU())]
-            H, W = conv_output_size(H, 3, 1, pad), conv_output_size(W, 3, 1, pad)
+            H, W = out_length(H, 3, 1, pad), out_length(W, 3, 1, pad)
             channels = fn
             if i % 2 == 0:
                 layers.append((f"pool{i // 2}", MaxPool2D(2, 2)))
@@ -92,4 +92,4 @@ class DeepConvNet(Model):
             ("fc2", Affine(hidden_size, output_size, "he", **kw)),
             ("dropout2", Dropout(dropout_ratio, seed=int(seeds[1]))),
         ]
-        super().__init__(Sequential(*layers), SoftmaxCrossEntropy(), config)
+        super().__init__(Sequential(*layers), SoftmaxCrossEntropy(), config, input_shape=input_dim)

@@ -66,7 +66,7 @@ class Inception(Model):
         seed_drop = int(rng.integers(2**31))
         layers += [("gap", GlobalAvgPool2D()), ("dropout", Dropout(dropout_ratio, seed=seed_drop)),
                    ("fc", Affine(channels, output_size, "he", rng=rng, **kw))]
-        super().__init__(Sequential(*layers), SoftmaxCrossEntropy(), config)
+        super().__init__(Sequential(*layers), SoftmaxCrossEntropy(), config, input_shape=input_dim)
 
 
 def _specs(specs, where):

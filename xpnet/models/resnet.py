@@ -51,4 +51,4 @@ class ResNet(Model):
                 layers += [(f"block{k}", basic_block(channels, width, stride, rng=rng, **kw)), (f"relu{k}", ReLU())]
                 channels = width
         layers += [("gap", GlobalAvgPool2D()), ("fc", Affine(channels, output_size, "he", rng=rng, **kw))]
-        super().__init__(Sequential(*layers), SoftmaxCrossEntropy(), config)
+        super().__init__(Sequential(*layers), SoftmaxCrossEntropy(), config, input_shape=input_dim)

@@ -68,4 +68,4 @@ class VGG16(Model):
             ("dropout7", Dropout(dropout_ratio, seed=int(seeds[1]))),
             ("fc8", Affine(hidden_size, output_size, "he", rng=rng, **kw)),
         ]
-        super().__init__(Sequential(*layers), SoftmaxCrossEntropy(), config)
+        super().__init__(Sequential(*layers), SoftmaxCrossEntropy(), config, input_shape=input_dim)

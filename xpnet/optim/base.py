@@ -17,6 +17,13 @@ def _check(name, value, low=0.0, high=None, low_open=False):
     return float(value)
 
 
+def check_common(lr=0.01, weight_decay=0.0, clip_norm=None):
+    """``(lr, weight_decay, clip_norm)`` as floats; ValueError naming the first out of range."""
+    lr = _check("lr", lr, low_open=True)
+    weight_decay = _check("weight_decay", weight_decay)
+    return lr, weight_decay, None if clip_norm is None else _check("clip_norm", clip_norm, low_open=True)
+
+
 def global_norm(grads):
     """sqrt of the sum of squares of every gradient, as a device scalar (no host sync)."""
     total = None
@@ -37,11 +44,12 @@ class Optimizer:
     """
 
     decoupled_weight_decay = False
+    #: The factor the loss is multiplied by before back-propagation; the gradients this optimizer's step
+    #: takes carry it (1 here; mixed precision's dynamic loss scale in :class:`~xpnet.training.MixedPrecision`).
+    loss_scale = 1.0
 
     def __init__(self, lr=0.01, weight_decay=0.0, clip_norm=None, schedule=None):
-        self.lr = _check("lr", lr, low_open=True)
-        self.weight_decay = _check("weight_decay", weight_decay)
-        self.clip_norm = None if clip_norm is None else _check("clip_norm", clip_norm, low_open=True)
+        self.lr, self.weight_decay, self.clip_norm = check_common(lr, weight_decay, clip_norm)
         self.schedule = schedule
         self.t = 0
         self.state = {}
@@ -57,6 +65,10 @@ class Optimizer:
     def current_lr(self):
         """The learning rate the next step will use."""
         return self.lr * (float(self.schedule(self.t)) if self.schedule is not None else 1.0)
+
+    def history_fields(self):
+        """Extra per-epoch fields for the training history (none here)."""
+        return {}
 
     def init_state(self, p):
         """Fresh per-parameter state (arrays on p's device)."""

@@ -7,6 +7,7 @@ import numpy as np
 
 from xpnet.errors import FileFormatError
 from xpnet.metacheck import check_checkpoint_meta, check_weights
+from xpnet.models import REGISTRY
 from xpnet.serialization import FORMAT_VERSION, model_meta, read_npz, write_npz
 
 FORMAT = "xpnet-checkpoint"
@@ -38,7 +39,7 @@ def save_checkpoint(path, model, optimizer, iterator, epoch, history, extra=None
 def load_checkpoint(path):
     """Return ``(model_state, optimizer_state_dict, meta)`` from a checkpoint file."""
     arrays, meta = read_npz(path, FORMAT)
-    check_checkpoint_meta(path, meta)
+    check_checkpoint_meta(path, meta, REGISTRY)
     check_weights(path, arrays)  # parameters, buffers and optimizer state alike: finite real floats
     model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
     opt = dict(meta["optimizer"])

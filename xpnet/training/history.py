@@ -23,24 +23,23 @@ def write_history(out_dir, history, config):
 
 
 def plot_curves(history, path):
-    """Loss and accuracy per epoch, train and test, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Loss and (for a classifier) accuracy per epoch, train and test, side by side."""
+    # A Figure on its own Agg canvas: the caller's pyplot and matplotlib backend stay as they are.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    ax1.plot(epochs, [h["test_loss"] for h in history], "s-", label="test")
-    ax1.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax2.plot(epochs, [h["train_acc"] for h in history], "o-", label="train (dropout on)")
-    ax2.plot(epochs, [h["test_acc"] for h in history], "s-", label="test")
-    ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    for ax in (ax1, ax2):
+    panels = ("loss", "acc") if "train_acc" in history[0] else ("loss",)  # a regression has no accuracy
+    fig = Figure(figsize=(5 * len(panels), 4))
+    FigureCanvasAgg(fig)
+    for ax, key in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        name = "loss" if key == "loss" else "accuracy"
+        ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-",
+                label="train" if key == "loss" else "train (dropout on)")
+        ax.plot(epochs, [h[f"test_{key}"] for h in history], "s-", label="test")
+        ax.set(xlabel="epoch", ylabel=name, title=name)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)

@@ -93,6 +93,10 @@ class MixedPrecision:
     def current_lr(self):
         return self.optimizer.current_lr()
 
+    def history_fields(self):
+        """The loss scale at the epoch's end and the steps skipped so far."""
+        return {"loss_scale": self.scaler.scale, "skipped_steps": self.scaler.skipped}
+
     def __repr__(self):
         return f"MixedPrecision({self.optimizer!r}, loss_scale={self.scaler.scale:g})"
 

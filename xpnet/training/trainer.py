@@ -23,13 +23,13 @@ class Trainer:
 
     Args:
         model: an xpnet Model. optimizer: an xpnet Optimizer.
-        train, test: ``(x, t)`` pairs of host arrays (x normalised floats, t integer labels).
+        train, test: ``(x, t)`` pairs of host arrays: x normalised floats; t what the model's loss takes
+            (integer labels or one-hot rows for a classifier, (N, outputs) targets for ``loss="mse"``).
         epochs, batch_size: the schedule. seed: shuffling seed.
         out_dir: where checkpoint.npz, metrics.json/.csv and curves.png go (None: nothing written).
         progress: show a tqdm bar. log_every: steps between host reads of the running loss.
-        eval_batch_size: batch size of evaluation passes. None: the training batch size on the CPU (the
-            convolutions' workspaces are then reused, not re-allocated: 10,000 MNIST test images take 2.4 s
-            instead of 4.0 s at 1000 between DeepConvNet epochs), 1000 on a GPU.
+        eval_batch_size: batch size of evaluation passes. None: the one the backend prefers
+            (:meth:`~xpnet.backends.Backend.preferred_eval_batch_size`).
         world: a :class:`xpnet.distributed.World` for data-parallel training (None: this process alone).
             With more than one rank, ``batch_size`` is per rank (the global batch is ``batch_size *
             world.size``), parameters are broadcast from rank 0 here, gradients are averaged over the
@@ -49,9 +49,10 @@ class Trainer:
                  log=None):
         if int(epochs) < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs!r}")
+        be = model.backend
         if eval_batch_size is None:
-            cpu = model.backend.name == "numpy" and isinstance(batch_size, (int, np.integer)) and batch_size > 0
-            eval_batch_size = int(batch_size) if cpu else 1000
+            known = isinstance(batch_size, (int, np.integer)) and batch_size > 0
+            eval_batch_size = be.preferred_eval_batch_size(int(batch_size) if known else None)
         if not isinstance(eval_batch_size, (int, np.integer)) or eval_batch_size < 1:
             raise ValueError(f"eval_batch_size must be a positive integer, got {eval_batch_size!r}")
         classes = model.config.get("output_size")
@@ -65,12 +66,13 @@ class Trainer:
         self.is_root = world is None or world.is_root
         self.epochs = int(epochs)
         self.out_dir, self.progress = (out_dir, progress) if self.is_root else (None, False)
-        self.iterator = BatchIterator(*train, batch_size=batch_size, seed=seed, backend=model.backend,
+        self.iterator = BatchIterator(*train, batch_size=batch_size, seed=seed, backend=be,
                                       rank=world.rank if world else 0, world_size=world.size if world else 1)
         self.test, self.augment = test, augment
         self.eval_batch_size = eval_batch_size
-        # On the CPU reading the loss is free, so check every step; on a GPU each read is a sync.
-        self.log_every = log_every or (1 if model.backend.name == "numpy" else 50)
+        # Reading the loss from host memory is free, so check every step; from a GPU each read is a sync.
+        self.log_every = log_every or (1 if be.host_memory else 50)
+        self.classifies = model.classifies  # accuracy is a metric of classifiers alone
         self.config = dict(config or {})
         self.history, self.epoch, self.step = [], 0, 0
         self.log = log or say
@@ -104,7 +106,7 @@ class Trainer:
             raise
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM under xpnet.signals.stop_on_signals
             saved = self.checkpoint_path if self._kept() else None
-            raise TrainingInterrupted(running, self.step, saved, signal_of(e)) from None
+            raise TrainingInterrupted(running, self.step, saved, signum=signal_of(e)) from None
         return self.history
 
     def _fit_epoch(self):
@@ -145,7 +147,7 @@ class Trainer:
         return f"; the last good checkpoint ({path}) is intact" if path and os.path.exists(path) else ""
 
     def _train_epoch(self):
-        model, opt, be = self.model, self.optimizer, self.model.backend
+        opt, be = self.optimizer, self.model.backend
         xp = be.xp
         bar = tqdm(total=len(self.iterator.x), desc=f"epoch {self.epoch + 1}/{self.epochs}", unit="img",
                    disable=not self.progress, leave=False, dynamic_ncols=True)
@@ -155,18 +157,20 @@ class Trainer:
             for xb, tb in self.iterator.epoch():
                 if self.augment is not None:
                     xb = self.augment(xb)
-                loss = self._step(xb, tb)
+                loss, y = self._step(xb, tb)
                 n = len(xb)
                 loss_sum = loss_sum + loss * n
                 window_loss = window_loss + loss
-                correct = correct + (model.loss_layer.p.argmax(axis=1) == _labels(tb)).sum()
+                if self.classifies:
+                    correct = correct + _correct(y, tb)
                 seen += n
                 if (self.step - window_start) >= self.log_every:
                     mean = float(window_loss) / (self.step - window_start)
                     self._check_finite(mean, window_start, self.step)
                     window_loss, window_start = xp.zeros((), dtype=xp.float64), self.step
-                    bar.set_postfix(loss=f"{mean:.4f}", acc=f"{float(correct) / seen:.4f}",
-                                    img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
+                    acc = {"acc": f"{float(correct) / seen:.4f}"} if self.classifies else {}
+                    bar.set_postfix(loss=f"{mean:.4f}", **acc, img_s=f"{seen / (time.perf_counter() - start):.0f}",
+                                    refresh=False)
                 bar.update(n)
             if self.step > window_start:
                 self._check_finite(float(window_loss), window_start, self.step)
@@ -178,17 +182,17 @@ class Trainer:
             loss_sum, correct, seen = self.world.sum([float(loss_sum), float(correct), seen])
         record = {"train_loss": float(loss_sum) / seen, "train_acc": float(correct) / seen,
                   "lr": opt.current_lr(), "seconds": round(elapsed, 3), "images_per_s": round(seen / elapsed, 1)}
-        scaler = getattr(opt, "scaler", None)
-        if scaler is not None:  # mixed precision: the loss scale at the epoch's end and the steps skipped so far
-            record.update(loss_scale=scaler.scale, skipped_steps=scaler.skipped)
+        if not self.classifies:
+            del record["train_acc"]
+        record.update(opt.history_fields())  # mixed precision: the loss scale and the steps skipped so far
         return record
 
     def _step(self, xb, tb):
-        """One update on a batch; returns its loss (a device scalar)."""
+        """One update on a batch; returns its loss (a device scalar) and the model's outputs."""
         model = self.model
         try:
-            loss = model.loss(xb, tb, train=True)
-            model.backward(getattr(self.optimizer, "loss_scale", 1.0))
+            loss, y = model.forward_loss(xb, tb, train=True)
+            model.backward(self.optimizer.loss_scale)
             grads = model.grads
             if self.averager is not None:
                 grads = self.averager.average(grads, len(xb))
@@ -197,7 +201,7 @@ class Trainer:
             self._raise_if_out_of_memory(e, "at batch size", self.iterator.batch_size, "--batch-size")
             raise
         self.step += 1
-        return loss
+        return loss, y
 
     def _raise_if_out_of_memory(self, exc, where, batch_size, option):
         """Turn the device's out-of-memory error into a TrainingError naming the batch size to lower."""
@@ -213,25 +217,28 @@ class Trainer:
                                 f"lower the learning rate or check the data{self._kept()}")
 
     def evaluate(self):
-        """Loss and accuracy on the whole test set (inference mode)."""
+        """Loss (and a classifier's accuracy) on the whole test set, in inference mode."""
         x, t = self.test
-        model, be = self.model, self.model.backend
+        model = self.model
         total_loss = correct = 0.0
         for i in range(0, len(x), self.eval_batch_size):
             xb, tb = x[i : i + self.eval_batch_size], t[i : i + self.eval_batch_size]
             try:
-                loss = model.loss(xb, tb, train=False)
+                loss, y = model.forward_loss(xb, tb, train=False)
             except Exception as e:
                 self._raise_if_out_of_memory(e, "evaluating at batch size", self.eval_batch_size, "eval_batch_size")
                 raise
             total_loss = total_loss + loss * len(xb)
-            correct = correct + (model.loss_layer.p.argmax(axis=1) == _labels(be.asarray(tb))).sum()
-        return {"test_loss": float(total_loss) / len(x), "test_acc": float(correct) / len(x)}
+            if self.classifies:
+                correct = correct + _correct(y, tb)
+        out = {"test_loss": float(total_loss) / len(x)}
+        return {**out, "test_acc": float(correct) / len(x)} if self.classifies else out
 
     def _report(self, r):
-        msg = (f"epoch {r['epoch']:>3}/{self.epochs}  loss {r['train_loss']:.4f}  train acc {r['train_acc']:.4f}  "
-               f"test loss {r['test_loss']:.4f}  test acc {r['test_acc']:.4f}  "
-               f"{r['images_per_s']:.0f} img/s  {r['seconds']:.1f} s")
+        train_acc = f"  train acc {r['train_acc']:.4f}" if self.classifies else ""
+        test_acc = f"  test acc {r['test_acc']:.4f}" if self.classifies else ""
+        msg = (f"epoch {r['epoch']:>3}/{self.epochs}  loss {r['train_loss']:.4f}{train_acc}  "
+               f"test loss {r['test_loss']:.4f}{test_acc}  {r['images_per_s']:.0f} img/s  {r['seconds']:.1f} s")
         if self.progress is not None:
             self.log(msg)
 
@@ -249,8 +256,11 @@ def _averager(world, model):
     return averager
 
 
-def _labels(t):
-    return t if t.ndim == 1 else t.argmax(axis=1)
+def _correct(y, t):
+    """How many rows of the scores ``y`` (N, classes) pick the class ``t`` names (indices or one-hot), on y's
+    device."""
+    t = backends.of(y).asarray(t)
+    return (y.argmax(axis=1) == (t if t.ndim == 1 else t.argmax(axis=1))).sum()
 
 
 def _check_split(name, x, t, classes=None):

@@ -74,4 +74,5 @@ def _other_bombs(work, data):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="xpnet-bombs-"), int(sys.argv[2:3] == ["--skip-npz"]))
+    work = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="xpnet-bombs-")
+    main(work, skip=int(sys.argv[2:3] == ["--skip-npz"]))

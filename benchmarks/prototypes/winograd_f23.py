@@ -4,9 +4,9 @@ Winograd cuts the multiplies of a 3x3 convolution 2.25x, but in NumPy its input 
 are ~30 element-wise passes over arrays 4x the input, and the 16 batched GEMMs have the tiny inner
 dimension C. Run from a checkout (one thread, half a batch of 100, DeepConvNet's conv shapes):
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/results/issue6/session3/winograd_f23_prototype.py
+    OPENBLAS_NUM_THREADS=1 python benchmarks/prototypes/winograd_f23.py
 
-Output of the run reported in the issue's closing note: winograd_f23_prototype.txt.
+Output of the run reported in issue 6: benchmarks/results/issue6/session3/winograd_f23_prototype.txt.
 """
 
 import time

@@ -10,7 +10,7 @@ tree with that version's xpnet/ and xpnet/backends/), from a directory outside t
 (/tmp/old: `git archive 5e6acaf xpnet backends | tar -x -C /tmp/old`, then link /tmp/old/backends as
 /tmp/old/xpnet/backends.)
 
-Output of the run reported in the issue's closing note: gradients_before_after.txt.
+Output of the run reported in issue 6: benchmarks/results/issue6/session3/gradients_before_after.txt.
 """
 
 import sys

@@ -1,0 +1,45 @@
+"""Launches, allocations and host syncs per training step are counted, per phase, from what really runs."""
+
+import json
+
+import numpy as np
+import pytest
+from emulated_cupy import counters, device
+from emulated_cupy.kernels import host_compiler_problem
+
+from benchmarks import launches
+from xpnet import optim
+
+pytestmark = pytest.mark.skipif(bool(host_compiler_problem()), reason="the emulated device needs g++ here")
+
+def test_counting_sees_one_launch_per_kernel_call():
+    with device.as_cuda() as be:
+        x = be.xp.zeros((2, 1, 5, 5), dtype=np.float32)
+        with counters.counting() as c:
+            for _ in range(3):
+                be.im2col(x, 3, 3)  # contiguous input: the kernel is the only launch
+    assert (c.launches, c.allocations, c.syncs) == (3, 3, 0)
+    assert c.kernels == {"xpnet_im2col": 3}
+
+
+def test_step_counts_follow_the_code_that_runs(monkeypatch, tmp_path):
+    base = launches.step_counts(batch_size=4)
+    assert base["step"]["launches"] == sum(base[p]["launches"] for p in launches.PHASES)
+    assert all(base[p]["launches"] > 0 for p in launches.PHASES)
+
+    adam_step = optim.Adam.step
+
+    def one_more_kernel(self, params, grads):
+        adam_step(self, params, grads)
+        next(iter(params.values())) * 1  # one elementwise kernel, one new array
+
+    monkeypatch.setattr(optim.Adam, "step", one_more_kernel)
+    more = launches.step_counts(batch_size=4)
+    assert more["optimizer"]["launches"] == base["optimizer"]["launches"] + 1
+    assert more["optimizer"]["allocations"] == base["optimizer"]["allocations"] + 1
+    assert more["optimizer"]["kernels"]["multiply"] == base["optimizer"]["kernels"]["multiply"] + 1
+    assert more["forward+loss"] == base["forward+loss"] and more["backward"] == base["backward"]
+
+    monkeypatch.setattr(optim.Adam, "step", adam_step)
+    assert launches.main(["--batch-size", "4", "--json", str(tmp_path / "c.json")]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["counts"] == base
