@@ -41,7 +41,7 @@ def test_two_real_runs_on_one_directory_one_is_refused(tmp_path, data):
     run = tmp_path / "run"
     first = popen_cli(*train_args(data, run, epochs=FOREVER))
     _wait_for(run / "checkpoint.npz", first)
-    second = subprocess.run([sys.executable, "-m", "xpnet", *train_args(data, run, "--resume", epochs=FOREVER)],
+    second = subprocess.run([sys.executable, "-m", "xpnet", *train_args(data, run, "--resume", epochs=2)],
                             capture_output=True, text=True, timeout=120)
     first.send_signal(signal.SIGINT)
     first.communicate(timeout=60)
