@@ -342,3 +342,12 @@ def test_eval_labels_outside_the_models_classes_are_refused(tmp_path, capsys):
     for command in (["eval", tmp_path / "run" / "model.npz"], ["ensemble", tmp_path / "run" / "model.npz"]):
         code, _, err = run_main(capsys, *command, "--dataset", five)
         assert_one_line_error(code, err, "test labels span 0..4, outside the", "classes 0..2")
+
+
+def test_a_model_too_large_to_build_says_so_not_to_lower_the_batch_size(tmp_path, capsys):
+    data = tiny_idx(tmp_path / "data")
+    code, _, err = run_main(capsys, *train_args(data, tmp_path / "run", "--model-arg",
+                                                "hidden_size_list=[1, 16777216, 16777216]"))  # 2.8e14 weights
+    assert_one_line_error(code, err, "out of memory building the mlp model", "hidden_size_list=[1, 16777216",
+                          "choose smaller --model-arg values")
+    assert "--batch-size" not in err

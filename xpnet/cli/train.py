@@ -117,7 +117,12 @@ def _model(config, train, classes, be):
     kwargs = {"input_size": int(input_dim[0])} if config.model == "mlp" else {"input_dim": list(input_dim)}
     kwargs.update(config.model_kwargs)
     dtype = "float32" if config.dtype == "mixed" else config.dtype
-    return models.build(config.model, output_size=classes, seed=config.seed, dtype=dtype, backend=be, **kwargs)
+    try:
+        return models.build(config.model, output_size=classes, seed=config.seed, dtype=dtype, backend=be, **kwargs)
+    except MemoryError as e:  # the model itself, not a batch, does not fit: --batch-size is no remedy
+        given = ", ".join(config.options.get("model_arg") or []) or "the defaults"
+        raise TrainingError(f"out of memory building the {config.model} model ({e}); its arguments ({given}) ask "
+                            "for more memory than there is; choose smaller --model-arg values") from None
 
 
 def _optimizer(config, model, examples, world, lr):
