@@ -10,7 +10,8 @@ import os
 from xpnet.backends.base import Backend, CPUTimer
 from xpnet.backends.numpy_backend import NumpyBackend
 
-__all__ = ["Backend", "CPUTimer", "NAMES", "available", "current", "get", "may_use_gpu", "of", "resolve_name", "use"]
+__all__ = ["Backend", "CPUTimer", "NAMES", "available", "current", "get", "may_use_gpu", "of", "resolve_name",
+           "select_device", "unavailable_reason", "use"]
 
 _ALIASES = {"numpy": "numpy", "cpu": "numpy", "cuda": "cuda", "cupy": "cuda", "gpu": "cuda", "auto": "auto"}
 NAMES = tuple(_ALIASES)
@@ -55,12 +56,27 @@ def get(name):
     return _instances[kind]
 
 
-def _cuda_usable():
+def unavailable_reason(name):
+    """None when backend ``name`` can run here, else why not, in one line (what is missing, how to fix it)."""
     try:
-        get("cuda")
-    except Exception:
-        return False
-    return True
+        get(name)
+    except Exception as e:
+        return str(e)
+    return None
+
+
+def _cuda_usable():
+    return unavailable_reason("cuda") is None
+
+
+def select_device(index):
+    """Make CUDA device ``index % count`` current before the CUDA backend starts (one GPU per rank).
+
+    Returns the device id, or None where CuPy or a device is missing (asking for ``cuda`` then says why).
+    """
+    from xpnet.backends.cuda_collectives import select_device as select
+
+    return select(index)
 
 
 def available():

@@ -7,6 +7,7 @@ import numpy as np
 from xpnet import precision
 from xpnet.backends import pooling
 from xpnet.backends.shapes import out_size
+from xpnet.errors import BackendError
 
 
 class CPUTimer:
@@ -19,6 +20,27 @@ class CPUTimer:
     def __exit__(self, *exc):
         self.elapsed_ms = (time.perf_counter() - self._start) * 1e3
         return False
+
+
+class HostTimeline:
+    """Wall-clock marks between pieces of host work (work on the CPU is done when its call returns).
+
+    ``mark()`` before the first piece and after each; ``intervals()``: ``[(ms, True), ...]``, one per
+    piece (True: the interval is the work's own time); ``host_ms``: first mark to last.
+    """
+
+    def __init__(self):
+        self._marks = []
+
+    def mark(self):
+        self._marks.append(time.perf_counter())
+
+    @property
+    def host_ms(self):
+        return (self._marks[-1] - self._marks[0]) * 1e3 if self._marks else 0.0
+
+    def intervals(self):
+        return [((b - a) * 1e3, True) for a, b in zip(self._marks[:-1], self._marks[1:])]
 
 
 class Backend:
@@ -64,6 +86,15 @@ class Backend:
         """A context-manager timer that is correct for this device; read ``.elapsed_ms`` after."""
         return CPUTimer()
 
+    def timeline(self, hold_ms=0.0):
+        """Marks that time consecutive pieces of work by the device's clock (see :class:`HostTimeline`).
+
+        On a GPU the work is first queued behind ``hold_ms`` of busy device, so each interval is the
+        pieces' device time rather than the host's time to launch them; give ``hold_ms`` more than the
+        previous timeline's ``host_ms``.
+        """
+        return HostTimeline()
+
     # -- random numbers ----------------------------------------------------------------------
     def rng(self, seed=None):
         """A random generator on this device with ``random(shape, dtype)`` and ``get_state()``."""
@@ -83,12 +114,16 @@ class Backend:
         col = self.im2col(x, KH, KW, stride, pad)
         Wc = W.reshape(FN, -1)
         out = col @ Wc.T + b
-        return out.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2), (col, x.shape)
+        # Inference keeps x (alive anyway as the previous layer's output), not its KH*KW times larger columns.
+        cache = (col, None, x.shape) if keep else (None, x, x.shape)
+        return out.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2), cache
 
     def conv2d_backward(self, dout, cache, W, stride, pad, ws=None):
         """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward` given dL/dout (N, FN, OH, OW)."""
-        col, x_shape = cache
+        col, x, x_shape = cache
         FN, _, KH, KW = W.shape
+        if col is None:  # forward ran with keep=False: rebuild the columns from x
+            col = self.im2col(x, KH, KW, stride, pad)
         d = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
         dW = (d.T @ col).reshape(W.shape)
         dcol = d @ W.reshape(FN, -1)
@@ -140,6 +175,37 @@ class Backend:
     def relu_backward(self, dout, mask):
         """dL/dx of ReLU: ``dout`` where the mask is set, else 0 (a new array)."""
         return dout * mask
+
+    # -- collectives (what xpnet.distributed needs from a device; host_memory: MPI reduces in place) --
+    def host_buffer(self, size, dtype):
+        """A 1-d host array for staging ``size`` elements (pinned memory on a GPU)."""
+        return np.empty(int(size), dtype)
+
+    def copy_to_host(self, a, out):
+        """Copy array ``a`` of this backend into the host array ``out`` (synchronously); returns ``out``."""
+        np.copyto(out, a)
+        return out
+
+    def copy_from_host(self, host, a):
+        """Copy the host array ``host`` into array ``a`` of this backend, in place; returns ``a``."""
+        np.copyto(a, host)
+        return a
+
+    def device_key(self):
+        """What identifies this process's device among the ranks on one node (None: host memory)."""
+        return None
+
+    def nccl_version(self):
+        """NCCL's version when NCCL can reduce this backend's arrays, else None."""
+        return None
+
+    def nccl_unique_id(self):
+        """A new NCCL unique id (rank 0 makes it, MPI carries it to the others)."""
+        raise BackendError(f"backend '{self.name}' has no NCCL; NCCL reduces GPU arrays")
+
+    def nccl_communicator(self, size, uid, rank):
+        """An NCCL communicator with ``allreduce_(buf)`` and ``bcast_(buf, root)`` for this backend's arrays."""
+        raise BackendError(f"backend '{self.name}' has no NCCL; NCCL reduces GPU arrays")
 
     # -- errors ------------------------------------------------------------------------------
     def is_out_of_memory(self, exc):

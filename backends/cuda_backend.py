@@ -4,7 +4,9 @@ import base64
 
 import numpy as np
 
+from xpnet.backends import cuda_timing
 from xpnet.backends.base import Backend
+from xpnet.backends.cuda_collectives import CudaCollectives
 from xpnet.backends.shapes import out_size
 from xpnet.errors import BackendError
 
@@ -30,6 +32,44 @@ def _import_cupy(cupy=None):
             "(0 devices); check the NVIDIA driver with nvidia-smi"
         )
     return cupy
+
+
+def _cuda_major(cupy):
+    try:
+        return str(cupy.cuda.runtime.runtimeGetVersion() // 1000)
+    except Exception:
+        return "12"
+
+
+def check_compiler(cupy, probe):
+    """Compile and run ``probe`` (cuda_kernels.PROBE), so a missing NVRTC or missing CUDA headers is found at
+    backend start.
+
+    A driver-only machine runs CuPy's precompiled code but cannot compile a kernel: without this check
+    training would die at its first convolution. Raises BackendError naming what is missing and the
+    package that brings it.
+    """
+    major = _cuda_major(cupy)
+    try:
+        probe(cupy.zeros(1, dtype=cupy.float32))
+    except Exception as e:
+        text = str(e)
+        if "cannot open source file" in text or '.h"' in text:
+            what = "the CUDA headers are missing"
+        elif "nvrtc" in text.lower():
+            what = f"NVRTC (libnvrtc, CUDA {major}) is not loadable"
+        else:
+            what = "a one-line test kernel failed"
+        raise BackendError(f"backend 'cuda': CuPy {cupy.__version__} cannot compile kernels here: {what} "
+                           f"({type(e).__name__}: {_first_line(e)}); pip install \"cupy-cuda{major}x[ctk]\" "
+                           f"(or \"xpnet[cuda{major}]\"), which brings NVRTC and the CUDA headers from PyPI, or "
+                           "install the CUDA Toolkit") from None
+
+
+def _first_line(exc):
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    message = next((line for line in lines if "error" in line.lower()), lines[0] if lines else "")
+    return message[:200]
 
 
 class CudaTimer:
@@ -87,7 +127,7 @@ class CupyRNG:
         target[...] = self._cp.asarray(raw)
 
 
-class CudaBackend(Backend):
+class CudaBackend(CudaCollectives, Backend):
     """Arrays on an NVIDIA GPU through CuPy.
 
     Args:
@@ -102,7 +142,8 @@ class CudaBackend(Backend):
         from xpnet.backends import cuda_kernels
 
         self.xp = cupy
-        self._kernels = cuda_kernels.build(cupy)
+        self._kernels = cuda_kernels.build(cupy)  # compiled at first use
+        check_compiler(cupy, self._kernels.probe_kernel)
         dev = cupy.cuda.Device()
         props = cupy.cuda.runtime.getDeviceProperties(dev.id)
         name = props["name"]
@@ -119,6 +160,11 @@ class CudaBackend(Backend):
 
     def timer(self):
         return CudaTimer(self.xp)
+
+    def timeline(self, hold_ms=0.0):
+        if getattr(self, "_spinner", None) is None:
+            self._spinner = cuda_timing.Spinner(self.xp, self._kernels.spin_kernel)
+        return cuda_timing.CudaTimeline(self.xp, self._spinner, hold_ms)
 
     def rng(self, seed=None):
         return CupyRNG(self.xp, seed)

@@ -62,10 +62,21 @@ COL2IM = (
     "xpnet_col2im",
 )
 
+# One thread spins on a chain of dependent multiply-adds the compiler cannot shorten; n sets the length
+# (backends/cuda_timing.py: keeps the stream busy while a profile queues the work it times).
+SPIN = ("int64 n", "float32 y", "float a = y; for (long long k = 0; k < n; ++k) a = a * 0.999999f + 1e-6f; y = a;",
+        "xpnet_spin")
+
+# The smallest kernel CuPy can generate, compiled and run when the backend starts (check_compiler): its
+# source includes the same CuPy and CUDA headers as every other kernel.
+PROBE = ("T x", "T y", "y = x + x", "xpnet_compile_probe")
+
 # attribute name -> (CuPy class, its constructor's arguments)
 KERNELS = {
     "im2col_kernel": ("ElementwiseKernel", IM2COL),
     "col2im_kernel": ("ElementwiseKernel", COL2IM),
+    "spin_kernel": ("ElementwiseKernel", SPIN),
+    "probe_kernel": ("ElementwiseKernel", PROBE),
 }
 
 

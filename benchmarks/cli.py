@@ -24,6 +24,10 @@ EPILOG = """suites:
              listed as unsupported) per backend; XPNET_PRECISION_MODEL=model.npz gives MNIST accuracy
   all        every suite
 
+device-check (python -m benchmarks device-check --out DIR): on a GPU machine, the whole test suite on
+  CUDA, every suite with --backend cuda --compare torch, a 2-epoch training and a profile of one step, in
+  under 8 minutes (see benchmarks/device_check.py); without a GPU, one line and exit 0
+
 examples:
   python -m benchmarks all --quick
   python -m benchmarks breakdown --json benchmarks/results/breakdown_cpu.json --plots benchmarks/results

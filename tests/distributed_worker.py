@@ -6,8 +6,9 @@ Modes:
         ``OUT/rank<r>.npz``.
     fail: rank 1 raises; the others wait in a barrier that would never complete without the abort.
 
-Environment: BATCH (per-rank batch, default 50); BACKEND=cuda trains on this rank's GPU, with NCCL
-unless NCCL=0 (then MPI staged through host memory); rank 0 writes the path used to ``OUT/path.txt``.
+Environment: BATCH (per-rank batch, default 50); BACKEND=cuda trains on this rank's GPU: NCCL=1 with
+NCCL, NCCL=0 MPI staged through host memory, unset: --grad-path auto; rank 0 writes the path used to
+``OUT/path.txt``.
 """
 
 import os
@@ -48,7 +49,7 @@ def main(mode, out):
             backend = os.environ.get("BACKEND", "numpy")
             if backend == "cuda":
                 world.use_local_gpu()
-                world.bind(backends.get("cuda"), prefer_nccl=os.environ.get("NCCL", "1") == "1")
+                world.bind(backends.get("cuda"), path={"0": "staged", "1": "nccl"}.get(os.environ.get("NCCL"), "auto"))
             model, trainer = train(world, batch_size=int(os.environ.get("BATCH", "50")), backend=backend)
             if world.is_root and world.engine is not None:
                 with open(os.path.join(out, "path.txt"), "w") as f:

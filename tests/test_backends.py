@@ -74,9 +74,10 @@ def _col_rows(x_shape, KH, KW, stride, pad):
 
 @pytest.mark.parametrize("value", ["numpy", "cpu", "NUMPY", "auto"])
 def test_env_var_selects_numpy(value):
-    proc = _run_python("import xpnet.backends as b; print(b.current().name)", value)
+    proc = _run_python("import xpnet.backends as b; print(b.current().name, b.available())", value)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "numpy"
+    name, available = proc.stdout.strip().split(" ", 1)
+    assert name == ("cuda" if value == "auto" and "cuda" in available else "numpy")  # auto: CUDA where usable
 
 
 def test_env_var_unknown_name_raises_value_error_listing_valid_names():
@@ -168,6 +169,38 @@ def test_cuda_with_zero_devices_says_no_usable_device(fake_cupy):
         backends.get("cupy")
 
 
+_NO_NVRTC = RuntimeError("CuPy failed to load libnvrtc.so.13: OSError: libnvrtc.so.13: cannot open shared object "
+                         "file: No such file or directory")
+_NO_HEADERS = RuntimeError('/tmp/tmpq1x/9f2e.cu(12): catastrophic error: cannot open source file "cuda_fp16.h"\n'
+                           "1 catastrophic error detected in the compilation")
+
+
+@pytest.mark.parametrize("error, missing", [(_NO_NVRTC, "NVRTC (libnvrtc, CUDA 13) is not loadable"),
+                                            (_NO_HEADERS, "the CUDA headers are missing")])
+def test_cuda_start_compiles_a_kernel_and_names_what_is_missing(fake_cupy, capsys, error, missing):
+    from xpnet.cli.main import main
+
+    fake = fake_cupy(1)
+    fake.__version__ = "14.2.0"
+    fake.cuda.runtime.runtimeGetVersion = lambda: 13000
+    fake.float32, fake.zeros = np.float32, np.zeros
+
+    def kernel(*definition):
+        def launch(*args):
+            raise error
+
+        return launch
+
+    fake.ElementwiseKernel = kernel
+    with pytest.raises(BackendError) as exc:
+        backends.get("cuda")
+    msg = str(exc.value)
+    assert "\n" not in msg and missing in msg and 'pip install "cupy-cuda13x[ctk]"' in msg, msg
+    assert main(["info"]) == 0  # the CPU report says why CUDA is unusable
+    assert f"cuda: not usable: backend 'cuda': CuPy 14.2.0 cannot compile kernels here: {missing}" in \
+        capsys.readouterr().out
+
+
 # -- im2col / col2im ---------------------------------------------------------------------------------
 
 
@@ -253,6 +286,20 @@ def test_backend_conv2d_matches_reference(backend, KH, KW, stride, pad, rng):
         np.testing.assert_allclose(backend.asnumpy(g), w, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
+def test_generic_conv2d_inference_keeps_no_columns_and_rebuilds_them(cuda, rng):
+    backend = cuda  # the generic convolution is the CUDA backend's (it needs the backend's im2col/col2im)
+    x, W, b = (backend.asarray(a) for a in _conv_case(rng, 3, 3))
+    _, train_cache = backends.Backend.conv2d_forward(backend, x, W, b, (1, 1), (1, 1), keep=True)
+    out, lean_cache = backends.Backend.conv2d_forward(backend, x, W, b, (1, 1), (1, 1), keep=False)
+    kept = [a for a in lean_cache if hasattr(a, "size")]
+    assert kept and max(a.size for a in kept) <= x.size  # the columns are 9x larger than x: not kept
+    dout = backend.asarray(rng.standard_normal(out.shape).astype(np.float32))
+    want = backends.Backend.conv2d_backward(backend, dout, train_cache, W, (1, 1), (1, 1))
+    got = backends.Backend.conv2d_backward(backend, dout, lean_cache, W, (1, 1), (1, 1))
+    for name, g, w in zip(("dx", "dW", "db"), got, want):
+        assert np.array_equal(backend.asnumpy(g), backend.asnumpy(w)), name  # the same operations, rebuilt
+
+
 def test_conv2d_workspace_reuse_gives_same_result(rng):
     be = backends.get("numpy")
     x, W, b = _conv_case(rng, 3, 3)
@@ -275,3 +322,34 @@ def test_conv2d_gpu_matches_cpu(cuda, KH, KW, stride, pad, rng):
     got = cuda.conv2d_backward(cuda.asarray(dout), gcache, cuda.asarray(W), stride, pad, {})
     for name, g, w in zip(("dx", "dW", "db"), got, want):
         np.testing.assert_allclose(cuda.asnumpy(g), w, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+# -- backends/ is the only door to CuPy -----------------------------------------------------------------
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cupy_uses(path):
+    """``(line, text)`` of every CuPy name (import, attribute, variable) or module-name string in a file."""
+    import io
+    import tokenize
+
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    hits = []
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        name = tok.string.strip("'\"") if tok.type == tokenize.STRING else tok.string
+        if tok.type in (tokenize.NAME, tokenize.STRING) and name.split(".")[0] in ("cupy", "cupyx"):
+            hits.append((tok.start[0], tok.line.strip()))
+    return hits
+
+
+def test_no_cupy_outside_backends():
+    found = []
+    for top in ("xpnet", "benchmarks", "examples"):
+        for folder, _, files in os.walk(os.path.join(_ROOT, top)):
+            for name in files:
+                if name.endswith(".py"):
+                    path = os.path.join(folder, name)
+                    found += [f"{os.path.relpath(path, _ROOT)}:{n}: {line}" for n, line in _cupy_uses(path)]
+    assert not found, "CuPy used outside backends/:\n" + "\n".join(found)
+    assert _cupy_uses(os.path.join(_ROOT, "backends", "cuda_collectives.py"))  # the check does see CuPy

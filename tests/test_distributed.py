@@ -6,6 +6,7 @@ mpi4py or mpiexec is missing (``pip install "xpnet[dist]"``). Each has a timeout
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from distributed_worker import train
 
+from xpnet.backends.numpy_backend import NumpyBackend
 from xpnet.distributed import GradientAverager, scale_lr
 from xpnet.distributed.world import local_rank_from_env
 from xpnet.models import MLP
@@ -114,7 +116,7 @@ class _World:
 
 
 def test_averaging_weights_each_rank_by_its_examples():
-    model = MLP(input_size=6, hidden_size_list=[5], output_size=3, seed=0)
+    model = MLP(input_size=6, hidden_size_list=[5], output_size=3, seed=0, backend="numpy")  # host buffers
     rng = np.random.default_rng(0)
     mine = {k: rng.standard_normal(p.shape).astype(np.float32) for k, p in model.params.items()}
     theirs = {k: rng.standard_normal(p.shape).astype(np.float32) for k, p in model.params.items()}
@@ -125,6 +127,109 @@ def test_averaging_weights_each_rank_by_its_examples():
     averaged = averager.average(mine, 1)
     for k in model.params:
         np.testing.assert_allclose(averaged[k], (mine[k] + 3 * theirs[k]) / 4, rtol=1e-6, atol=1e-7)
+
+
+class _RankZeroOfTwo:
+    """An mpi4py communicator as rank 0 of 2 sees it; ``other`` is what rank 1 contributes."""
+
+    def __init__(self, other_report=None, other_buffer=None):
+        self.other_report, self.other_buffer = other_report, other_buffer
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 2
+
+    def allgather(self, obj):
+        return [obj, self.other_report]
+
+    def bcast(self, obj, root=0):
+        return obj
+
+    def Allreduce(self, _, buf, op=None):
+        buf += self.other_buffer
+
+
+_FAKE_MPI = type("MPI", (), {"IN_PLACE": None, "SUM": None, "Get_library_version": staticmethod(lambda: "Fake MPI")})
+
+
+class _FakeGpu(NumpyBackend):
+    """The CPU backend dressed as one GPU (its collective methods' answers are what a GPU rank gives)."""
+
+    name, host_memory = "cuda", False
+
+    def __init__(self, nccl=True):
+        self.nccl = nccl
+
+    def device_key(self):
+        return "0000:1b:00.0"
+
+    def nccl_version(self):
+        return 22703 if self.nccl else None
+
+    def nccl_unique_id(self):
+        return b"uid"
+
+    def nccl_communicator(self, size, uid, rank):
+        return ("communicator", size, uid, rank)
+
+
+@pytest.mark.parametrize("other_gpu, path, want", [
+    ("0000:1b:00.0", "auto", "mpi-staged"),  # both ranks on one GPU: NCCL would crash, staging works
+    ("0000:2c:00.0", "auto", "nccl"),
+    ("0000:2c:00.0", "staged", "mpi-staged"),
+])
+def test_the_gradient_path_follows_the_request_and_ranks_sharing_a_gpu(monkeypatch, other_gpu, path, want):
+    from xpnet.distributed import engines
+
+    monkeypatch.setattr(engines, "load_mpi", lambda: _FAKE_MPI)
+    host = socket.gethostname()
+    engine = engines.make_engine(_RankZeroOfTwo((host, other_gpu, True)), _FakeGpu(), path=path)
+    assert engine.path == want
+    if want == "nccl":
+        assert engine.nccl == ("communicator", 2, b"uid", 0) and engine.describe() == "NCCL 22703 GPU to GPU"
+    elif path == "auto":
+        assert engine.describe() == (f"MPI (Fake MPI) on host memory, GPU buffers staged through host memory (no "
+                                     f"NCCL: NCCL needs one GPU per rank: ranks 0, 1 share GPU 0000:1b:00.0 on {host})")
+
+
+def test_nccl_asked_for_where_it_cannot_work_and_gpu_paths_on_the_cpu_are_refused(monkeypatch):
+    from xpnet.distributed import engines
+    from xpnet.distributed.world import DistributedError
+
+    monkeypatch.setattr(engines, "load_mpi", lambda: _FAKE_MPI)
+    host = socket.gethostname()
+    with pytest.raises(DistributedError, match=r"--grad-path nccl cannot work here: NCCL needs one GPU per rank: "
+                                               r"ranks 0, 1 share GPU 0000:1b:00.0"):
+        engines.make_engine(_RankZeroOfTwo((host, "0000:1b:00.0", True)), _FakeGpu(), path="nccl")
+    with pytest.raises(DistributedError, match="NCCL is not usable on every rank"):
+        engines.make_engine(_RankZeroOfTwo((host, "0000:2c:00.0", False)), _FakeGpu(), path="nccl")
+    auto = engines.make_engine(_RankZeroOfTwo((host, "0000:2c:00.0", False)), _FakeGpu(), path="auto")
+    assert auto.path == "mpi-staged" and "NCCL is not usable on every rank" in auto.describe()
+    with pytest.raises(ValueError, match="--grad-path staged is for GPU arrays"):
+        engines.make_engine(_RankZeroOfTwo(), NumpyBackend(), path="staged")
+
+
+def test_staging_sums_device_buffers_through_the_backends_host_copies(monkeypatch, backend):
+    from xpnet.distributed import engines
+
+    monkeypatch.setattr(engines, "load_mpi", lambda: _FAKE_MPI)
+    engine = engines.StagedEngine(_RankZeroOfTwo(other_buffer=np.full(5, 10.0, np.float32)), backend)
+    buf = backend.asarray(np.arange(5, dtype=np.float32))
+    assert engine.allreduce_(buf) is buf and backend.owns(buf)
+    assert np.array_equal(backend.asnumpy(buf), np.arange(5) + 10.0)
+    engine.allreduce_(buf)  # the staging buffer is reused
+    assert np.array_equal(backend.asnumpy(buf), np.arange(5) + 20.0) and len(engine._host) == 1
+
+
+def test_grad_path_needs_distributed(tmp_path, capsys):
+    from test_cli import assert_one_line_error
+
+    from xpnet.cli.main import main
+
+    code = main(["train", "--grad-path", "staged", "--out", str(tmp_path / "run")])
+    assert_one_line_error(code, capsys.readouterr().err, "--grad-path needs --distributed")
 
 
 # -- 2 ranks under mpiexec ---------------------------------------------------------------------------------

@@ -302,6 +302,28 @@ def test_label_out_of_range(backend, labels, values):
     assert "[0, 3)" in str(exc.value) and values in str(exc.value)
 
 
+def test_cross_entropy_reads_no_device_labels_back(cuda, rng):
+    backend = cuda
+    counters = getattr(backend.xp, "counters", None)  # the emulated device counts host syncs
+    if counters is None:
+        pytest.skip("host syncs are counted on the emulated CUDA device only")
+    y = backend.asarray(rng.standard_normal((4, 3)).astype(np.float32))
+    t = backend.asarray(np.array([0, 2, 1, 2]))
+    layer = SoftmaxCrossEntropy()
+    with counters.counting() as c:
+        loss = layer.forward(y, t, train=True)
+        layer.backward()
+    assert c.syncs == 0, c
+    assert float(loss) > 0
+
+
+def test_a_deep_convnet_training_step_makes_no_host_sync():
+    from benchmarks import launches  # counts on the emulated CUDA device
+
+    counts = launches.step_counts(batch_size=4)
+    assert all(counts[phase]["syncs"] == 0 for phase in (*launches.PHASES, "step")), counts
+
+
 def test_loss_label_shape_and_dtype_errors(backend):
     y = backend.asarray(np.zeros((2, 3)))
     with pytest.raises(ShapeError, match=r"\(2, 3\)"):

@@ -182,8 +182,12 @@ def test_huge_logits_and_activations_stay_finite(backend, rng):
 
 def test_bfloat16_and_other_dtypes_raise_naming_the_backend(backend):
     model = MLP(input_size=4, hidden_size_list=[3], output_size=2)
-    with pytest.raises(DTypeError, match=f"bfloat16 is not supported on backend '{backend.name}'.*float16"):
+    with pytest.raises(DTypeError, match=f"bfloat16 is not supported on backend '{backend.name}'.*float16") as exc:
         model.astype("bfloat16")
+    assert "ml_dtypes" in str(exc.value)  # the real reason: NumPy's and CuPy 14's bfloat16 come through it
+    with pytest.raises(DTypeError) as exc:  # the CUDA reason, whether or not CUDA runs here
+        precision.resolve("bfloat16", "cuda")
+    assert "CuPy 14's bfloat16 is minimal" in str(exc.value) and "ml_dtypes" in str(exc.value)
     with pytest.raises(DTypeError, match="expected a floating dtype"):
         model.astype("int32")
 

@@ -1,5 +1,7 @@
 """xpnet.profile: per-layer rows and per-type sums on tiny models; AlexNet's layers and registry entry."""
 
+import types
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from xpnet.layers import (
     Sequential,
     Sigmoid,
 )
+from xpnet.layers.base import Layer
 from xpnet.models import REGISTRY, AlexNet, DeepConvNet, build
 from xpnet.profile import TYPES, layer_type, profile, summarize
 
@@ -118,3 +121,98 @@ def test_alexnet_parameter_count_and_registry():
     assert small.config["output_size"] == 7 and small.predict(np.zeros((2, 3, 67, 67), np.float32)).shape == (2, 7)
     with pytest.raises(Exception, match="too small"):
         AlexNet(input_dim=(3, 66, 66))
+
+
+# -- what a GPU profile measures: device time, not launch time ----------------------------------------------
+LAUNCH_MS, KERNEL_MS = 0.005, 0.001  # a launch costs the host 5 us; these kernels take the GPU 1 us
+
+
+class _AsyncGpu:
+    """A GPU's timing model: the host queues kernels (each launch costs it LAUNCH_MS), the stream runs them
+    in order as soon as they are queued and it is free; an event completes when the stream reaches it."""
+
+    def __init__(self, boost=1.0):
+        self.host = self.free_at = 0.0
+        self.boost, self.spins = boost, 0  # after calibrating (two spins) the clock rises ``boost`` times
+
+    def launch(self, ms):
+        self.host += LAUNCH_MS
+        self.free_at = max(self.free_at, self.host) + ms
+
+    def stand_in(self):
+        """The CuPy names CudaBackend.timeline uses, over this model."""
+        gpu = self
+
+        class Event:
+            def record(self, stream=None):
+                self.t = max(gpu.free_at, gpu.host)
+
+            @property
+            def done(self):
+                return self.t <= gpu.host
+
+            def synchronize(self):
+                gpu.host = max(gpu.host, self.t)
+
+        def spin(n, out):
+            gpu.spins += 1
+            gpu.launch(n * 1e-6 / (gpu.boost if gpu.spins > 2 else 1.0))  # a million iterations a millisecond
+
+        def kernel(*spec):  # only the spin kernel is ever launched here
+            return spin
+
+        cuda = types.SimpleNamespace(Event=Event, get_elapsed_time=lambda a, b: b.t - a.t)
+        return types.SimpleNamespace(ElementwiseKernel=kernel, zeros=lambda *a, **k: None, float32=np.float32,
+                                     ones=lambda shape, dtype: np.ones(shape, dtype).view(_DeviceArray), cuda=cuda)
+
+
+class _Kernels(Layer):
+    """A layer that launches ``count`` 1-us kernels each way (and, with ``sync``, then waits for the GPU)."""
+
+    def __init__(self, gpu, count, sync=False):
+        super().__init__()
+        self.gpu, self.count, self.sync = gpu, count, sync
+
+    def _run(self, x):
+        for _ in range(self.count):
+            self.gpu.launch(KERNEL_MS)
+        if self.sync:
+            self.gpu.host = max(self.gpu.host, self.gpu.free_at)
+        return x
+
+    def forward(self, x, train=False):
+        return self._run(x)
+
+    def backward(self, dout):
+        return self._run(dout)
+
+
+class _DeviceArray(np.ndarray):
+    __module__ = "cupy._stand_in"  # backends.of() takes it for a CuPy array
+
+
+@pytest.mark.parametrize("boost", [1.0, 100.0], ids=["steady-clock", "clock-rises-after-calibration"])
+def test_gpu_profile_times_the_kernels_not_their_launches(monkeypatch, boost):
+    from xpnet import backends
+    from xpnet.backends import cuda_kernels
+    from xpnet.backends.cuda_backend import CudaBackend
+
+    gpu = _AsyncGpu(boost)
+    be = object.__new__(CudaBackend)  # the real timeline code over the timing model above
+    be.xp = gpu.stand_in()
+    be._kernels = cuda_kernels.build(be.xp)
+    monkeypatch.setitem(backends._instances, "cuda", be)
+    x = np.zeros(2, np.float32).view(_DeviceArray)
+    rows = {r["name"]: r for r in profile(Sequential(("a", _Kernels(gpu, 10)), ("b", _Kernels(gpu, 3))), x,
+                                          repeats=2, warmup=1)}
+    # 10 kernels of 1 us take the GPU 10 us; their launches took the host 50 us, which it does not count
+    for name, count in (("a", 10), ("b", 3)):
+        assert rows[name]["forward_ms"] == pytest.approx(count * KERNEL_MS)
+        assert rows[name]["backward_ms"] == pytest.approx(count * KERNEL_MS)
+        assert rows[name]["device_only"]
+    # a layer that waits for the GPU drains the queue: it and the layers after it show their launch gaps
+    net = Sequential(("a", _Kernels(gpu, 10)), ("sync", _Kernels(gpu, 2, sync=True)), ("after", _Kernels(gpu, 4)))
+    rows = {r["name"]: r for r in profile(net, x, backward=False, repeats=2, warmup=1)}
+    assert rows["a"]["device_only"] and rows["a"]["forward_ms"] == pytest.approx(10 * KERNEL_MS)
+    assert not rows["sync"]["device_only"] and not rows["after"]["device_only"]
+    assert rows["after"]["forward_ms"] == pytest.approx(4 * LAUNCH_MS + KERNEL_MS)  # launches, then the last kernel

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from reliability_helpers import assert_one_line_error, run_main, tiny_idx, train_args
 
-from xpnet import optim
+from xpnet import backends, optim
 from xpnet.cli.main import main
 from xpnet.errors import DTypeError, ShapeError, TrainingError
 from xpnet.layers import (
@@ -85,9 +85,9 @@ def test_layer_integer_input_names_layer_and_dtype(make, shape):
 @pytest.mark.parametrize("make, shape", [(lambda: Affine(3, 2), (2, 3)), (lambda: BatchNorm(3), (2, 3))],
                          ids=["affine", "batchnorm"])
 def test_layer_float64_input_to_float32_parameters_names_both(make, shape):
-    layer = _named(make(), "p")
+    layer = _named(make(), "p")  # on the current backend; so is its input
     with pytest.raises(DTypeError) as exc:
-        layer.forward(np.zeros(shape, np.float64))
+        layer.forward(backends.current().asarray(np.zeros(shape, np.float64)))
     msg = str(exc.value)
     assert "'p'" in msg and "expected input dtype float32" in msg and "got float64" in msg, msg
 
@@ -125,7 +125,7 @@ def test_inf_input_stops_training_naming_the_exact_step(tmp_path):
     bad = 7
     x[bad, 0] = np.inf
     trainer = Trainer(_tiny_mlp(), optim.SGD(lr=0.1), (x, t), _tiny_set(6, seed=1), epochs=2, batch_size=4,
-                      seed=3, out_dir=str(tmp_path), progress=False)
+                      seed=3, out_dir=str(tmp_path), progress=False, log_every=1)  # the exact step, also on a GPU
     order = np.random.Generator(np.random.PCG64(3)).permutation(12)  # the iterator's first epoch
     step = int(np.flatnonzero(order == bad)[0]) // 4 + 1
     with pytest.raises(TrainingError) as exc:

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from xpnet import optim
-from xpnet.errors import TrainingError
-from xpnet.models import DeepConvNet, SimpleConvNet
+from xpnet import backends, optim
+from xpnet.errors import FileFormatError, TrainingError
+from xpnet.models import MLP, DeepConvNet, SimpleConvNet
 from xpnet.training import BatchIterator, Trainer, load_checkpoint
 
 
@@ -75,6 +75,42 @@ def test_resume_is_bit_identical(tmp_path, backend):
     assert [h["test_acc"] for h in straight.history] == [h["test_acc"] for h in resumed.history]
 
 
+def _mlp_trainer(out_dir, dropout, epochs=1, backend=None):
+    train = synthetic_digits(32, size=8)
+    model = MLP(input_size=64, hidden_size_list=(8,), output_size=4, use_dropout=dropout, seed=1, backend=backend)
+    return Trainer(model, optim.SGD(), train, train, epochs=epochs, batch_size=8, out_dir=str(out_dir),
+                   progress=False)
+
+
+@pytest.mark.parametrize("dropout", [True, False])
+def test_resume_of_a_gpu_checkpoint_on_the_cpu_fails_at_once_naming_both_devices(tmp_path, monkeypatch, dropout):
+    cpu = backends.get("numpy")
+    with monkeypatch.context() as m:  # the same run, recorded as if it had run on a GPU
+        m.setattr(cpu, "name", "cuda")
+        m.setattr(cpu, "device", "cuda:0 (stand-in)")
+        _mlp_trainer(tmp_path, dropout, backend=cpu).fit()
+    resumed = _mlp_trainer(tmp_path, dropout, epochs=2, backend=cpu)
+    if not dropout:  # no device random streams: the weights and the host shuffle move freely
+        assert resumed.resume().fit()[-1]["epoch"] == 2
+        return
+    with pytest.raises(FileFormatError) as exc:
+        resumed.resume()
+    assert str(exc.value) == (f"{tmp_path / 'checkpoint.npz'}: saved on backend 'cuda' (cuda:0 (stand-in)) but "
+                              "resumed on 'numpy' (cpu): its Dropout/augmentation random streams cannot continue "
+                              "on another device kind; resume with --backend cuda")
+
+
+def test_resume_of_a_cpu_checkpoint_elsewhere_works_only_on_the_cpu(tmp_path, backend):
+    with backends.use("numpy"):
+        _mlp_trainer(tmp_path, dropout=True).fit()
+    resumed = _mlp_trainer(tmp_path, dropout=True, epochs=2)  # built on `backend`, the current one
+    if resumed.model.backend.name == "numpy":
+        assert resumed.resume().fit()[-1]["epoch"] == 2
+    else:  # refused before the first step, not at the first Dropout
+        with pytest.raises(FileFormatError, match=r"saved on backend 'numpy' \(.*\) but resumed on 'cuda'"):
+            resumed.resume()
+
+
 def test_two_runs_with_the_same_seed_are_bit_identical(tmp_path):
     a, b = _deep_trainer(tmp_path / "a", 1), _deep_trainer(tmp_path / "b", 1)
     a.fit()
@@ -87,7 +123,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
     trainer = _deep_trainer(tmp_path, epochs=1)
     trainer.fit()
     before = (tmp_path / "checkpoint.npz").read_bytes()
-    trainer.epochs = 2
+    trainer.epochs, trainer.log_every = 2, 1  # the exact step, also on a GPU (which reads the loss every 50)
     trainer.iterator.x[5] = np.nan
     with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step \d+ of epoch 2.*intact"):
         trainer.fit()

@@ -9,6 +9,15 @@ Quick start:
 
 __version__ = "0.1.0"
 
+import os as _os  # noqa: E402
+
+# A checkout used without installing (PYTHONPATH=CHECKOUT, as on a machine with no network for pip):
+# backends/ sits beside xpnet/ and is installed as xpnet.backends, so look for subpackages there too.
+_here = _os.path.dirname(_os.path.abspath(__file__))
+if not _os.path.isdir(_os.path.join(_here, "backends")) and _os.path.isfile(
+        _os.path.join(_here, _os.pardir, "backends", "__init__.py")):
+    __path__.append(_os.path.dirname(_here))
+
 from xpnet import backends, datasets, errors, init, layers, models, optim  # noqa: E402
 from xpnet.models import load  # noqa: E402
 

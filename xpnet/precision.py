@@ -13,8 +13,13 @@ GEMMs: NumPy's float16 ``matmul`` has no BLAS path; measured with numpy 2.4 it a
 equals one final rounding, 4.7e-4 relative). CuPy's float16 ``matmul`` calls cuBLAS with float32
 accumulation (tensor cores on Volta and later).
 
-bfloat16: NumPy has no bfloat16 dtype, and CuPy (whose dtypes are NumPy's) has none either, so
-neither backend supports it; :func:`resolve` says so rather than failing somewhere deeper.
+bfloat16 is not supported, for xpnet's own reasons rather than the libraries': NumPy has no bfloat16 of
+its own; the ``ml_dtypes`` extension adds one, but (measured with ml_dtypes 0.7, NumPy 2.4) its matmul
+returns float32, a plain sum of 4096 ones stalls at 256, and ``np.load`` reads a saved bfloat16 array back
+as raw bytes (dtype V2), so models, checkpoints and the float32-internal rule above would all need work.
+CuPy 14 has minimal bfloat16 through the same ``ml_dtypes`` (its upgrade guide: most functionality, some
+gaps), which xpnet does not depend on, and xpnet's kernels have not been built or tested for it.
+:func:`resolve` says so rather than failing somewhere deeper.
 """
 
 import numpy as np
@@ -24,8 +29,10 @@ from xpnet.errors import DTypeError
 SUPPORTED = ("float16", "float32", "float64")
 ACCUMULATE = np.dtype(np.float32)
 _NO_BFLOAT16 = {
-    "numpy": "NumPy has no bfloat16 dtype (it would need the ml_dtypes extension, which xpnet does not use)",
-    "cuda": "CuPy has no bfloat16 dtype (its dtypes are NumPy's; see cupy/cupy#7527)",
+    "numpy": ("NumPy has no bfloat16 dtype of its own, and with the ml_dtypes extension (which xpnet does not "
+              "use) its matmul returns float32 and saved .npz files read bfloat16 back as raw bytes"),
+    "cuda": ("CuPy 14's bfloat16 is minimal and comes through ml_dtypes, which xpnet does not use; xpnet's "
+             "kernels and files are not built or tested for it"),
 }
 
 
@@ -33,7 +40,7 @@ def resolve(dtype, backend_name="numpy", where="astype"):
     """The NumPy dtype for ``dtype`` (a name or dtype) if ``backend_name`` can compute in it.
 
     Raises:
-        DTypeError: not a floating dtype, bfloat16 (no backend supports it), or another unsupported one.
+        DTypeError: not a floating dtype, bfloat16 (xpnet supports it on no backend), or another unsupported one.
     """
     name = str(getattr(dtype, "__name__", dtype)).lower()
     if name in ("bfloat16", "bf16"):

@@ -1,9 +1,13 @@
 """Per-layer timing of a model's forward and backward passes, and the layer-type buckets of reports.
 
-Every layer is timed with its backend's :meth:`~xpnet.backends.Backend.timer` (``perf_counter`` on
-the CPU, CUDA events on a GPU; either way the timer waits for the layer's work before it reads the
-clock), after ``warmup`` untimed passes; each row reports the median, minimum and maximum over
-``repeats`` passes.
+What is measured: each layer's own work by the device's clock. On the CPU that is wall-clock time
+around the layer's call (the work is done when it returns). On a GPU it is the time between CUDA events
+recorded before and after the layer's kernels, with the whole pass queued behind a spin kernel
+(:meth:`~xpnet.backends.Backend.timeline`): the GPU then runs the pass's kernels back to back, so a
+layer's interval is its kernels' device time, not the host's time to launch them (which on a
+launch-bound GPU would make the figure a count of launches). Each row says whether that held for every
+timed sample (``device_only``; False where the layer synchronised with the host, say). Rows report the
+median, minimum and maximum over ``repeats`` passes after ``warmup`` untimed ones.
 
 Example:
     >>> rows = profile(DeepConvNet(), x, t, repeats=10)
@@ -65,31 +69,41 @@ def _device_input(layers, x):
     return x if x.dtype == ref.dtype else x.astype(ref.dtype)
 
 
-def _one_pass(layers, loss_layer, x, t, train, backward):
-    """Run forward (and backward) once; returns ``{name: [forward_ms, backward_ms or None]}`` and shapes."""
+def _one_pass(layers, loss_layer, x, t, train, backward, hold_ms):
+    """Run forward (and backward) once on one timeline.
+
+    Returns ``{name: [forward (ms, device_only), backward (ms, device_only) or None]}``, the output
+    shapes and the host's milliseconds to queue the pass.
+    """
     be = backends.of(x)
-    times, shapes = {}, {}
+    tl = be.timeline(hold_ms)
+    pieces, shapes = [], {}  # (name, 0 forward / 1 backward) of each interval, in order
+    tl.mark()
     for name, layer in layers:
-        with be.timer() as tm:
-            x = layer.forward(x, train)
-        times[name], shapes[name] = [tm.elapsed_ms, None], tuple(x.shape)
+        x = layer.forward(x, train)
+        tl.mark()
+        pieces.append((name, 0))
+        shapes[name] = tuple(x.shape)
     if loss_layer is not None:
-        with be.timer() as tm:
-            loss_layer.forward(x, t, train)
-        times["loss"], shapes["loss"] = [tm.elapsed_ms, None], ()
-    if not backward:
-        return times, shapes
-    if loss_layer is not None:
-        with be.timer() as tm:
+        loss_layer.forward(x, t, train)
+        tl.mark()
+        pieces.append(("loss", 0))
+        shapes["loss"] = ()
+    if backward:
+        if loss_layer is not None:
             dout = loss_layer.backward(1.0)
-        times["loss"][1] = tm.elapsed_ms
-    else:
-        dout = be.xp.ones(x.shape, dtype=x.dtype)  # the gradient of sum(scores)
-    for name, layer in reversed(layers):
-        with be.timer() as tm:
+            tl.mark()
+            pieces.append(("loss", 1))
+        else:
+            dout = be.xp.ones(x.shape, dtype=x.dtype)  # the gradient of sum(scores)
+        for name, layer in reversed(layers):
             dout = layer.backward(dout)
-        times[name][1] = tm.elapsed_ms
-    return times, shapes
+            tl.mark()
+            pieces.append((name, 1))
+    times = {name: [None, None] for name in shapes}
+    for (name, phase), interval in zip(pieces, tl.intervals(), strict=True):
+        times[name][phase] = interval
+    return times, shapes, tl.host_ms
 
 
 def profile(model, x, t=None, backward=True, repeats=10, warmup=2, train=True):
@@ -109,17 +123,20 @@ def profile(model, x, t=None, backward=True, repeats=10, warmup=2, train=True):
     Returns:
         list of dicts, one per layer in forward order (then ``"loss"``), with keys ``name``, ``type``
         (see :func:`layer_type`), ``layer`` (class name), ``output_shape``, ``forward_ms``,
-        ``forward_min_ms``, ``forward_max_ms`` and the same three for backward (None when
-        ``backward`` is False).
+        ``forward_min_ms``, ``forward_max_ms``, the same three for backward (None when ``backward`` is
+        False) and ``device_only`` (every timed interval of the row measured device work alone).
     """
     if int(repeats) < 1 or int(warmup) < 0:
         raise ValueError(f"profile: need repeats >= 1 and warmup >= 0, got {repeats!r}, {warmup!r}")
     layers = _layers_of(model)
     loss_layer = getattr(model, "loss_layer", None) if t is not None else None
     x = _device_input(layers, x if hasattr(x, "dtype") else np.asarray(x))
-    runs = []
+    runs, host_ms = [], 2.0
     for i in range(int(warmup) + int(repeats)):
-        times, shapes = _one_pass(layers, loss_layer, x, t, train, backward)
+        # a GPU's spin must outlast the host's queueing of the pass: twice the last pass's and 1 ms more (at
+        # most 250 ms: the first pass's queueing includes compiling the kernels)
+        hold_ms = min(2 * host_ms + 1.0, 250.0)
+        times, shapes, host_ms = _one_pass(layers, loss_layer, x, t, train, backward, hold_ms)
         if i >= warmup:
             runs.append(times)
     kinds = dict(layers)
@@ -129,12 +146,13 @@ def profile(model, x, t=None, backward=True, repeats=10, warmup=2, train=True):
 
 
 def _row(name, layer, shape, samples, backward):
-    fwd = time_stats(s[0] for s in samples)
-    bwd = time_stats(s[1] for s in samples) if backward else (None, None, None)
+    fwd = time_stats(s[0][0] for s in samples)
+    bwd = time_stats(s[1][0] for s in samples) if backward else (None, None, None)
+    device_only = all(s[0][1] and (not backward or s[1][1]) for s in samples)
     return {
         "name": name, "type": layer_type(layer), "layer": type(layer).__name__, "output_shape": list(shape),
         "forward_ms": fwd[0], "forward_min_ms": fwd[1], "forward_max_ms": fwd[2],
-        "backward_ms": bwd[0], "backward_min_ms": bwd[1], "backward_max_ms": bwd[2],
+        "backward_ms": bwd[0], "backward_min_ms": bwd[1], "backward_max_ms": bwd[2], "device_only": device_only,
     }
 
 

@@ -51,6 +51,9 @@ def add_train(sub):
                         "(needs xpnet[dist]); one GPU per rank; rank 0 logs, evaluates and saves")
     p.add_argument("--scale-lr", default="none", choices=("none", "linear", "sqrt"),
                    help="with --distributed: lr used = --lr x 1, x ranks, or x sqrt(ranks) (default none)")
+    p.add_argument("--grad-path", default="auto", choices=("auto", "nccl", "staged"),
+                   help="with --distributed on GPUs: NCCL, or MPI staged through host memory; auto: NCCL unless "
+                        "a rank lacks it or two ranks share a GPU (the first line printed says which and why)")
     p.set_defaults(func=run_train, configure=configure)
 
 
@@ -143,5 +146,8 @@ def run_info(args, world=None):
     be = _backend(args.backend)
     print(f"xpnet {xpnet.__version__}, Python {sys.version.split()[0]} on {platform.platform()}")
     print(f"backends available: {', '.join(backends.available())}")
+    reason = backends.unavailable_reason("cuda")
+    if reason:
+        print(f"cuda: not usable: {reason}")
     for k, v in be.info().items():
         print(f"{k}: {v}")

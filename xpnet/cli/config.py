@@ -59,6 +59,7 @@ class TrainConfig:
     progress: bool
     distributed: bool
     scale_lr: str
+    grad_path: str
     argv: tuple
     options: MappingProxyType
 
@@ -86,13 +87,16 @@ class TrainConfig:
             raise ValueError("--ensemble cannot be combined with --distributed; train the members one by one")
         if not args.distributed and args.scale_lr != "none":
             raise ValueError("--scale-lr needs --distributed")
+        if not args.distributed and args.grad_path != "auto":
+            raise ValueError("--grad-path needs --distributed")
         options = {k: v for k, v in vars(args).items() if k not in NOT_RECORDED}
         return cls(model=args.model, model_kwargs=MappingProxyType(kwargs), dataset=args.dataset, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
                    schedule=args.schedule, warmup_epochs=args.warmup_epochs, augment=args.augment,
                    transforms=tuple(transforms), ensemble=args.ensemble, backend=args.backend, dtype=args.dtype,
                    seed=args.seed, out=args.out, resume=args.resume, limit=args.limit, progress=not args.no_progress,
-                   distributed=args.distributed, scale_lr=args.scale_lr, argv=tuple(argv),
+                   distributed=args.distributed, scale_lr=args.scale_lr, grad_path=args.grad_path,
+                   argv=tuple(argv),
                    options=MappingProxyType(options))
 
     def member(self, **changes):

@@ -100,7 +100,7 @@ def _place(config, world, be):
     from xpnet.distributed import scale_lr
 
     out_dir, resume_path = world.bcast_object(resolve_out_dir(config) if world.is_root else None)
-    engine = world.bind(be)
+    engine = world.bind(be, path=config.grad_path)
     lr = scale_lr(config.lr, world.size, config.scale_lr)
     if world.is_root:
         print(f"distributed: {world.size} ranks x batch {config.batch_size} = global batch "

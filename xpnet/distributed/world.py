@@ -49,21 +49,16 @@ class World:
 
     def use_local_gpu(self):
         """Make GPU ``local_rank % count`` current before the CUDA backend starts; returns its id or None."""
-        try:
-            import cupy
+        from xpnet import backends
 
-            count = cupy.cuda.runtime.getDeviceCount()
-        except Exception:  # no CuPy or no device: the backend reports it if CUDA was asked for
-            return None
-        if count < 1:
-            return None
-        device = self.local_rank % count
-        cupy.cuda.Device(device).use()
-        return device
+        return backends.select_device(self.local_rank)
 
-    def bind(self, backend, prefer_nccl=True):
-        """Choose the collective engine for arrays of ``backend``; returns it (``engine.path`` says which)."""
-        self.engine = make_engine(self.comm, backend, prefer_nccl=prefer_nccl)
+    def bind(self, backend, path="auto"):
+        """Choose the collective engine for arrays of ``backend``; returns it (``engine.path`` says which).
+
+        ``path``: ``auto``, ``nccl`` or ``staged`` (GPU arrays; see :func:`~xpnet.distributed.engines.make_engine`).
+        """
+        self.engine = make_engine(self.comm, backend, path=path)
         return self.engine
 
     def bcast_object(self, obj):

@@ -1,5 +1,7 @@
 """Loss layers: ``forward(y, t)`` returns a 0-d array (no host sync); ``backward()`` returns dL/dy."""
 
+import numpy as np
+
 from xpnet import backends, precision
 from xpnet.errors import ShapeError
 from xpnet.layers.base import Layer
@@ -15,6 +17,9 @@ class SoftmaxCrossEntropy(Layer):
     Shapes:
         y (N, K) scores; t (N,) integer class indices or (N, K) one-hot / probabilities.
         Returns a 0-d array of y's dtype (float32 for float16 scores).
+
+    Integer labels given as a NumPy array are checked to lie in [0, K) on the host; labels already on
+    the device are not checked here (reading them back would cost a host sync every step).
     """
 
     classifies = True  # y are class scores: accuracy means something
@@ -23,9 +28,10 @@ class SoftmaxCrossEntropy(Layer):
         self.check_input(y, 2, "(N, classes)")
         be = backends.of(y)
         xp = be.xp
+        N, K = y.shape
+        host = t if isinstance(t, np.ndarray) else None  # checked on the host (free), not read back
         if not be.owns(t):
             t = be.asarray(t)
-        N, K = y.shape
         if N == 0:
             raise ShapeError(f"{self._label()}: expected a batch of at least one example, got shape {(N, K)}")
         self.out_dtype = y.dtype
@@ -42,11 +48,16 @@ class SoftmaxCrossEntropy(Layer):
             raise ShapeError(f"{self._label()}: expected labels of shape ({N},) or ({N}, {K}), got {t.shape}")
         if t.dtype.kind not in "iu":
             raise ShapeError(f"{self._label()}: integer labels expected, got dtype {t.dtype}")
-        if N and (int(t.min()) < 0 or int(t.max()) >= K):
-            raise ShapeError(f"{self._label()}: labels must be in [0, {K}), got values in "
-                             f"[{int(t.min())}, {int(t.max())}]")
+        if host is not None:
+            self._check_labels(host, K)
         self.t = t
         return -xp.take_along_axis(logp, t[:, None].astype(xp.intp), axis=1).sum() / y.dtype.type(N)
+
+    def _check_labels(self, t, K):
+        """Host integer labels (N,) must lie in [0, K). Device labels are not read back (each read is a host
+        sync): the Trainer checks its datasets once, before the first step."""
+        if t.size and (t.min() < 0 or t.max() >= K):
+            raise ShapeError(f"{self._label()}: labels must be in [0, {K}), got values in [{t.min()}, {t.max()}]")
 
     def backward(self, dout=1.0):
         xp = backends.of(self.p).xp

@@ -78,7 +78,7 @@ class Model:
 
         ``float16`` stores and computes in half precision on both backends (layers that need range or
         long sums compute those parts in float32: see :mod:`xpnet.precision`). ``bfloat16`` raises
-        DTypeError naming the backend: neither NumPy nor CuPy has that dtype.
+        DTypeError naming the backend and why it is unsupported (see :mod:`xpnet.precision`).
         """
         dtype = precision.resolve(dtype, self.backend.name, f"{type(self).__name__}.astype")
         self.net.astype(dtype)

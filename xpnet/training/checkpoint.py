@@ -28,7 +28,8 @@ def save_checkpoint(path, model, optimizer, iterator, epoch, history, extra=None
         "epoch": int(epoch),
         "history": history,
         "rng": {"model": model.get_rng_state(), "iterator": iterator.get_state(),
-                "augment": augment.get_state() if augment is not None else None},
+                "augment": augment.get_state() if augment is not None else None,
+                "backend": model.backend.name, "device": model.backend.device},
         "extra": extra or {},
         "frozen": sorted(model.frozen),
     }
@@ -58,7 +59,9 @@ def restore(path, model, optimizer, iterator, augment=None):
     The model's frozen parameter names (:meth:`~xpnet.models.Model.freeze`) are restored too.
 
     Raises:
-        FileFormatError: the file is missing, damaged, or holds another model or optimizer.
+        FileFormatError: the file is missing, damaged, or holds another model or optimizer; or it was saved
+            on another device kind and holds device random streams (Dropout, augmentation) that cannot
+            continue here.
     """
     model_state, opt_state, meta = load_checkpoint(path)
     arch = meta["model"].get("arch")
@@ -68,6 +71,7 @@ def restore(path, model, optimizer, iterator, augment=None):
     if opt_state.get("type") != type(optimizer).__name__:
         raise FileFormatError(f"{path}: holds {opt_state.get('type')} optimizer state, not "
                               f"{type(optimizer).__name__}; resume with the optimizer it was trained with")
+    _check_same_device(path, meta["rng"], model, augment)
     with _field(path, "model"):
         model.load_state_dict(model_state)
     with _field(path, "optimizer"):
@@ -96,3 +100,31 @@ def _field(path, field):
         raise FileFormatError(f"{path}: field {field!r}: {e}") from None
     except (ValueError, TypeError, KeyError, OverflowError) as e:
         raise FileFormatError(f"{path}: field {field!r}: {type(e).__name__}: {e}") from None
+def _saved_backend(rng):
+    """The backend a checkpoint's random streams belong to (older files: NumPy's PCG64 states say numpy)."""
+    if "backend" in rng:
+        return rng["backend"], rng.get("device", "?")
+    states = list((rng.get("model") or {}).values()) + [rng.get("augment")]
+    if any(isinstance(st, dict) and st.get("bit_generator") == "PCG64" for st in states):
+        return "numpy", "cpu"
+    return None, None
+
+
+def _check_same_device(path, rng, model, augment):
+    """Refuse, before anything is loaded, device random streams another device kind cannot continue.
+
+    NumPy's PCG64 and CuPy's generator are different streams; neither state means anything to the other,
+    so a resumed Dropout or augmentation would either fail at its first draw or quietly restart from its seed.
+    The shuffling generator lives on the host and moves freely; a model without random layers and no
+    augmentation resumes on any device.
+    """
+    saved, device = _saved_backend(rng)
+    here = model.backend
+    streams = [st for st in (rng.get("model") or {}).values() if st is not None]
+    if augment is not None and rng.get("augment") is not None:
+        streams.append(rng["augment"])
+    if saved is None or saved == here.name or not streams:
+        return
+    raise FileFormatError(f"{path}: saved on backend '{saved}' ({device}) but resumed on '{here.name}' "
+                          f"({here.device}): its Dropout/augmentation random streams cannot continue on another "
+                          f"device kind; resume with --backend {saved}")

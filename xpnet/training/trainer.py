@@ -154,10 +154,8 @@ class Trainer:
         loss_sum = correct = xp.zeros((), dtype=xp.float64)
         seen, window_loss, window_start, start = 0, xp.zeros((), dtype=xp.float64), self.step, time.perf_counter()
         try:
-            for xb, tb in self.iterator.epoch():
-                if self.augment is not None:
-                    xb = self.augment(xb)
-                loss, y = self._step(xb, tb)
+            batches = self.iterator.epoch()
+            for loss, y, xb, tb in iter(lambda: self._step(batches), None):
                 n = len(xb)
                 loss_sum = loss_sum + loss * n
                 window_loss = window_loss + loss
@@ -187,10 +185,19 @@ class Trainer:
         record.update(opt.history_fields())  # mixed precision: the loss scale and the steps skipped so far
         return record
 
-    def _step(self, xb, tb):
-        """One update on a batch; returns its loss (a device scalar) and the model's outputs."""
+    def _step(self, batches):
+        """Gather the next batch, augment it and update on it: ``(loss, outputs, xb, tb)``, None after the last.
+
+        The gather and the augmentation allocate on the device too, so an out-of-memory error in them gets
+        the same advice as one in the forward or backward pass.
+        """
         model = self.model
         try:
+            xb, tb = next(batches, (None, None))
+            if xb is None:
+                return None
+            if self.augment is not None:
+                xb = self.augment(xb)
             loss, y = model.forward_loss(xb, tb, train=True)
             model.backward(self.optimizer.loss_scale)
             grads = model.grads
@@ -201,7 +208,7 @@ class Trainer:
             self._raise_if_out_of_memory(e, "at batch size", self.iterator.batch_size, "--batch-size")
             raise
         self.step += 1
-        return loss, y
+        return loss, y, xb, tb
 
     def _raise_if_out_of_memory(self, exc, where, batch_size, option):
         """Turn the device's out-of-memory error into a TrainingError naming the batch size to lower."""
