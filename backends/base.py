@@ -176,6 +176,60 @@ class Backend:
         """dL/dx of ReLU: ``dout`` where the mask is set, else 0 (a new array)."""
         return dout * mask
 
+    # -- batches -----------------------------------------------------------------------------
+    def gather_batch(self, x, t, idx):
+        """``(x[idx], t[idx])``: the examples and labels at integer positions ``idx`` (arrays of this backend)."""
+        return x[idx], t[idx]
+
+    # -- dropout -----------------------------------------------------------------------------
+    def dropout_forward(self, x, ratio, rng):
+        """Inverted dropout: ``(x * mask, mask)``, mask = 1 / (1 - ratio) where kept, else 0, in x's dtype.
+
+        ``rng`` is this backend's generator (:meth:`rng`); each element is kept with probability 1 - ratio.
+        """
+        draw = precision.compute_dtype(x.dtype)  # the generators draw float32 or float64 only
+        keep = rng.random(x.shape, dtype=draw) >= ratio
+        mask = keep * x.dtype.type(1.0 / (1.0 - ratio))
+        return x * mask, mask
+
+    # -- loss --------------------------------------------------------------------------------
+    def softmax_cross_entropy(self, y, t):
+        """Mean cross-entropy of softmax(y) against integer labels: ``(loss 0-d, p (N, K))``.
+
+        y (N, K) scores; t (N,) integer labels in [0, K). Computed in :func:`xpnet.precision.compute_dtype`
+        of y (float32 for float16), which is the dtype of ``loss`` and ``p``.
+        """
+        xp = self.xp
+        y = precision.widen(y)
+        s = y - y.max(axis=1, keepdims=True)
+        logp = s - xp.log(xp.exp(s).sum(axis=1, keepdims=True))
+        loss = -xp.take_along_axis(logp, t[:, None].astype(xp.intp), axis=1).sum() / y.dtype.type(y.shape[0])
+        return loss, xp.exp(logp)
+
+    def softmax_cross_entropy_backward(self, p, t, dout, out_dtype):
+        """dL/dy of :meth:`softmax_cross_entropy` times ``dout`` (a Python number), in ``out_dtype``."""
+        N = p.shape[0]
+        dy = p.copy()
+        dy[self.xp.arange(N), t] -= 1
+        return (dy * p.dtype.type(dout / N)).astype(out_dtype, copy=False)
+
+    # -- optimizer ---------------------------------------------------------------------------
+    #: True when :meth:`fused_update` runs an optimizer rule as one kernel over a flat buffer.
+    fused_optimizer = False
+
+    def fused_update(self, rule, p, g, state, scalars, sumsq=None):
+        """One optimizer step over flat buffers in one kernel; False when this backend has none (the
+        optimizer then runs its per-parameter rule over the flat buffers, the same arithmetic).
+
+        Args:
+            rule: ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"``, ``"adamw"``.
+            p: flat parameters (updated in place). g: flat gradients (read only), same shape and dtype.
+            state: the rule's flat state arrays by name (updated in place).
+            scalars: ``(lr, l2_weight_decay, clip_norm or 0, *rule's values)`` as the rule's kernel takes them.
+            sumsq: device scalar, the sum of squares of all gradients (needed when clipping).
+        """
+        return False
+
     # -- collectives (what xpnet.distributed needs from a device; host_memory: MPI reduces in place) --
     def host_buffer(self, size, dtype):
         """A 1-d host array for staging ``size`` elements (pinned memory on a GPU)."""

@@ -4,7 +4,8 @@ import base64
 
 import numpy as np
 
-from xpnet.backends import cuda_timing
+from xpnet import precision
+from xpnet.backends import cuda_optim_src, cuda_timing
 from xpnet.backends.base import Backend
 from xpnet.backends.cuda_collectives import CudaCollectives
 from xpnet.backends.shapes import out_size
@@ -32,6 +33,11 @@ def _import_cupy(cupy=None):
             "(0 devices); check the NVIDIA driver with nvidia-smi"
         )
     return cupy
+
+
+def _channels_last(x):
+    """True when an (N, C, H, W) array is stored (N, H, W, C)-contiguous (a convolution's output)."""
+    return not x.flags.c_contiguous and x.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
 def _cuda_major(cupy):
@@ -96,7 +102,9 @@ class CupyRNG:
 
     The generator is cuRAND's XORWOW with a fixed number of states (not CuPy's default, which scales
     with the GPU's multiprocessor count), so a seed gives the same numbers on every GPU and the saved
-    state is small: ``_STATES`` x 48 bytes, base64 in the checkpoint's JSON.
+    state is small: ``_STATES`` x 48 bytes, base64 in the checkpoint's JSON. Fused kernels (dropout)
+    draw from a second, counter-based stream: number k is a hash of (key, k), so the state is the key,
+    from the seed, and the count already drawn (``offset``); both are saved with the XORWOW state.
     """
 
     _STATES = 2**14
@@ -104,6 +112,14 @@ class CupyRNG:
     def __init__(self, cupy, seed=None):
         self._cp = cupy
         self.gen = cupy.random.Generator(cupy.random.XORWOW(seed, size=self._STATES))
+        # the counter-based stream fused kernels draw from (dropout): a key from the seed, an offset
+        self.key = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
+        self.offset = 0
+
+    def reserve(self, n):
+        """``(key, offset)`` for ``n`` numbers of the counter-based stream; the next call gets the ones after."""
+        offset, self.offset = self.offset, self.offset + int(n)
+        return self.key, offset
 
     def random(self, shape, dtype=np.float32):
         return self.gen.random(shape, dtype=dtype)
@@ -114,7 +130,8 @@ class CupyRNG:
     def get_state(self):
         """The generator's device state, copied to the host as a JSON-serialisable dict (a sync)."""
         raw = self._cp.asnumpy(self.gen.bit_generator._state)
-        return {"bit_generator": "XORWOW", "state": base64.b64encode(raw.tobytes()).decode("ascii")}
+        return {"bit_generator": "XORWOW", "state": base64.b64encode(raw.tobytes()).decode("ascii"),
+                "counter": [str(self.key), str(self.offset)]}
 
     def set_state(self, state):
         """Restore a state from :meth:`get_state`; ValueError for any other kind of state."""
@@ -125,6 +142,8 @@ class CupyRNG:
             raise ValueError(f"a CUDA random state must be a XORWOW state of {target.size} bytes, got "
                              f"{kind if raw is None else f'one of {raw.size} bytes'}")
         target[...] = self._cp.asarray(raw)
+        if "counter" in state:  # states saved before the counter stream existed keep the current one
+            self.key, self.offset = (int(v) for v in state["counter"])
 
 
 class CudaBackend(CudaCollectives, Backend):
@@ -174,7 +193,6 @@ class CudaBackend(CudaCollectives, Backend):
         N, C, H, W = x.shape
         (SH, SW), (PH, PW) = stride, pad
         OH, OW = out_size(H, W, KH, KW, stride, pad)
-        x = self.xp.ascontiguousarray(x)
         col = self.xp.empty((N * OH * OW, C * KH * KW), dtype=x.dtype)
         self._kernels.im2col_kernel(
             x, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, x.dtype.type(pad_value), col
@@ -190,6 +208,84 @@ class CudaBackend(CudaCollectives, Backend):
         img = self.xp.empty((N, C, H, W), dtype=col.dtype)
         self._kernels.col2im_kernel(col, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, img)
         return img
+
+    def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
+        """One kernel: the maxima and, as the cache, each window's argmax (an int32 index in its plane)."""
+        N, C, H, W = x.shape
+        (SH, SW), (PH, PW) = stride, pad
+        out = self.xp.empty((N, C, OH, OW), dtype=x.dtype)
+        arg = self.xp.empty((N, C, OH, OW), dtype=self.xp.int32)
+        self._kernels.maxpool_forward(x, H, W, OH, OW, KH, KW, SH, SW, PH, PW, out, arg)  # x: any order
+        return out, (arg, _channels_last(x))
+
+    def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad):
+        """One kernel: each input element gathers the gradients of the windows whose maximum it is."""
+        N, C, H, W = x_shape
+        arg, channels_last = cache
+        _, _, OH, OW = arg.shape
+        (SH, SW), (PH, PW) = stride, pad
+        # dx in the input's memory order: a convolution's output (channels last) then needs no transpose
+        dx = (self.xp.empty((N, H, W, C), dtype=dout.dtype).transpose(0, 3, 1, 2) if channels_last
+              else self.xp.empty(x_shape, dtype=dout.dtype))
+        self._kernels.maxpool_backward(dout, arg, H, W, OH, OW, KH, KW, SH, SW, PH, PW, dx)
+        return dx
+
+    def relu_forward(self, x):
+        """One kernel for the output and the mask, both in x's memory order."""
+        y, mask = self.xp.empty_like(x), self.xp.empty_like(x, dtype=bool)
+        self._kernels.relu_forward(x, y, mask)
+        return y, mask
+
+    def relu_backward(self, dout, mask):
+        """``dout`` where the mask is set, in the mask's memory order (a convolution's, for its backward)."""
+        dx = self.xp.empty_like(mask, dtype=dout.dtype)
+        self.xp.multiply(dout, mask, out=dx)
+        return dx
+
+    def gather_batch(self, x, t, idx):
+        """One kernel for the examples and their labels (two takes when a label row is longer than an example)."""
+        n = len(x)
+        row, trow = (x.size // n if n else 0), (t.size // n if n else 0)
+        if not n or not len(idx) or trow > row:
+            return super().gather_batch(x, t, idx)
+        xb = self.xp.empty((len(idx), *x.shape[1:]), dtype=x.dtype)
+        tb = self.xp.empty((len(idx), *t.shape[1:]), dtype=t.dtype)
+        self._kernels.batch_gather(self.xp.ascontiguousarray(x), idx, self.xp.ascontiguousarray(t), row, trow, xb, tb)
+        return xb, tb
+
+    def dropout_forward(self, x, ratio, rng):
+        """One kernel: the mask from the generator's counter-based stream (:meth:`CupyRNG.reserve`) and x * mask."""
+        key, offset = rng.reserve(x.size)
+        y, mask = self.xp.empty_like(x), self.xp.empty_like(x)
+        scale = x.dtype.type(1.0 / (1.0 - ratio))
+        self._kernels.dropout_forward(x, np.uint64(key), np.uint64(offset), float(ratio), scale, y, mask)
+        return y, mask
+
+    def softmax_cross_entropy(self, y, t):
+        """One kernel for the probabilities and each row's share of the mean, one reduction for the loss.
+
+        A label outside [0, K) makes the loss NaN (raising would need a host sync).
+        """
+        N, K = y.shape
+        p = self.xp.empty((N, K), dtype=precision.compute_dtype(y.dtype))
+        row = self.xp.empty(N, dtype=p.dtype)
+        self._kernels.softmax_xent_forward(self.xp.ascontiguousarray(y), t, K, p.dtype.type(1.0 / N), p, row)
+        return row.sum(), p
+
+    def softmax_cross_entropy_backward(self, p, t, dout, out_dtype):
+        """One kernel: (p - onehot(t)) * dout / N in ``out_dtype``."""
+        N, K = p.shape
+        dy = self.xp.empty((N, K), dtype=out_dtype)
+        self._kernels.softmax_xent_backward(p, t, K, p.dtype.type(dout / N), dy)
+        return dy
+
+    fused_optimizer = True
+
+    def fused_update(self, rule, p, g, state, scalars, sumsq=None):
+        """The rule's fused kernel (:mod:`~xpnet.backends.cuda_optim_src`) over the flat buffers: one launch."""
+        kernel = getattr(self._kernels, f"fused_{rule}")
+        kernel(g, g if sumsq is None else sumsq, *scalars, p, *(state[k] for k in cuda_optim_src.STATE[rule]))
+        return True
 
     def is_out_of_memory(self, exc):
         """True when ``exc`` is CuPy's out-of-memory error (a failed device allocation)."""

@@ -10,6 +10,8 @@ NumPy's (``tests/test_backends.py`` shows both).
 
 import types
 
+from xpnet.backends import cuda_layer_src, cuda_optim_src
+
 _INDEX = """
     const long long KW_ = KW, KH_ = KH, C_ = C, OW_ = OW, OH_ = OH;
 """
@@ -75,6 +77,8 @@ PROBE = ("T x", "T y", "y = x + x", "xpnet_compile_probe")
 KERNELS = {
     "im2col_kernel": ("ElementwiseKernel", IM2COL),
     "col2im_kernel": ("ElementwiseKernel", COL2IM),
+    **cuda_layer_src.kernels(),
+    **cuda_optim_src.kernels(),
     "spin_kernel": ("ElementwiseKernel", SPIN),
     "probe_kernel": ("ElementwiseKernel", PROBE),
 }

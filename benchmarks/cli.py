@@ -4,12 +4,13 @@ import argparse
 import sys
 import time
 
-from benchmarks import breakdown, conv, infer, machine, precision, train
+from benchmarks import breakdown, conv, infer, launches, machine, precision, train
 from benchmarks.report import write_json
 from benchmarks.settings import Settings
 from xpnet import backends
 
-SUITES = {"breakdown": breakdown, "train": train, "infer": infer, "conv": conv, "precision": precision}
+SUITES = {"breakdown": breakdown, "train": train, "infer": infer, "conv": conv, "precision": precision,
+          "launches": launches}
 
 EPILOG = """suites:
   breakdown  AlexNet forward (and DeepConvNet forward/backward) time per layer and per layer type,
@@ -22,6 +23,8 @@ EPILOG = """suites:
              and the split between im2col/col2im, GEMM and the rest
   precision  DeepConvNet inference speed and accuracy per dtype (float64, float32, float16; bfloat16
              listed as unsupported) per backend; XPNET_PRECISION_MODEL=model.npz gives MNIST accuracy
+  launches   kernel launches, device allocations and host syncs per DeepConvNet training step on the
+             CUDA backend, by phase (counted on the emulated device: the same on every machine)
   all        every suite
 
 device-check (python -m benchmarks device-check --out DIR): on a GPU machine, the whole test suite on

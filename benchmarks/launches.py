@@ -79,6 +79,24 @@ def table(counts, top=6):
     return lines
 
 
+# -- as a suite of ``python -m benchmarks`` ------------------------------------------------------------
+def run(settings):
+    """The counts per phase at the suite's DeepConvNet batch size (CUDA backend, emulated device)."""
+    batch = settings.batch("deep_convnet")
+    return {"batch_size": batch, "device": "emulated CUDA device (tests/emulated_cupy)", "counts": step_counts(batch)}
+
+
+def render(result, unavailable=None):
+    head = (f"DeepConvNet + Adam, one CUDA training step at batch {result['batch_size']}, counted on the "
+            f"{result['device']}:")
+    return "\n".join([head, *table(result["counts"])])
+
+
+def plot(result, settings):
+    """No figure for counts; returns no paths."""
+    return []
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.launches", description=__doc__.splitlines()[0])
     p.add_argument("--batch-size", type=int, default=100)

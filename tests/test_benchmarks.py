@@ -38,12 +38,14 @@ def quick_all(tmp_path_factory):
 
 def test_all_quick_writes_json_with_machine_and_every_suite(quick_all):
     _, doc, stdout = quick_all
-    assert doc["quick"] is True and doc["suites"] == ["breakdown", "train", "infer", "conv", "precision"]
+    assert doc["quick"] is True and doc["suites"] == ["breakdown", "train", "infer", "conv", "precision", "launches"]
     machine = doc["machine"]
     for key in ("cpu", "cores", "blas", "blas_threads", "numpy", "xpnet", "torch", "date", "backends"):
         assert key in machine
     assert machine["blas_threads"] == 1 and "numpy" in machine["backends"]
-    assert set(doc["results"]) == {"breakdown", "train", "infer", "conv", "precision"}
+    assert set(doc["results"]) == {"breakdown", "train", "infer", "conv", "precision", "launches"}
+    launched = doc["results"]["launches"]["counts"]["step"]
+    assert launched["launches"] > 0 and "launches" in stdout
     assert "CPU:" in stdout and "BLAS" in stdout and "reduced for --quick" in stdout
 
 

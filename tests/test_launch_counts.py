@@ -37,9 +37,22 @@ def test_step_counts_follow_the_code_that_runs(monkeypatch, tmp_path):
     more = launches.step_counts(batch_size=4)
     assert more["optimizer"]["launches"] == base["optimizer"]["launches"] + 1
     assert more["optimizer"]["allocations"] == base["optimizer"]["allocations"] + 1
-    assert more["optimizer"]["kernels"]["multiply"] == base["optimizer"]["kernels"]["multiply"] + 1
+    assert more["optimizer"]["kernels"]["multiply"] == base["optimizer"]["kernels"].get("multiply", 0) + 1
     assert more["forward+loss"] == base["forward+loss"] and more["backward"] == base["backward"]
 
     monkeypatch.setattr(optim.Adam, "step", adam_step)
     assert launches.main(["--batch-size", "4", "--json", str(tmp_path / "c.json")]) == 0
     assert json.loads((tmp_path / "c.json").read_text())["counts"] == base
+
+
+def test_fused_step_one_optimizer_launch_no_host_sync():
+    """The flat optimizer is one kernel over the one parameter buffer, with nothing allocated; a step never
+    waits for the device; each max-pool layer is one kernel each way, the loss one forward and one back."""
+    counts = launches.step_counts(batch_size=4)
+    assert counts["optimizer"]["kernels"] == {"xpnet_fused_adam": 1}
+    assert counts["optimizer"]["allocations"] == 0
+    assert counts["step"]["syncs"] == 0
+    assert counts["forward+loss"]["kernels"]["xpnet_maxpool_forward"] == 3  # DeepConvNet's three pools
+    assert counts["backward"]["kernels"]["xpnet_maxpool_backward"] == 3
+    assert counts["forward+loss"]["kernels"]["xpnet_softmax_xent_forward"] == 1
+    assert counts["backward"]["kernels"]["xpnet_softmax_xent_backward"] == 1

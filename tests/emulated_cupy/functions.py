@@ -35,7 +35,6 @@ def _routine(name):
         if out is not None:
             if not isinstance(out, ndarray):
                 raise TypeError(f"Output argument must be a cupy array, got {type(out)}")
-            kwargs["out"] = out._a
         args, kwargs = unwrap(list(args)), {k: unwrap(v) for k, v in kwargs.items()}
         inputs = [a for a in _flat(args) + _flat(list(kwargs.values())) if isinstance(a, np.ndarray)]
         result = np_func(*args, **kwargs)

@@ -4,7 +4,7 @@ The book scales by (1 - ratio) at inference instead; :func:`xpnet.serialization.
 folds that difference into the imported weights.
 """
 
-from xpnet import backends, precision
+from xpnet import backends
 from xpnet.layers.base import Layer
 from xpnet.utils import LazyGenerator
 
@@ -46,10 +46,8 @@ class Dropout(Layer):
             self.mask = None
             return x
         be = backends.of(x)
-        draw = precision.compute_dtype(x.dtype)  # the generators draw float32 or float64 only
-        keep = self.rng_for(be).random(x.shape, dtype=draw) >= self.ratio
-        self.mask = keep * x.dtype.type(1.0 / (1.0 - self.ratio))
-        return x * self.mask
+        out, self.mask = be.dropout_forward(x, self.ratio, self.rng_for(be))
+        return out
 
     def backward(self, dout):
         return dout if self.mask is None else dout * self.mask

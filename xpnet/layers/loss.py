@@ -19,7 +19,8 @@ class SoftmaxCrossEntropy(Layer):
         Returns a 0-d array of y's dtype (float32 for float16 scores).
 
     Integer labels given as a NumPy array are checked to lie in [0, K) on the host; labels already on
-    the device are not checked here (reading them back would cost a host sync every step).
+    the device are not checked here (reading them back would cost a host sync every step); the CUDA
+    backend's fused kernel gives a NaN loss for a label outside [0, K).
     """
 
     classifies = True  # y are class scores: accuracy means something
@@ -35,13 +36,13 @@ class SoftmaxCrossEntropy(Layer):
         if N == 0:
             raise ShapeError(f"{self._label()}: expected a batch of at least one example, got shape {(N, K)}")
         self.out_dtype = y.dtype
-        y = precision.widen(y)
-        s = y - y.max(axis=1, keepdims=True)
-        logp = s - xp.log(xp.exp(s).sum(axis=1, keepdims=True))
-        self.p = xp.exp(logp)
         if t.ndim == 2:
             if t.shape != y.shape:
                 raise ShapeError(f"{self._label()}: one-hot labels must have shape {(N, K)}, got {t.shape}")
+            y = precision.widen(y)
+            s = y - y.max(axis=1, keepdims=True)
+            logp = s - xp.log(xp.exp(s).sum(axis=1, keepdims=True))
+            self.p = xp.exp(logp)
             self.t = t.astype(y.dtype, copy=False)
             return -(self.t * logp).sum() / y.dtype.type(N)
         if t.shape != (N,):
@@ -51,7 +52,8 @@ class SoftmaxCrossEntropy(Layer):
         if host is not None:
             self._check_labels(host, K)
         self.t = t
-        return -xp.take_along_axis(logp, t[:, None].astype(xp.intp), axis=1).sum() / y.dtype.type(N)
+        loss, self.p = be.softmax_cross_entropy(y, t)
+        return loss
 
     def _check_labels(self, t, K):
         """Host integer labels (N,) must lie in [0, K). Device labels are not read back (each read is a host
@@ -60,13 +62,15 @@ class SoftmaxCrossEntropy(Layer):
             raise ShapeError(f"{self._label()}: labels must be in [0, {K}), got values in [{t.min()}, {t.max()}]")
 
     def backward(self, dout=1.0):
-        xp = backends.of(self.p).xp
+        be = backends.of(self.p)
         N = self.p.shape[0]
+        if self.t.ndim == 1 and not hasattr(dout, "shape"):
+            return be.softmax_cross_entropy_backward(self.p, self.t, dout, self.out_dtype)
         if self.t.ndim == 2:
             dy = self.p - self.t
         else:
             dy = self.p.copy()
-            dy[xp.arange(N), self.t] -= 1
+            dy[be.xp.arange(N), self.t] -= 1
         dy = dy * self.p.dtype.type(dout / N) if not hasattr(dout, "shape") else dy * (dout / N)
         return dy.astype(self.out_dtype, copy=False)
 

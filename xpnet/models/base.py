@@ -6,6 +6,7 @@ import numpy as np
 
 from xpnet import backends, precision, serialization
 from xpnet.errors import DTypeError, FileFormatError, ShapeError
+from xpnet.models.flat import FlatStore
 from xpnet.models.selection import batched_accuracy, select_names
 
 
@@ -35,6 +36,8 @@ class Model:
         self.config = dict(config)
         self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
         self._frozen = set()
+        self._flat = FlatStore()  # parameters as views into one buffer per dtype (see trainable_params)
+        self._flat.bind(net)
 
     def __repr__(self):
         head = f"{type(self).__name__}({self.num_params():,} parameters, {self.dtype}, {self.backend.name})"
@@ -48,8 +51,9 @@ class Model:
 
     @property
     def grads(self):
-        """Gradients of the last :meth:`backward`, keyed like :attr:`params`."""
-        return self.net.all_grads
+        """Gradients of the last :meth:`backward`, keyed like :attr:`params` (views into one buffer per
+        dtype when the parameters are, see :attr:`trainable_params`)."""
+        return self._flat.gathered(self.net.all_grads)
 
     @property
     def buffers(self):
@@ -71,6 +75,7 @@ class Model:
     def to(self, backend):
         """Move every parameter and buffer to ``backend``; returns self."""
         self.net.to(backend)
+        self._flat.bind(self.net)
         return self
 
     def astype(self, dtype):
@@ -82,6 +87,7 @@ class Model:
         """
         dtype = precision.resolve(dtype, self.backend.name, f"{type(self).__name__}.astype")
         self.net.astype(dtype)
+        self._flat.bind(self.net)
         return self
 
     # -- computation -----------------------------------------------------------------------------
@@ -154,6 +160,8 @@ class Model:
         if not getattr(self, "_has_loss", False):
             raise RuntimeError(f"{type(self).__name__}.backward: no loss to back-propagate; call loss(x, t) first")
         self.net.backward(self.loss_layer.backward(float(loss_scale)))
+        if self._flat.current(self.params):
+            self._flat.gather(self.net.all_grads)
         return self.grads
 
     def gradient(self, x, t):
@@ -173,8 +181,15 @@ class Model:
 
     @property
     def trainable_params(self):
-        """OrderedDict of the parameters that are not frozen, keyed like :attr:`params`."""
-        return OrderedDict((k, v) for k, v in self.params.items() if k not in self._frozen)
+        """OrderedDict of the parameters that are not frozen, keyed like :attr:`params`.
+
+        With none frozen it is a :class:`~xpnet.models.flat.FlatArrays`: the parameters are views into
+        one buffer per dtype, which an optimizer updates with one kernel per buffer.
+        """
+        params = self.params
+        if not self._frozen:
+            return self._flat.params if self._flat.current(params) else self._flat.bind(self.net)
+        return OrderedDict((k, v) for k, v in params.items() if k not in self._frozen)
 
     def freeze(self, *patterns):
         """Freeze parameters so training leaves them unchanged; returns self.
@@ -226,6 +241,7 @@ class Model:
                                       f"{tuple(current[k].shape)} in the model")
             dtype = current[k].dtype if kind == "buffers" else self.dtype  # BatchNorm keeps float32 statistics
             self.net.set_array(k, self.backend.asarray(v, dtype=dtype), kind)
+        self._flat.bind(self.net)
         return self
 
     def save(self, path):

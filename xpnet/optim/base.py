@@ -4,6 +4,7 @@ import math
 
 from xpnet import backends
 from xpnet.errors import ShapeError
+from xpnet.optim import flat
 
 
 def _check(name, value, low=0.0, high=None, low_open=False):
@@ -44,6 +45,8 @@ class Optimizer:
     """
 
     decoupled_weight_decay = False
+    #: The backend's fused kernel for this rule (``Backend.fused_update``); None: per-parameter only.
+    fused = None
     #: The factor the loss is multiplied by before back-propagation; the gradients this optimizer's step
     #: takes carry it (1 here; mixed precision's dynamic loss scale in :class:`~xpnet.training.MixedPrecision`).
     loss_scale = 1.0
@@ -53,6 +56,7 @@ class Optimizer:
         self.schedule = schedule
         self.t = 0
         self.state = {}
+        self._flat = flat.FlatState()
 
     def hyperparams(self):
         """The constructor's keyword arguments (for state_dict and repr)."""
@@ -78,8 +82,17 @@ class Optimizer:
         """Update ``p`` in place from gradient ``g``; never modify ``g``."""
         raise NotImplementedError
 
+    def fused_args(self, lr):
+        """The rule's own values after ``(lr, weight decay, clip norm)`` in its fused kernel (this step's)."""
+        return ()
+
     def step(self, params, grads):
-        """One update of every parameter; returns the global gradient norm if clipping, else None."""
+        """One update of every parameter; returns the global gradient norm if clipping, else None.
+
+        Parameters and gradients given as flat buffers' views (:class:`~xpnet.models.flat.FlatArrays`,
+        as a model with nothing frozen hands them) are updated a whole buffer at a time (see
+        :mod:`xpnet.optim.flat`); any other dicts one parameter at a time. Both do the same arithmetic.
+        """
         lr = self.current_lr()
         missing = [k for k in params if k not in grads]
         if missing:
@@ -88,18 +101,52 @@ class Optimizer:
             if tuple(grads[k].shape) != tuple(p.shape):  # a broadcasting gradient would update every row alike
                 raise ShapeError(f"{type(self).__name__}.step: the gradient of {k!r} has shape "
                                  f"{tuple(grads[k].shape)}, the parameter {tuple(p.shape)}")
-        norm = scale = None
-        if self.clip_norm is not None:
-            norm = global_norm({k: grads[k] for k in params})
-            xp = backends.of(norm).xp
-            scale = xp.minimum(1.0, self.clip_norm / (norm + 1e-6)).astype(norm.dtype)
+        groups = flat.pairs(params, grads)
+        if groups is not None:
+            return self._step_flat(groups, params, grads, lr)
+        norm = global_norm({k: grads[k] for k in params}) if self.clip_norm is not None else None
+        scale = self._clip_scale(norm)
         self.t += 1
         for name, p in params.items():
-            g = grads[name] if scale is None else grads[name] * scale
-            if self.weight_decay and not self.decoupled_weight_decay:
-                g = g + self.weight_decay * p
-            self.update(p, g, self._state_for(name, p), lr)
+            self._update_reference(p, grads[name], self._state_for(name, p), lr, scale)
         return norm
+
+    def _step_flat(self, groups, params, grads, lr):
+        """:meth:`step` over flat buffers: one fused kernel per buffer where the backend has the rule."""
+        be = backends.of(groups[0][0])
+        rule = flat.fused_rule(type(self)) if be.fused_optimizer else None
+        norm = sumsq = None
+        if self.clip_norm is not None and rule is not None:
+            for _, g, _ in groups:  # a dot product each: the sum of squares stays on the device
+                s = be.xp.dot(g, g)
+                sumsq = s if sumsq is None else sumsq + s
+            norm = be.xp.sqrt(sumsq)
+        elif self.clip_norm is not None:
+            norm = global_norm({k: grads[k] for k in params})
+        scale = None if rule is not None else self._clip_scale(norm)
+        self.t += 1
+        self._flat.keep_only([p for p, _, _ in groups])
+        l2 = 0.0 if self.decoupled_weight_decay else self.weight_decay
+        for p, g, names in groups:
+            state = self._flat.get(self, p, names, params)
+            scalars = (lr, l2, self.clip_norm or 0.0, *self.fused_args(lr))
+            if rule is None or not be.fused_update(rule, p, g, state, scalars, sumsq):
+                self._update_reference(p, g, state, lr, scale)
+        return norm
+
+    def _clip_scale(self, norm):
+        """The factor clipping multiplies every gradient by (a device scalar), or None without clipping."""
+        if norm is None:
+            return None
+        return backends.of(norm).xp.minimum(1.0, self.clip_norm / (norm + 1e-6)).astype(norm.dtype)
+
+    def _update_reference(self, p, g, state, lr, scale):
+        """The per-parameter arithmetic of :meth:`step` on one (flat) parameter."""
+        if scale is not None:
+            g = g * scale
+        if self.weight_decay and not self.decoupled_weight_decay:
+            g = g + self.weight_decay * p
+        self.update(p, g, state, lr)
 
     def _state_for(self, name, p):
         state = self.state.get(name)

@@ -11,12 +11,16 @@ def _zeros_like(p):
 class SGD(Optimizer):
     """p -= lr * g."""
 
+    fused = "sgd"
+
     def update(self, p, g, state, lr):
         p -= lr * g
 
 
 class Momentum(Optimizer):
     """v = momentum * v - lr * g; p += v (the book's form)."""
+
+    fused = "momentum"
 
     def __init__(self, lr=0.01, momentum=0.9, **kw):
         super().__init__(lr, **kw)
@@ -28,6 +32,9 @@ class Momentum(Optimizer):
     def init_state(self, p):
         return {"v": _zeros_like(p)}
 
+    def fused_args(self, lr):
+        return (self.momentum,)
+
     def update(self, p, g, state, lr):
         v = state["v"]
         v *= self.momentum
@@ -36,18 +43,26 @@ class Momentum(Optimizer):
 
 
 class Nesterov(Momentum):
-    """Nesterov's accelerated gradient (Sutskever et al. 2013), as in the book."""
+    """Nesterov's accelerated gradient (Sutskever et al. 2013), as PyTorch's ``SGD(nesterov=True)``.
+
+    v = momentum * v + g; p -= lr * (g + momentum * v): the gradient step plus the momentum step taken
+    from the updated velocity (the look-ahead), so the first step is (1 + momentum) * lr * g. Unlike
+    :class:`Momentum`, ``v`` holds gradients, not steps: a learning-rate schedule rescales it at once.
+    """
+
+    fused = "nesterov"
 
     def update(self, p, g, state, lr):
         v, mu = state["v"], self.momentum
         v *= mu
-        v -= lr * g
-        p += mu * mu * v
-        p -= (1 + mu) * lr * g
+        v += g
+        p -= lr * (g + mu * v)
 
 
 class AdaGrad(Optimizer):
     """h += g^2; p -= lr * g / (sqrt(h) + eps)."""
+
+    fused = "adagrad"
 
     def __init__(self, lr=0.01, eps=1e-7, **kw):
         super().__init__(lr, **kw)
@@ -59,6 +74,9 @@ class AdaGrad(Optimizer):
     def init_state(self, p):
         return {"h": _zeros_like(p)}
 
+    def fused_args(self, lr):
+        return (self.eps,)
+
     def update(self, p, g, state, lr):
         h = state["h"]
         h += g * g
@@ -68,12 +86,17 @@ class AdaGrad(Optimizer):
 class RMSprop(AdaGrad):
     """h = decay * h + (1 - decay) * g^2; p -= lr * g / (sqrt(h) + eps)."""
 
+    fused = "rmsprop"
+
     def __init__(self, lr=0.01, decay=0.99, eps=1e-7, **kw):
         super().__init__(lr, eps=eps, **kw)
         self.decay = _check("decay", decay, 0.0, 1.0)
 
     def hyperparams(self):
         return {**super().hyperparams(), "decay": self.decay}
+
+    def fused_args(self, lr):
+        return (self.decay, self.eps)
 
     def update(self, p, g, state, lr):
         h = state["h"]
@@ -84,6 +107,8 @@ class RMSprop(AdaGrad):
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba 2015) with bias correction; ``weight_decay`` adds an L2 term to g."""
+
+    fused = "adam"
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, **kw):
         super().__init__(lr, **kw)
@@ -96,6 +121,10 @@ class Adam(Optimizer):
 
     def init_state(self, p):
         return {"m": _zeros_like(p), "v": _zeros_like(p)}
+
+    def fused_args(self, lr):
+        # the step number is self.t, already counted when the kernel runs
+        return (self.beta1, self.beta2, self.eps, lr / (1 - self.beta1**self.t), 1 - self.beta2**self.t)
 
     def update(self, p, g, state, lr):
         m, v = state["m"], state["v"]
@@ -110,9 +139,13 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019): p -= lr * wd * p, then Adam."""
 
     decoupled_weight_decay = True
+    fused = "adamw"
 
     def __init__(self, lr=0.001, weight_decay=0.01, **kw):
         super().__init__(lr, weight_decay=weight_decay, **kw)
+
+    def fused_args(self, lr):
+        return (*super().fused_args(lr), lr * self.weight_decay)
 
     def update(self, p, g, state, lr):
         if self.weight_decay:

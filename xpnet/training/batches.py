@@ -58,8 +58,7 @@ class BatchIterator:
             start = i * size
             m = min(size, n - start)  # the global batch; its shards differ by at most one example
             lo, hi = start + m * self.rank // self.world_size, start + m * (self.rank + 1) // self.world_size
-            idx = order[lo:hi]
-            yield self.x[idx], self.t[idx]
+            yield self.be.gather_batch(self.x, self.t, order[lo:hi])
 
     def get_state(self):
         return self.rng.bit_generator.state
