@@ -28,11 +28,13 @@ def signal_of(exc):
 
 
 @contextlib.contextmanager
-def stop_on_signals():
+def stop_on_signals(process=False):
     """Handle SIGINT and SIGTERM as described above within the block (main thread only).
 
-    On leaving, the previous handlers come back, unless a signal arrived: then further ones stay
-    ignored, as the process is on its way out.
+    On leaving, the previous handlers come back, except that with ``process=True`` (the block is the
+    whole command, about to exit) signals stay ignored once one arrived, so a late second one cannot
+    end the exit with a traceback. A caller that goes on (``main([...])`` in a test or a notebook)
+    passes False: ignored signals would be inherited by every child process it starts afterwards.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -50,4 +52,4 @@ def stop_on_signals():
         yield
     finally:
         for s, old in previous.items():
-            signal.signal(s, signal.SIG_IGN if fired else old)
+            signal.signal(s, signal.SIG_IGN if fired and process else old)

@@ -39,11 +39,12 @@ def main(argv=None):
     Every failure is one line on stderr (``xpnet --debug ...`` re-raises it with its traceback):
     exit 1 for errors, 2 for bad arguments, 130 for Ctrl-C and 143 for SIGTERM (training names how to resume).
     """
+    process = argv is None  # the command itself, not a call from Python code that goes on afterwards
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     world = None  # the MPI world of a --distributed run, once started: an error on any rank aborts them all
-    with warnings.catch_warnings(), stop_on_signals():
+    with warnings.catch_warnings(), stop_on_signals(process):
         warnings.showwarning = _show_warning
         # NumPy's floating-point warnings are noise here: the Trainer names a non-finite loss itself.
         warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
