@@ -5,7 +5,7 @@ import platform
 
 import numpy as np
 
-from xpnet.backends import numpy_conv, numpy_conv_probe, numpy_split
+from xpnet.backends import numpy_conv, numpy_conv_probe, numpy_im2col, numpy_split
 from xpnet.backends.base import Backend
 from xpnet.backends.cpu_threads import BatchSplitter
 
@@ -73,6 +73,12 @@ class NumpyBackend(Backend):
 
     def rng(self, seed=None):
         return NumpyRNG(seed)
+
+    def im2col(self, x, KH, KW, stride=(1, 1), pad=(0, 0), pad_value=0):
+        return numpy_im2col.im2col(x, KH, KW, stride, pad, pad_value)
+
+    def col2im(self, col, x_shape, KH, KW, stride=(1, 1), pad=(0, 0)):
+        return numpy_im2col.col2im(col, x_shape, KH, KW, stride, pad)
 
     def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True):
         """Strided-copy im2col + BLAS GEMMs, in the layout that suits the layer (see numpy_conv)."""

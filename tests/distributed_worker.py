@@ -4,7 +4,8 @@ Modes:
     train: a few steps of an MLP (each rank initialised with a different seed, so only the broadcast
         makes them agree) with the given per-rank batch; every rank saves its parameters to
         ``OUT/rank<r>.npz``.
-    fail: rank 1 raises; the others wait in a barrier that would never complete without the abort.
+    fail: rank 1 raises; the others wait in a barrier that would never complete without the abort
+        (rank 0 touches ``OUT/rank0_waiting`` before it and ``OUT/rank0_past_barrier`` after).
 
 Environment: BATCH (per-rank batch, default 50); BACKEND=cuda trains on this rank's GPU: NCCL=1 with
 NCCL, NCCL=0 MPI staged through host memory, unset: --grad-path auto; rank 0 writes the path used to
@@ -61,7 +62,11 @@ def main(mode, out):
         elif mode == "fail":
             if world.rank == 1:
                 raise RuntimeError("rank one failed on purpose")
+            if world.rank == 0:
+                open(os.path.join(out, "rank0_waiting"), "w").close()
             world.barrier()
+            if world.rank == 0:
+                open(os.path.join(out, "rank0_past_barrier"), "w").close()
         else:
             raise ValueError(f"unknown mode {mode!r}")
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tolerance import assert_close
 
 from xpnet import backends
 
@@ -59,7 +60,8 @@ def test_breakdown_result(quick_all):
     assert [r["type"] for r in rows].count("norm") == 2 and rows[-1]["output_shape"] == [2, 1000]
     by_type = {r["type"]: r for r in deep["backends"]["numpy"]["by_type"]}
     assert by_type["conv"]["layers"] == 6 and by_type["conv"]["backward_share"] > 0
-    assert sum(r["forward_share"] for r in by_type.values()) == pytest.approx(1.0)
+    n_layers = sum(r["layers"] for r in by_type.values())  # the shares are fractions of one sum over the layers
+    assert_close(sum(r["forward_share"] for r in by_type.values()), 1.0, terms=2 * n_layers)
     assert result["reference"]["conv_share"] == {"cpu": 0.89, "gpu": 0.95}
 
 
@@ -82,9 +84,10 @@ def test_train_and_conv_results(quick_all):
             assert p["gflops"] > 0 and p["peak_fraction"] > 0 and p["gemm_ms"] > 0 and p["rest_ms"] >= 0
     dcn = conv["totals"]["numpy"]["deep_convnet"]
     assert dcn["layers"] == 6
-    assert dcn["gflop"] == pytest.approx(3 * sum(r["forward_gflop"] for r in layers[:6]))
-    assert dcn["forward_gemm_ms"] == pytest.approx(sum(r["forward"]["gemm_ms"] for r in layers[:6]))
-    assert dcn["backward_ms"] == pytest.approx(sum(r["backward"]["median_ms"] for r in layers[:6]))
+    for key, want in (("gflop", 3 * sum(r["forward_gflop"] for r in layers[:6])),  # sums of 6 in float64
+                      ("forward_gemm_ms", sum(r["forward"]["gemm_ms"] for r in layers[:6])),
+                      ("backward_ms", sum(r["backward"]["median_ms"] for r in layers[:6]))):
+        assert_close(dcn[key], want, terms=6 + 1, scale=want, err_msg=key)
 
 
 def test_precision_result(quick_all):

@@ -153,15 +153,20 @@ TINY = {
 }
 
 
+@pytest.mark.parametrize("train", [True, False], ids=["train", "inference"])
 @pytest.mark.parametrize("arch", list(TINY))
-def test_model_loss_gradients_sampled(backend, arch, rng):
-    """Probe 3 random entries of every parameter array of a tiny float64 model."""
+def test_model_loss_gradients_sampled(backend, arch, train, rng):
+    """Probe 3 random entries of every parameter array of a tiny float64 model; in inference mode after
+    two training passes, so BatchNorm's running statistics differ from the last batch's."""
     model = TINY[arch](seed=3, dtype=F64)
     for name, p in model.params.items():  # move ReLU inputs off the kink at zero-initialised biases
         if name.endswith((".b", ".beta")):
             model.net.set_array(name, backend.asarray(rng.standard_normal(p.shape) * 0.1))
     x = backend.asarray(rng.standard_normal((3, 1, 8, 8)))
-    probes = gradcheck.sample_model(model, x, np.array([0, 2, 1]), rng, per_param=3)
+    if not train:
+        for _ in range(2):
+            model.loss(backend.asarray(rng.standard_normal((3, 1, 8, 8)) * 2 + 1), np.array([1, 0, 2]), train=True)
+    probes = gradcheck.sample_model(model, x, np.array([0, 2, 1]), rng, per_param=3, train=train)
     assert set(probes) == set(model.params)
     for name, (analytic, numeric) in probes.items():
         np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8, err_msg=name)

@@ -8,6 +8,7 @@ ReLU kinks and max-pool ties are hit with probability ~0.
 
 import numpy as np
 import pytest
+from tolerance import assert_close
 
 from xpnet import gradcheck
 from xpnet.layers import (
@@ -15,17 +16,22 @@ from xpnet.layers import (
     AvgPool2D,
     BatchNorm,
     Conv2D,
+    Conv2DTranspose,
     Dropout,
     Flatten,
+    LeakyReLU,
     MaxPool2D,
     MeanSquaredError,
     ReLU,
     Sequential,
     Sigmoid,
+    SigmoidBinaryCrossEntropy,
     SoftmaxCrossEntropy,
+    SoftmaxCrossEntropy2D,
     Tanh,
+    Upsample2D,
 )
-from xpnet.models import MLP, DeepConvNet, Model, SimpleConvNet
+from xpnet.models import FCN, MLP, DeepConvNet, Discriminator, Generator, Model, SimpleConvNet
 
 TOL = 1e-7
 F64 = "float64"
@@ -67,6 +73,18 @@ LAYER_CASES = {
     "batchnorm_2d_train": (lambda: BatchNorm(4, dtype=F64), (5, 4)),
     "batchnorm_4d_train": (lambda: BatchNorm(3, dtype=F64), (2, 3, 3, 3)),
     "flatten": (lambda: Flatten(), (2, 3, 2, 2)),
+    "leaky_relu": (lambda: LeakyReLU(0.2), (3, 4)),
+    "deconv_3x3_s1_p0": (lambda: Conv2DTranspose(2, 3, 3, rng=_r(), dtype=F64), (2, 2, 3, 4)),
+    "deconv_4x4_s2_p1": (lambda: Conv2DTranspose(3, 2, 4, 2, 1, rng=_r(), dtype=F64), (2, 3, 3, 3)),
+    "deconv_3x3_s2_p1_outpad1": (lambda: Conv2DTranspose(2, 2, 3, 2, 1, 1, rng=_r(), dtype=F64), (2, 2, 3, 4)),
+    "deconv_rect_3x2_s21_p10": (lambda: Conv2DTranspose(2, 3, (3, 2), (2, 1), (1, 0), rng=_r(), dtype=F64),
+                                (1, 2, 3, 4)),
+    "deconv_7x7_from_1x1": (lambda: Conv2DTranspose(4, 2, 7, rng=_r(), dtype=F64), (3, 4, 1, 1)),
+    "deconv_bilinear_8x8_s4_p2": (lambda: Conv2DTranspose(2, 2, 8, 4, 2, weight_init="bilinear", dtype=F64),
+                                  (1, 2, 2, 3)),
+    "upsample_bilinear_2": (lambda: Upsample2D(2), (2, 2, 3, 4)),
+    "upsample_bilinear_3x2": (lambda: Upsample2D((3, 2)), (1, 2, 3, 3)),
+    "upsample_nearest_2": (lambda: Upsample2D(2, "nearest"), (2, 1, 2, 3)),
 }
 
 
@@ -86,6 +104,35 @@ def test_batchnorm_gradients_with_nontrivial_gamma_beta(backend, rng):
     bn.params["beta"] = backend.asarray(rng.standard_normal(3))
     errors = gradcheck.check_layer(bn, backend.asarray(rng.standard_normal((2, 3, 2, 3))), train=True)
     assert max(errors.values()) < TOL, errors
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (2, 3, 3, 2)], ids=["2d", "4d"])
+@pytest.mark.parametrize("trained", [False, True], ids=["never_trained", "after_training"])
+def test_batchnorm_backward_after_inference_forward(backend, rng, shape, trained):
+    # Inference mode: y = gamma (x - running_mean) / sqrt(running_var + eps) + beta with the statistics
+    # constants (PyTorch's eval mode), so by hand dx = dout gamma / s, dgamma = sum(dout (x - rm) / s),
+    # dbeta = sum(dout), s = sqrt(running_var + eps); and by central differences of that forward.
+    bn = BatchNorm(3, dtype=F64)
+    gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
+    bn.params["gamma"], bn.params["beta"] = backend.asarray(gamma), backend.asarray(beta)
+    if trained:  # running statistics away from (0, 1) and from the last batch's statistics
+        for _ in range(3):
+            bn.forward(backend.asarray(rng.standard_normal(shape) * 2 + 1), train=True)
+    rm, rv = (backend.asnumpy(bn.buffers[k]).copy() for k in ("running_mean", "running_var"))
+    x, dout = rng.standard_normal(shape), rng.standard_normal(shape)
+    bshape, axes = (1, 3) + (1,) * (len(shape) - 2), (0,) if len(shape) == 2 else (0, 2, 3)
+    s = np.sqrt(rv + 1e-5).reshape(bshape)
+    bn.forward(backend.asarray(x), train=False)
+    dx = backend.asnumpy(bn.backward(backend.asarray(dout)))
+    count = dout.size // 3  # terms of each dgamma, dbeta sum
+    assert_close(dx, dout * gamma.reshape(bshape) / s, terms=4, scale=np.abs(dx))
+    assert_close(backend.asnumpy(bn.grads["gamma"]), (dout * (x - rm.reshape(bshape)) / s).sum(axis=axes),
+                 terms=count + 4, scale=np.abs(dout * (x - rm.reshape(bshape)) / s).max())
+    assert_close(backend.asnumpy(bn.grads["beta"]), dout.sum(axis=axes), terms=count, scale=np.abs(dout).max())
+    errors = gradcheck.check_layer(bn, backend.asarray(x), train=False)
+    assert set(errors) == {"x", "gamma", "beta"} and max(errors.values()) < TOL, errors
+    np.testing.assert_array_equal(backend.asnumpy(bn.buffers["running_mean"]), rm)  # inference leaves them
+    np.testing.assert_array_equal(backend.asnumpy(bn.buffers["running_var"]), rv)
 
 
 def test_sequential_gradients(backend, rng):
@@ -152,11 +199,32 @@ def test_softmax_cross_entropy_gradient_scales_with_dout(backend, rng):
     np.testing.assert_allclose(backend.asnumpy(layer.backward(2.5)), 2.5 * backend.asnumpy(layer.backward()))
 
 
-@pytest.mark.parametrize("shape", [(4, 3), (2, 2, 3)])
-def test_mean_squared_error_gradient(backend, shape, rng):
-    y = backend.asarray(rng.standard_normal(shape))
-    t = rng.standard_normal(shape)
-    layer = MeanSquaredError()
+@pytest.mark.parametrize("ignore", [None, 4])
+def test_softmax_cross_entropy_2d_gradient(backend, ignore, rng):
+    y = backend.asarray(rng.standard_normal((2, 4, 3, 3)) * 2)
+    t = rng.integers(0, 4, size=(2, 3, 3))
+    if ignore is not None:
+        t[0, 0, :] = t[1, 2, 1] = ignore
+    layer = SoftmaxCrossEntropy2D(ignore_index=ignore)
+    layer.forward(y, t)
+    analytic = layer.backward()
+    numeric = _loss_numerical_gradient(backend, layer, y, t)
+    assert gradcheck.relative_error(analytic, numeric) < TOL
+    if ignore is not None:  # ignored pixels get exactly no gradient
+        assert float(abs(backend.asnumpy(analytic)[0, :, 0, :]).max()) == 0.0
+
+
+@pytest.mark.parametrize("loss", [
+    pytest.param((MeanSquaredError, (4, 3), lambda rng, shape: rng.standard_normal(shape)), id="mse_2d"),
+    pytest.param((MeanSquaredError, (2, 2, 3), lambda rng, shape: rng.standard_normal(shape)), id="mse_3d"),
+    pytest.param((SigmoidBinaryCrossEntropy, (5, 1), lambda rng, shape: rng.random(shape)), id="bce_2d"),
+    pytest.param((SigmoidBinaryCrossEntropy, (2, 3, 2), lambda rng, shape: rng.random(shape)), id="bce_3d"),
+])
+def test_elementwise_loss_gradient(backend, loss, rng):
+    cls, shape, targets = loss
+    y = backend.asarray(rng.standard_normal(shape) * 3)
+    t = targets(rng, shape)
+    layer = cls()
     layer.forward(y, t)
     analytic = layer.backward()
     numeric = _loss_numerical_gradient(backend, layer, y, t)
@@ -222,6 +290,44 @@ def test_simple_convnet_gradients(backend, rng):
     _randomize_biases(model, backend, rng)
     errors = gradcheck.check_model(model, backend.asarray(rng.standard_normal((2, 1, 6, 6))), np.array([0, 2]))
     assert max(errors.values()) < TOL, errors
+
+
+def test_fcn_gradients(backend, rng):
+    """Every layer is checked whole above; here 4 random entries of each of the FCN's parameters, through
+    the skip connection and both upsampling stages, against the per-pixel loss."""
+    model = FCN(input_dim=(1, 8, 8), num_classes=3, widths=(2, 2, 2, 2), seed=4, dtype=F64)
+    _randomize_biases(model, backend, rng)
+    t = rng.integers(0, 3, size=(2, 8, 8))
+    probes = gradcheck.sample_model(model, backend.asarray(rng.standard_normal((2, 1, 8, 8))), t, rng, per_param=4)
+    assert set(probes) == set(model.params) and {"up2.W", "fuse.body.up4.W", "fuse.shortcut.W"} <= set(probes)
+    for name, (analytic, numeric) in probes.items():
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-9, err_msg=name)
+    both = [np.concatenate(side) for side in zip(*probes.values())]
+    assert gradcheck.relative_error(*both) < TOL
+
+
+def test_dcgan_networks_gradients(backend, rng):
+    G = Generator(z_dim=3, widths=(2, 2), seed=1, dtype=F64)
+    errors = gradcheck.check_layer(G.net, backend.asarray(rng.standard_normal((3, 3, 1, 1))), train=True)
+    assert set(errors) == {"x", *G.net.params}
+    # a bias followed by BatchNorm has a true gradient of 0 (see the MLP test): absolute check only
+    for name in ("deconv1.b", "deconv2.b"):
+        assert float(abs(G.net.grads[name]).max()) < 1e-12, name
+        errors.pop(name)
+    assert max(errors.values()) < TOL, errors
+    # the discriminator's 28x28 input has too many entries to probe one by one on the emulated device:
+    # 3 random entries of every parameter, and its input gradient along one random direction
+    D = Discriminator(widths=(2, 3), seed=2, dtype=F64)
+    x, t = backend.asarray(rng.standard_normal((2, 1, 28, 28))), rng.random((2, 1))
+    probes = gradcheck.sample_model(D, x, t, rng, per_param=3)
+    assert set(probes) == set(D.params)
+    for name, (analytic, numeric) in probes.items():
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-9, err_msg=name)
+    D.loss(x, t)
+    dx = backend.asnumpy(D.net.backward(D.loss_layer.backward()))
+    v, eps = rng.standard_normal(x.shape), 1e-6
+    plus, minus = (float(D.loss(x + s * eps * backend.asarray(v), t)) for s in (1, -1))
+    assert abs((plus - minus) / (2 * eps) - float((dx * v).sum())) < 1e-7 * float(np.abs(dx * v).sum())
 
 
 @pytest.mark.slow

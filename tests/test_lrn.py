@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from tolerance import assert_close
 
 from xpnet.gradcheck import check_layer
 from xpnet.layers import LocalResponseNormalization
@@ -25,7 +26,9 @@ def test_values_match_naive_loop(backend, rng, size, alpha, beta, k):
     layer = LocalResponseNormalization(size, alpha, beta, k)
     y = layer.forward(backend.asarray(x, dtype=np.float32))
     assert y.dtype == np.float32 and y.shape == x.shape
-    np.testing.assert_allclose(backend.asnumpy(y), naive_lrn(x, size, alpha, beta, k), rtol=1e-5, atol=1e-6)
+    # relative to |y|: a sum of `size` squares, then k + alpha/size * sum, a power and a division
+    want = naive_lrn(x, size, alpha, beta, k)
+    assert_close(backend.asnumpy(y), want, terms=size + 4, scale=np.abs(want))
 
 
 @pytest.mark.parametrize("size, alpha, beta, k", [(5, 1e-4, 0.75, 2.0), (5, 0.5, 0.75, 2.0), (4, 0.3, 1.2, 1.5),
@@ -59,4 +62,4 @@ def test_matches_torch_when_alpha_is_scaled(rng):
     x = rng.standard_normal((2, 8, 5, 5)).astype(np.float32) * 4
     ours = LocalResponseNormalization(5, 1e-2, 0.75, 2.0).forward(x)
     theirs = torch.nn.LocalResponseNorm(5, alpha=5 * 1e-2, beta=0.75, k=2.0)(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert_close(ours, theirs, terms=5 + 4, scale=np.abs(theirs))  # both float32: as test_values_match_naive_loop

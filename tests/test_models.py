@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from tolerance import assert_close
 
 from xpnet import backends, models
 from xpnet.errors import DeviceMismatchError, DTypeError, FileFormatError, ShapeError
@@ -45,16 +46,36 @@ def test_simple_convnet_and_mlp_shapes(backend, rng):
         "fc1", "bn1", "relu1", "dropout1", "fc2", "bn2", "relu2", "dropout2", "fc3"]
 
 
+def _small_mlp_bn_reference(arrays, x):
+    """``_small_mlp(use_batchnorm=True)``'s inference in float64 NumPy, written out: (affine, batchnorm on
+    the running statistics, ReLU) twice, then affine."""
+    a = {k: np.asarray(v, np.float64) for k, v in arrays.items()}
+    h = x.astype(np.float64)
+    for i in (1, 2):
+        h = h @ a[f"fc{i}.W"] + a[f"fc{i}.b"]
+        h = (h - a[f"bn{i}.running_mean"]) / np.sqrt(a[f"bn{i}.running_var"] + 1e-5) * a[f"bn{i}.gamma"] \
+            + a[f"bn{i}.beta"]
+        h = np.maximum(h, 0)
+    return h @ a["fc3.W"] + a["fc3.b"]
+
+
 def test_to_backend_moves_every_array_and_keeps_predictions(backend, rng):
     model = _small_mlp(use_batchnorm=True, backend="numpy")
+    for name, p in model.params.items():
+        if name.endswith((".b", ".beta", ".gamma")):  # away from 0 and 1, so dropping one shows
+            model.net.set_array(name, rng.standard_normal(p.shape).astype(np.float32) * 0.5 + 0.5)
     x = rng.standard_normal((4, 6)).astype(np.float32)
-    model.loss(x, np.array([0, 1, 2, 0]))  # move the running statistics away from their defaults
-    want = model.predict(x)
+    model.loss(2 * x + 1, np.array([0, 1, 2, 0]), train=True)  # running statistics away from their defaults
+    arrays = {k: v.copy() for k, v in {**model.params, **model.buffers}.items()}  # NumPy: before the move
     assert model.to(backend) is model
     assert model.backend is backend
     for name, arr in {**model.params, **model.buffers}.items():
         assert backend.owns(arr), name
-    np.testing.assert_allclose(backend.asnumpy(model.predict(x)), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(backend.asnumpy(arr), arrays[name], err_msg=name)  # a move, exactly
+    # the moved model's predictions against the float64 reference from the arrays it had before: a 6-term
+    # product, 5 element-wise steps, then a 5-term and a 4-term product and their BatchNorms in float32
+    want = _small_mlp_bn_reference(arrays, x)
+    assert_close(backend.asnumpy(model.predict(x)), want, terms=6 + 5 + 5 + 5 + 4, scale=np.abs(want).max() + 1)
 
 
 def test_astype_float64_casts_every_param_and_buffer(backend, rng):
@@ -127,7 +148,7 @@ def test_gpu_model_moves_numpy_input_and_matches_cpu(cuda, rng):
     x = rng.standard_normal((4, 6)).astype(np.float32)
     out = gpu_model.predict(x)
     assert cuda.owns(out)
-    np.testing.assert_allclose(cuda.asnumpy(out), cpu_model.predict(x), rtol=1e-5, atol=1e-6)
+    assert_close(cuda.asnumpy(out), cpu_model.predict(x), terms=6 + 5 + 4, scale=4)
 
 
 def test_device_mismatch_names_layer_and_devices(cuda, rng):

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from tolerance import assert_close
 
 from xpnet import optim
 from xpnet.optim import SGD, AdaGrad, Adam, AdamW, Constant, Cosine, Momentum, Nesterov, RMSprop, StepDecay, Warmup
@@ -22,10 +23,11 @@ def _run(backend, opt, grads, p0=P0):
     return out
 
 
-def _assert_steps(got, want, rtol=1e-12):
+def _assert_steps(got, want, ops=4):
+    """Each step rounds ``ops`` times in float64 (values of order 1); the hand values round once more."""
     assert len(got) == len(want)
     for k, (a, b) in enumerate(zip(got, want), start=1):
-        np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12, err_msg=f"step {k}")
+        assert_close(a, b, terms=ops * k + 1, scale=2.0, dtype=np.float64, err_msg=f"step {k}")
 
 
 def test_sgd(backend):
@@ -57,8 +59,11 @@ def test_adagrad(backend):
     # h1 = g^2 = [0.25, 1]; p -= 0.1 g / sqrt(h1) = 0.1 [1, -1]             p1 = [0.9, -1.9]
     # h2 = 2 g^2 = [0.5, 2]; p -= 0.1 [0.5 / 0.70711, -1 / 1.41421] = 0.1 [0.70711, -0.70711]
     #   p2 = [0.829289, -1.829289]   (eps = 1e-7 moves these by < 1e-6 relative)
+    e = 1e-7  # AdaGrad's eps, in the denominator
     got = _run(backend, AdaGrad(lr=0.1), [G, G])
-    _assert_steps(got, [[0.9, -1.9], [0.9 - 0.1 / math.sqrt(2), -1.9 + 0.1 / math.sqrt(2)]], rtol=1e-6)
+    _assert_steps(got, [[1 - 0.05 / (0.5 + e), -2 + 0.1 / (1 + e)],
+                        [1 - 0.05 / (0.5 + e) - 0.05 / (math.sqrt(0.5) + e),
+                         -2 + 0.1 / (1 + e) + 0.1 / (math.sqrt(2) + e)]])
 
 
 def test_rmsprop(backend):
@@ -66,8 +71,10 @@ def test_rmsprop(backend):
     #   p1 = [1 - 0.3162278, -2 + 0.3162278] = [0.6837722, -1.6837722]
     # h2 = 0.9 h1 + 0.1 g^2 = [0.0475, 0.19]; g / sqrt(h2) = +-1 / sqrt(0.19) = +-2.2941573
     #   p2 = [0.6837722 - 0.2294157, -1.6837722 + 0.2294157] = [0.4543565, -1.4543565]
-    got = _run(backend, RMSprop(lr=0.1, decay=0.9), [G, G])
-    _assert_steps(got, [[0.6837722, -1.6837722], [0.4543565, -1.4543565]], rtol=1e-6)
+    e = 1e-7
+    p1 = [1 - 0.05 / (math.sqrt(0.025) + e), -2 + 0.1 / (math.sqrt(0.1) + e)]
+    p2 = [p1[0] - 0.05 / (math.sqrt(0.0475) + e), p1[1] + 0.1 / (math.sqrt(0.19) + e)]
+    _assert_steps(_run(backend, RMSprop(lr=0.1, decay=0.9), [G, G]), [p1, p2])
 
 
 def test_adam_bias_correction(backend):
@@ -79,25 +86,70 @@ def test_adam_bias_correction(backend):
     #   c1 = 1 - 0.9^2 = 0.19, c2 = 1 - 0.999^2 = 0.001999
     #   m / c1 = [-0.0263158, 0.5789474], v / c2 = [0.25, 2.5007504], sqrt = [0.5, 1.5813761]
     #   p -= 0.1 [-0.0526316, 0.3661035]                                    p2 = [0.9052632, -1.9366104]
-    got = _run(backend, Adam(lr=0.1), [G, [-0.5, 2.0]])
-    _assert_steps(got, [[0.9, -1.9], [0.9052632, -1.9366104]], rtol=1e-6)
+    #   (the same with Adam's eps = 1e-8 added to sqrt(v / c2))
+    e = 1e-8
+    p1 = [1 - 0.05 / (0.5 + e), -2 + 0.1 / (1 + e)]
+    p2 = [p1[0] + 0.1 * (0.005 / 0.19) / (math.sqrt(0.00049975 / 0.001999) + e),
+          p1[1] - 0.1 * (0.11 / 0.19) / (math.sqrt(0.004999 / 0.001999) + e)]
+    _assert_steps(_run(backend, Adam(lr=0.1), [G, [-0.5, 2.0]]), [p1, p2])
 
 
 def test_adam_constant_gradient_moves_lr_per_step(backend):
     # with bias correction a constant g gives m_hat = g, v_hat = g^2: every step is lr * sign(g)
     got = _run(backend, Adam(lr=0.1), [G, G, G])
-    _assert_steps(got, [[0.9, -1.9], [0.8, -1.8], [0.7, -1.7]], rtol=1e-6)
+    _assert_steps(got, [[1 - 0.1 * k * 0.5 / (0.5 + 1e-8), -2 + 0.1 * k / (1 + 1e-8)] for k in (1, 2, 3)])
+
+
+def test_adam_bias_correction_counts_each_parameters_own_steps(backend):
+    # "late" is frozen (not passed to step) for the first 5 steps; its first update must be the one a
+    # fresh Adam makes, lr * g / (|g| + eps): m_hat = g, v_hat = g^2 after one step of its own. Counting the
+    # optimizer's 6 steps instead gives m / (1 - 0.9^6) = 0.1 g / 0.468559 and sqrt(v / (1 - 0.999^6))
+    # = |g| sqrt(0.001 / 0.005985), a step of 0.522 lr.
+    opt = Adam(lr=0.1)
+    early = backend.asarray(P0, dtype=np.float64)
+    late = backend.asarray(P0, dtype=np.float64)
+    g = backend.asarray(G, dtype=np.float64)
+    for _ in range(5):
+        opt.step({"early": early}, {"early": g})
+    opt.step({"early": early, "late": late}, {"early": g, "late": g})
+    _assert_steps([backend.asnumpy(late)], [[1 - 0.05 / (0.5 + 1e-8), -2 + 0.1 / (1 + 1e-8)]])
+    assert opt.t == 6 and opt.state["early"]["step"] == 6 and opt.state["late"]["step"] == 1
+    sd = opt.state_dict()
+    assert sd["state"]["late"]["step"] == 1 and sd["state"]["late"]["step"].dtype == np.int64
+    again = Adam(lr=0.1)
+    again.load_state_dict(sd)
+    assert again.state["late"]["step"] == 1 and again.state["early"]["step"] == 6
+
+
+def test_adam_loads_state_saved_without_step_counts(backend):
+    # older state dicts have no per-parameter "step": every parameter then took the optimizer's t steps
+    a = Adam(lr=0.1)
+    p = backend.asarray(P0, dtype=np.float64)
+    for g in (G, [-0.5, 2.0]):
+        a.step({"w": p}, {"w": backend.asarray(g, dtype=np.float64)})
+    sd = a.state_dict()
+    del sd["state"]["w"]["step"]
+    b = Adam(lr=0.1)
+    b.load_state_dict(sd)
+    assert b.state["w"]["step"] == 2
+    q = backend.asarray(backend.asnumpy(p).copy())
+    a.step({"w": p}, {"w": backend.asarray(G, dtype=np.float64)})
+    b.step({"w": q}, {"w": backend.asarray(G, dtype=np.float64)})
+    np.testing.assert_array_equal(backend.asnumpy(q), backend.asnumpy(p))
 
 
 def test_adamw_decoupled_decay(backend):
     # p *= 1 - lr * wd = 0.99, then the Adam step of lr * sign(g) (constant g):
     # p1 = [0.99, -1.98] - [0.1, -0.1] = [0.89, -1.88]
     # p2 = [0.8811, -1.8612] - [0.1, -0.1] = [0.7811, -1.7612]
+    #   (Adam's eps = 1e-8 makes each step lr * |g| / (|g| + eps))
+    s1, s2 = 0.1 * 0.5 / (0.5 + 1e-8), 0.1 / (1 + 1e-8)
     got = _run(backend, AdamW(lr=0.1, weight_decay=0.1), [G, G])
-    _assert_steps(got, [[0.89, -1.88], [0.7811, -1.7612]], rtol=1e-6)
-    # Adam's coupled L2 goes through the normalisation instead: step 1 is still lr * sign(g + wd p)
+    _assert_steps(got, [[0.99 - s1, -1.98 + s2], [0.99 * (0.99 - s1) - s1, 0.99 * (-1.98 + s2) + s2]])
+    # Adam's coupled L2 goes through the normalisation instead: step 1 is still lr * sign(g + wd p),
+    # g + wd p = [0.6, -1.2]
     coupled = _run(backend, Adam(lr=0.1, weight_decay=0.1), [G])
-    _assert_steps(coupled, [[0.9, -1.9]], rtol=1e-6)
+    _assert_steps(coupled, [[1 - 0.1 * 0.6 / (0.6 + 1e-8), -2 + 0.1 * 1.2 / (1.2 + 1e-8)]])
 
 
 def test_sgd_weight_decay_adds_l2_to_gradient(backend):
@@ -116,13 +168,13 @@ def test_clip_norm_scales_by_global_norm(backend):
         return norm, backend.asnumpy(params["a"]), backend.asnumpy(params["b"])
 
     norm, a, b = step(1.0)
-    assert float(norm) == pytest.approx(5.0)
-    np.testing.assert_allclose(a, [-0.6, 0.0], rtol=1e-6)
-    np.testing.assert_allclose(b, [-0.8], rtol=1e-6)
+    assert float(norm) == 5.0  # sqrt(25) is exact
+    assert_close(a, [-3 / (5 + 1e-6), 0.0], terms=4)  # scaled by 1 / (norm + 1e-6)
+    assert_close(b, [-4 / (5 + 1e-6)], terms=4)
     norm, a, b = step(10.0)  # already below the limit: untouched
-    assert float(norm) == pytest.approx(5.0)
-    np.testing.assert_allclose(a, [-3.0, 0.0], rtol=1e-12)
-    np.testing.assert_allclose(b, [-4.0], rtol=1e-12)
+    assert float(norm) == 5.0
+    np.testing.assert_array_equal(a, [-3.0, 0.0])
+    np.testing.assert_array_equal(b, [-4.0])
     assert step(None)[0] is None
     assert float(optim.global_norm({"a": backend.asarray([3.0, 0.0]), "b": backend.asarray([4.0])})) == 5.0
 
@@ -137,12 +189,9 @@ def test_step_decay_values():
 
 def test_cosine_values():
     s = Cosine(total_steps=4, min_factor=0.1)
-    # 0.1 + 0.9 * 0.5 * (1 + cos(pi * k / 4)):  k=1 -> 0.1 + 0.45 * 1.7071068 = 0.8681981, k=2 -> 0.55
-    assert s(0) == pytest.approx(1.0)
-    assert s(1) == pytest.approx(0.8681981)
-    assert s(2) == pytest.approx(0.55)
-    assert s(4) == pytest.approx(0.1)
-    assert s(100) == pytest.approx(0.1)  # flat after total_steps
+    # 0.1 + 0.9 * 0.5 * (1 + cos(pi * k / 4)):  k=1 -> 0.1 + 0.45 (1 + 1 / sqrt(2)) = 0.8681981, k=2 -> 0.55
+    want = [1.0, 0.1 + 0.45 * (1 + 1 / math.sqrt(2)), 0.55, 0.1 + 0.45 * (1 - 1 / math.sqrt(2)), 0.1, 0.1]
+    assert_close([s(k) for k in (0, 1, 2, 3, 4, 100)], want, terms=6)  # flat after total_steps
 
 
 def test_warmup_values():
@@ -155,7 +204,7 @@ def test_warmup_then_cosine_values():
     s = Warmup(2, after=Cosine(4))
     # (k + 1) / 2 for k < 2, then cosine of k - 2: 1, cos-half at 2 -> 0.5, 0 from 4 on
     expected = [0.5, 1.0, 1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4)), 0.0, 0.0]
-    assert [s(k) for k in range(8)] == pytest.approx(expected, abs=1e-12)
+    assert_close([s(k) for k in range(8)], expected, terms=6)
     assert s.to_dict() == {"name": "warmup", "warmup_steps": 2,
                            "after": {"name": "cosine", "total_steps": 4, "min_factor": 0.0}}
 
@@ -169,11 +218,12 @@ def test_schedules_reject_bad_arguments(bad):
 
 def test_schedule_drives_learning_rate(backend):
     opt = SGD(lr=0.1, schedule=StepDecay(1, gamma=0.5))
-    assert opt.current_lr() == pytest.approx(0.1)
+    assert opt.current_lr() == 0.1  # 0.1 x a factor of exactly 1
     # lr 0.1, 0.05, 0.025 with g = 1: p = -0.1, -0.15, -0.175
     got = _run(backend, opt, [[1.0]] * 3, p0=[0.0])
     _assert_steps(got, [[-0.1], [-0.15], [-0.175]])
-    assert opt.t == 3 and opt.current_lr() == pytest.approx(0.0125)
+    assert opt.t == 3
+    assert_close(opt.current_lr(), 0.0125, terms=1, scale=0.0125)  # 0.1 x 0.5^3
 
 
 # -- contracts ---------------------------------------------------------------------------------------
@@ -218,7 +268,7 @@ def test_state_is_lazy_keyed_by_name_on_parameter_device(backend, name, rng):
     opt.step(params, grads)
     assert set(opt.state) == set(params)
     for k, state in opt.state.items():
-        for arr in state.values():
+        for arr in (v for v in state.values() if not isinstance(v, int)):  # ints: Adam's step counts
             assert backend.owns(arr)
             assert arr.shape == params[k].shape and arr.dtype == params[k].dtype
 
@@ -290,3 +340,32 @@ def test_get_by_name():
     with pytest.raises(ValueError) as exc:
         optim.get("adamax")
     assert "adamax" in str(exc.value) and "sgd" in str(exc.value) and "adamw" in str(exc.value)
+
+
+def test_adam_unfrozen_layer_starts_fresh_on_the_flat_path(backend, rng):
+    # fc2 frozen for 3 steps, then everything trains: the model hands flat buffers (the fused kernel on
+    # CUDA) whose parameters have taken 3 and 0 steps; fc2's first update is a fresh Adam's first one,
+    # lr * g / (|g| + eps), and fc1 goes on with its 4th
+    from xpnet.models import MLP
+    from xpnet.optim import flat
+
+    model = MLP(input_size=4, hidden_size_list=[3], output_size=2, seed=0, dtype="float64")
+    x, t = rng.standard_normal((5, 4)), np.array([0, 1, 1, 0, 1])
+    opt = Adam(lr=0.1)
+    model.freeze("fc2")
+    for _ in range(3):
+        model.loss(x, t)
+        opt.step(model.trainable_params, model.backward())
+    model.unfreeze()
+    before = backend.asnumpy(model.params["fc2.W"]).copy()
+    model.loss(x, t)
+    grads = model.backward()
+    g = backend.asnumpy(grads["fc2.W"]).copy()
+    assert flat.pairs(model.trainable_params, grads) is not None  # the flat path
+    opt.step(model.trainable_params, grads)
+    assert opt.state["fc2.W"]["step"] == 1 and opt.state["fc1.W"]["step"] == 4
+    assert_close(backend.asnumpy(model.params["fc2.W"]), before - 0.1 * g / (np.abs(g) + 1e-8), terms=6,
+                 scale=np.abs(before) + 0.1)
+    model.loss(x, t)
+    opt.step(model.trainable_params, model.backward())
+    assert opt.state["fc2.W"]["step"] == 2 and opt.state["fc1.W"]["step"] == 5

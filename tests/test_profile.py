@@ -4,6 +4,7 @@ import types
 
 import numpy as np
 import pytest
+from tolerance import assert_close
 
 from xpnet.layers import (
     Affine,
@@ -69,7 +70,7 @@ def test_forward_only_has_no_backward_times(rng):
     assert all(r["backward_ms"] is None and r["backward_max_ms"] is None for r in rows)
     by_type = summarize(rows)
     assert all(r["backward_share"] is None for r in by_type)
-    assert sum(r["forward_share"] for r in by_type) == pytest.approx(1.0)
+    assert_close(sum(r["forward_share"] for r in by_type), 1.0, terms=2 * len(rows))  # fractions of one sum
 
 
 def test_summarize_groups_by_type_in_fixed_order(rng):
@@ -77,10 +78,10 @@ def test_summarize_groups_by_type_in_fixed_order(rng):
     by_type = summarize(rows)
     assert [r["type"] for r in by_type] == ["conv", "fc", "pool", "norm", "relu", "dropout"]
     assert all(r["layers"] == 1 for r in by_type)
-    assert sum(r["forward_share"] for r in by_type) == pytest.approx(1.0)
-    assert sum(r["backward_share"] for r in by_type) == pytest.approx(1.0)
+    assert_close(sum(r["forward_share"] for r in by_type), 1.0, terms=2 * len(rows))
+    assert_close(sum(r["backward_share"] for r in by_type), 1.0, terms=2 * len(rows))
     conv = next(r for r in by_type if r["type"] == "conv")
-    assert conv["forward_ms"] == pytest.approx(rows[0]["forward_ms"])
+    assert conv["forward_ms"] == rows[0]["forward_ms"]  # the one conv layer's own time
 
 
 def test_layer_type_buckets():

@@ -1,7 +1,8 @@
 """Reliability: Ctrl-C, kill -9, out of memory, backends and internal errors; crash, resume, reproduce.
 
 Runs the real ``python -m xpnet`` in subprocesses where a signal must hit a live training run. GPU
-tolerance: two CUDA runs with one seed agree to rtol 1e-5, atol 1e-6 (on the CPU they are bit-identical).
+tolerance: two CUDA runs with one seed agree to the rounding of their gradient sums (tests/tolerance.py; on
+the CPU they are bit-identical).
 """
 
 import importlib.util
@@ -25,6 +26,7 @@ from reliability_helpers import (
     train_args,
 )
 from test_training import synthetic_digits
+from tolerance import assert_close
 
 from xpnet import backends, optim
 from xpnet.errors import TrainingError, TrainingInterrupted
@@ -177,8 +179,11 @@ def test_two_gpu_runs_with_the_same_seed_agree_within_tolerance(cuda):
         return model.state_dict()
 
     a, b = run(), run()
+    # 6 Adam steps (lr 0.001) from gradients that may sum in another order (atomics): each a sum of at
+    # most 40 x 28 x 28 terms (conv1's dW), a relative change of g moving Adam's step by as much; a
+    # condition factor of 10 for gradients that are small sums of larger terms
     for k in a:
-        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+        assert_close(a[k], b[k], terms=6 * 40 * 28 * 28, scale=0.001 * 10, err_msg=k)
 
 
 # -- out of memory ----------------------------------------------------------------------------------------

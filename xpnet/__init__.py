@@ -18,7 +18,7 @@ if not _os.path.isdir(_os.path.join(_here, "backends")) and _os.path.isfile(
         _os.path.join(_here, _os.pardir, "backends", "__init__.py")):
     __path__.append(_os.path.dirname(_here))
 
-from xpnet import backends, datasets, errors, init, layers, models, optim  # noqa: E402
+from xpnet import backends, datasets, errors, init, layers, models, onnx, optim  # noqa: E402
 from xpnet.models import load  # noqa: E402
 
-__all__ = ["__version__", "backends", "datasets", "errors", "init", "layers", "load", "models", "optim"]
+__all__ = ["__version__", "backends", "datasets", "errors", "init", "layers", "load", "models", "onnx", "optim"]

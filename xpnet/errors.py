@@ -60,3 +60,7 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(f"interrupted at epoch {epoch} step {step}")
         self.epoch, self.step, self.checkpoint, self.signum = epoch, step, checkpoint, signum
         self.resume_command = resume_command
+
+
+class ExportError(XpnetError, ValueError):
+    """A model cannot be exported (a layer the exporter does not know, a file it must not overwrite)."""

@@ -60,12 +60,12 @@ def check_layer(layer, x, train=True, seed=0, eps=1e-6):
     return {k: relative_error(analytic[k], numeric[k]) for k in numeric}
 
 
-def check_model(model, x, t, eps=1e-6):
-    """Relative error of every parameter gradient of ``model.loss(x, t)`` (float64 model and input)."""
+def check_model(model, x, t, eps=1e-6, train=True):
+    """Relative error of every parameter gradient of ``model.loss(x, t, train)`` (float64 model and input)."""
 
     def f():
         reset_rng(model.net)
-        return model.loss(x, t, train=True)
+        return model.loss(x, t, train=train)
 
     f()
     model.backward()
@@ -73,10 +73,11 @@ def check_model(model, x, t, eps=1e-6):
     return {k: relative_error(analytic[k], numerical_gradient(f, p, eps)) for k, p in model.params.items()}
 
 
-def sample_model(model, x, t, rng, per_param=2, eps=1e-6):
+def sample_model(model, x, t, rng, per_param=2, eps=1e-6, train=True):
     """Probe ``per_param`` random entries of every parameter of a float64 model by central differences.
 
-    For models too large for :func:`check_model`. Dropout is reseeded before every forward.
+    For models too large for :func:`check_model`. Dropout is reseeded before every forward; ``train``
+    is passed to ``model.loss`` (False: inference mode, BatchNorm's running statistics held fixed).
 
     Returns:
         dict name -> ``(analytic, numeric)``: two float64 NumPy arrays of the probed entries.
@@ -84,7 +85,7 @@ def sample_model(model, x, t, rng, per_param=2, eps=1e-6):
 
     def loss():
         reset_rng(model.net)
-        return float(model.loss(x, t, train=True))
+        return float(model.loss(x, t, train=train))
 
     loss()
     be = model.backend

@@ -71,3 +71,28 @@ def initialize(spec, shape, fan_in, rng=None):
     if not std > 0:
         raise ValueError(f"weight_init std must be positive, got {spec!r}")
     return normal(shape, std, rng)
+
+
+def bilinear_kernel(shape):
+    """Weights (C, C, K, K) of a transposed convolution that upsamples each channel bilinearly (FCN).
+
+    Channel c maps to channel c only, with the separable tent filter
+    ``(1 - |i - center| / f) * (1 - |j - center| / f)``, ``f = (K + 1) // 2``; with kernel ``2 * s``,
+    stride ``s`` and pad ``s // 2`` it interpolates like bilinear resizing by ``s`` away from the borders.
+
+    Raises:
+        ValueError: ``shape`` is not (C, C, KH, KW) (the filter maps a channel to itself).
+    """
+    C, FN, KH, KW = shape
+    if C != FN:
+        raise ValueError(f"bilinear initialisation maps each channel to itself: needs in_channels == "
+                         f"out_channels, got {C} and {FN}")
+    W = np.zeros(shape)
+    W[np.arange(C), np.arange(C)] = np.outer(_tent(KH), _tent(KW))
+    return W
+
+
+def _tent(size):
+    factor = (size + 1) // 2
+    center = factor - 1 if size % 2 == 1 else factor - 0.5
+    return 1 - np.abs(np.arange(size) - center) / factor

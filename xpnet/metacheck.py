@@ -43,8 +43,10 @@ def check_model_meta(path, meta, registry, prefix=""):
 
 
 def check_weights(path, arrays, prefix=""):
-    """Parameters and buffers must be finite real floating-point arrays."""
+    """Parameters and buffers must be finite real floating-point arrays (optimizer state: integer counts too)."""
     for name, a in arrays.items():
+        if (prefix + name).startswith("optim/") and a.dtype.kind in "iu":
+            continue  # a per-parameter step count
         if a.dtype.kind != "f" or a.dtype.itemsize not in (2, 4, 8):
             fail(path, prefix + name, f"expected float16, float32 or float64 values, got {a.dtype}")
         if a.size and not np.isfinite(a).all():

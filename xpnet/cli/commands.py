@@ -3,6 +3,7 @@
 import time
 
 from xpnet import ensemble
+from xpnet.cli import export
 from xpnet.cli.config import check_positive, plain
 from xpnet.cli.data import check_labels_fit, load_dataset
 from xpnet.cli.train import configure, run_train
@@ -59,8 +60,9 @@ def add_train(sub):
 
 def add_eval(sub):
     p = sub.add_parser("eval", help="test accuracy of a saved model or of the book's parameters")
-    p.add_argument("model", nargs="?", help="a model file saved by xpnet (.npz) or an ensemble manifest "
-                                            "(.json, or a directory holding ensemble.json)")
+    p.add_argument("model", nargs="?", help="a model file saved by xpnet (.npz), an exported .onnx file (run by "
+                                            "onnxruntime) or an ensemble manifest (.json, or a directory holding "
+                                            "ensemble.json)")
     p.add_argument("--book-params", metavar="FILE", help="the book's deep_convnet_params.pkl")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--batch-size", type=int, default=1000)
@@ -71,6 +73,7 @@ def add_eval(sub):
                    help="draw the misclassified test images with their true/predicted labels (.png, .pdf, .svg; "
                         "the book's Figure 8.2)")
     p.add_argument("--max-images", type=int, default=20, help="with --misclassified: how many to draw (default 20)")
+    export.add_eval_args(p)
     p.set_defaults(func=run_eval, configure=plain)
 
 
@@ -93,6 +96,10 @@ def run_eval(args, world=None):
     be = _backend(args.backend)
     if bool(args.model) == bool(args.book_params):
         raise ValueError("give either a MODEL file or --book-params FILE")
+    if export.is_onnx(args.model or ""):
+        return export.run_eval_onnx(args)
+    if args.compare:
+        raise ValueError("--compare applies to an .onnx MODEL")
     if args.book_params:
         from xpnet.book import load_book_params
 

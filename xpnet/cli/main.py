@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from xpnet.cli import commands, ensemble
+    from xpnet.cli import commands, ensemble, export
 
     p = _Parser(prog="xpnet", description="Deep learning from scratch on NumPy or CuPy.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -29,6 +29,7 @@ def build_parser():
     commands.add_train(sub)
     commands.add_eval(sub)
     ensemble.add_ensemble(sub)
+    export.add_export(sub)
     commands.add_info(sub)
     return p
 

@@ -1,4 +1,4 @@
-"""Elementwise activations: ReLU, Sigmoid, Tanh."""
+"""Elementwise activations: ReLU, LeakyReLU, Sigmoid, Tanh."""
 
 from xpnet import backends
 from xpnet.layers.base import Layer, xp_of
@@ -21,6 +21,33 @@ class ReLU(Layer):
         mask = self.out > 0 if self.mask is None else self.mask  # out > 0 exactly where x > 0
         self.check_grad(dout, mask.shape)
         return backends.of(dout).relu_backward(dout, mask)
+
+
+class LeakyReLU(Layer):
+    """x where x > 0, else ``slope * x`` (DCGAN's discriminator uses slope 0.2). Any shape.
+
+    Args:
+        slope: the gradient for negative inputs, in [0, 1).
+    """
+
+    def __init__(self, slope=0.2):
+        super().__init__()
+        if not 0.0 <= slope < 1.0:
+            raise ValueError(f"LeakyReLU: slope must be in [0, 1), got {slope!r}")
+        self.slope = float(slope)
+
+    def extra_repr(self):
+        return f"slope={self.slope}"
+
+    def forward(self, x, train=False):
+        self.check_input(x)
+        xp = xp_of(x)
+        self.mask = x > 0
+        return xp.where(self.mask, x, x * x.dtype.type(self.slope))
+
+    def backward(self, dout):
+        self.check_grad(dout, self.mask.shape)
+        return xp_of(dout).where(self.mask, dout, dout * dout.dtype.type(self.slope))
 
 
 class Sigmoid(Layer):

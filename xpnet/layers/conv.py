@@ -9,6 +9,15 @@ from xpnet.layers.base import Layer
 from xpnet.utils import pair
 
 
+def window(owner, kernel_size, stride, pad):
+    """``((KH, KW), (SH, SW), (PH, PW))`` from ints or pairs; ValueError naming ``owner`` unless kernel and
+    stride are >= 1."""
+    kernel, stride_, pad_ = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(pad, "pad")
+    if min(*stride_, *kernel) < 1:
+        raise ValueError(f"{owner}: kernel_size and stride must be >= 1, got {kernel_size!r}, {stride!r}")
+    return kernel, stride_, pad_
+
+
 class Conv2D(Layer):
     """Cross-correlation of (N, C, H, W) inputs with FN filters of size KH x KW.
 
@@ -29,10 +38,7 @@ class Conv2D(Layer):
         be = backends.get(backend) if backend is not None else backends.current()
         self.C = checks.integer("Conv2D", "in_channels", in_channels)
         self.FN = checks.integer("Conv2D", "out_channels", out_channels)
-        self.KH, self.KW = pair(kernel_size, "kernel_size")
-        self.stride, self.pad = pair(stride, "stride"), pair(pad, "pad")
-        if min(self.stride) < 1 or min(self.KH, self.KW) < 1:
-            raise ValueError(f"Conv2D: kernel_size and stride must be >= 1, got {kernel_size!r}, {stride!r}")
+        (self.KH, self.KW), self.stride, self.pad = window(type(self).__name__, kernel_size, stride, pad)
         fan_in = self.C * self.KH * self.KW
         W = init.initialize(weight_init, (self.FN, self.C, self.KH, self.KW), fan_in, rng)
         self.params["W"] = be.asarray(W, dtype=dtype)

@@ -54,26 +54,37 @@ class BatchNorm(Layer):
         return ((0,), (1, -1)) if x.ndim == 2 else ((0, 2, 3), (1, -1, 1, 1))
 
     def forward(self, x, train=False):
+        """Normalise with the batch's statistics (train, updating the running ones) or the running ones.
+
+        Either way ``backward`` then gives the derivative of the transform this call applied: in
+        inference mode the statistics are constants (PyTorch's eval mode; fine-tuning with frozen
+        statistics).
+        """
         self.check_input(x, (2, 4))
         self.axes, bshape = self._layout(x)
         xp = backends.of(x).xp
         dtype, x = x.dtype, precision.widen(x)
         gamma = precision.widen(self.params["gamma"]).reshape(bshape)
         beta = precision.widen(self.params["beta"]).reshape(bshape)
-        if not train:
-            std = xp.sqrt(precision.widen(self.buffers["running_var"]) + self.eps).reshape(bshape)
-            out = (x - precision.widen(self.buffers["running_mean"]).reshape(bshape)) / std * gamma + beta
-            return out.astype(dtype, copy=False)
-        mu = x.mean(axis=self.axes, keepdims=True)
-        xc = x - mu
-        var = (xc * xc).mean(axis=self.axes, keepdims=True)
+        if train:
+            mu = x.mean(axis=self.axes, keepdims=True)
+            xc = x - mu
+            var = (xc * xc).mean(axis=self.axes, keepdims=True)
+            self._update_running(mu, var)
+        else:
+            mu = precision.widen(self.buffers["running_mean"]).reshape(bshape)
+            xc = x - mu
+            var = precision.widen(self.buffers["running_var"]).reshape(bshape)
+        self.batch_stats = train  # backward: did mu and var depend on x?
         self.std = xp.sqrt(var + self.eps)
         self.xn = xc / self.std
+        return (self.xn * gamma + beta).astype(dtype, copy=False)
+
+    def _update_running(self, mu, var):
         m = self.momentum
         for name, stat in (("running_mean", mu), ("running_var", var)):
             old = self.buffers[name]
             self.buffers[name] = (m * precision.widen(old) + (1 - m) * stat.reshape(-1)).astype(old.dtype, copy=False)
-        return (self.xn * gamma + beta).astype(dtype, copy=False)
 
     def backward(self, dout):
         self.check_grad(dout, self.xn.shape)
@@ -83,6 +94,8 @@ class BatchNorm(Layer):
         self.grads["gamma"] = (dout * self.xn).sum(axis=self.axes).astype(pdtype, copy=False)
         self.grads["beta"] = dout.sum(axis=self.axes).astype(pdtype, copy=False)
         dxn = dout * precision.widen(self.params["gamma"]).reshape(bshape)
+        if not self.batch_stats:  # frozen statistics: y = gamma * (x - mean) / std + beta is affine in x
+            return (dxn / self.std).astype(dtype, copy=False)
         mean_dxn = dxn.mean(axis=self.axes, keepdims=True)
         mean_dxn_xn = (dxn * self.xn).mean(axis=self.axes, keepdims=True)
         return ((dxn - mean_dxn - self.xn * mean_dxn_xn) / self.std).astype(dtype, copy=False)

@@ -5,12 +5,15 @@ from xpnet.metacheck import check_model_meta, check_weights
 from xpnet.models.alexnet import AlexNet
 from xpnet.models.base import Model
 from xpnet.models.convnets import DeepConvNet, SimpleConvNet
+from xpnet.models.dcgan import Discriminator, Generator
+from xpnet.models.fcn import FCN
 from xpnet.models.inception import Inception
 from xpnet.models.mlp import MLP
 from xpnet.models.resnet import ResNet
 from xpnet.models.vgg import VGG16
 
-REGISTRY = {cls.arch: cls for cls in (MLP, SimpleConvNet, DeepConvNet, AlexNet, ResNet, Inception, VGG16)}
+REGISTRY = {cls.arch: cls for cls in (MLP, SimpleConvNet, DeepConvNet, AlexNet, ResNet, Inception, VGG16, FCN,
+                                      Generator, Discriminator)}
 
 
 def build(arch, **kwargs):
@@ -39,6 +42,6 @@ def load(path, backend=None):
 
 
 __all__ = [
-    "MLP", "VGG16", "AlexNet", "REGISTRY", "DeepConvNet", "Inception", "Model", "ResNet", "SimpleConvNet", "build",
-    "load",
+    "FCN", "MLP", "VGG16", "AlexNet", "REGISTRY", "DeepConvNet", "Discriminator", "Generator", "Inception", "Model",
+    "ResNet", "SimpleConvNet", "build", "load",
 ]

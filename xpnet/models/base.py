@@ -248,6 +248,21 @@ class Model:
         """Save to ``path`` (``.npz`` + JSON metadata), atomically; reload with :func:`xpnet.load`."""
         serialization.save(self, path)
 
+    def to_onnx(self, path, batch=None):
+        """Export to ONNX at ``path``, atomically (needs ``pip install "xpnet[onnx]"``); returns the ModelProto.
+
+        Args:
+            path: the ``.onnx`` file to write.
+            batch: a fixed batch size, or None for a dynamic batch axis.
+
+        Shapes:
+            graph input ``"input"`` (batch, *input_dim) -> output ``"logits"`` (batch, classes), as
+            :meth:`predict` in inference mode. See :mod:`xpnet.onnx`.
+        """
+        from xpnet.onnx import export
+
+        return export(self, path, batch=batch)
+
     # -- randomness (dropout) ---------------------------------------------------------------------
     def _random_layers(self):
         """``(dotted_name, layer)`` for every layer with its own generator, nested blocks included."""

@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 from xpnet import backends
 from xpnet.errors import ShapeError
 from xpnet.optim import flat
@@ -82,8 +84,9 @@ class Optimizer:
         """Update ``p`` in place from gradient ``g``; never modify ``g``."""
         raise NotImplementedError
 
-    def fused_args(self, lr):
-        """The rule's own values after ``(lr, weight decay, clip norm)`` in its fused kernel (this step's)."""
+    def fused_args(self, lr, step):
+        """The rule's own values after ``(lr, weight decay, clip norm)`` in its fused kernel (this step's;
+        ``step``: its number, by the parameters' own counters where the rule keeps them)."""
         return ()
 
     def step(self, params, grads):
@@ -129,10 +132,25 @@ class Optimizer:
         l2 = 0.0 if self.decoupled_weight_decay else self.weight_decay
         for p, g, names in groups:
             state = self._flat.get(self, p, names, params)
-            scalars = (lr, l2, self.clip_norm or 0.0, *self.fused_args(lr))
+            step = self._buffer_step(names)
+            if step is False:  # per-parameter step counts differ (some were frozen a while): one at a time
+                for n in names:
+                    self._update_reference(params[n], grads[n], self.state[n], lr, self._clip_scale(norm))
+                continue
+            scalars = (lr, l2, self.clip_norm or 0.0, *self.fused_args(lr, self.t if step is None else step))
             if rule is None or not be.fused_update(rule, p, g, state, scalars, sumsq):
-                self._update_reference(p, g, state, lr, scale)
+                self._update_reference(p, g, state if step is None else {**state, "step": step - 1}, lr, scale)
+            for n in names if step is not None else ():
+                self.state[n]["step"] = step
         return norm
+
+    def _buffer_step(self, names):
+        """This step's number for a buffer's parameters by their own counters (``state["step"]``, Adam's):
+        None when the rule keeps none, False when they differ."""
+        counts = {self.state[n].get("step") for n in names}
+        if counts == {None}:
+            return None
+        return counts.pop() + 1 if len(counts) == 1 else False
 
     def _clip_scale(self, norm):
         """The factor clipping multiplies every gradient by (a device scalar), or None without clipping."""
@@ -152,19 +170,18 @@ class Optimizer:
         state = self.state.get(name)
         if state is None:
             state = self.state[name] = self.init_state(p)
-        elif state and type(next(iter(state.values()))) is not type(p):
+        elif any(type(v) is not type(p) for v in state.values() if not isinstance(v, int)):
             be = backends.of(p)  # loaded from a checkpoint, or the model moved device
-            state = self.state[name] = {k: be.asarray(v) for k, v in state.items()}
+            state = self.state[name] = {k: v if isinstance(v, int) else be.asarray(v) for k, v in state.items()}
         return state
 
     def state_dict(self):
-        """Step count, hyperparameters and per-parameter state as NumPy arrays."""
+        """Step count, hyperparameters and per-parameter state as NumPy arrays (counters as 0-d int64)."""
         return {
             "type": type(self).__name__,
             "t": self.t,
             "hyperparams": self.hyperparams(),
-            # copies: on the NumPy backend asnumpy returns the live array, which step() updates in place
-            "state": {n: {k: backends.of(v).asnumpy(v).copy() for k, v in s.items()} for n, s in self.state.items()},
+            "state": {n: {k: _to_host(v) for k, v in s.items()} for n, s in self.state.items()},
         }
 
     def load_state_dict(self, d):
@@ -172,4 +189,19 @@ class Optimizer:
         if d.get("type") != type(self).__name__:
             raise ValueError(f"optimizer state is for {d.get('type')!r}, not {type(self).__name__}")
         self.t = int(d["t"])
-        self.state = {n: {k: v.copy() for k, v in s.items()} for n, s in d["state"].items()}  # never alias d
+        self.state = {n: {k: _from_host(v) for k, v in s.items()} for n, s in d["state"].items()}
+
+
+def _to_host(value):
+    """A NumPy copy of a state entry: arrays (step() updates the live ones in place), counters as 0-d int64."""
+    if isinstance(value, int):
+        return np.asarray(value, dtype=np.int64)
+    return backends.of(value).asnumpy(value).copy()
+
+
+def _from_host(value):
+    """The live form of a saved state entry: a copy (never alias the dict), 0-d integers back to int."""
+    value = np.asarray(value) if not hasattr(value, "ndim") else value
+    if value.ndim == 0 and value.dtype.kind in "iu":
+        return int(value)
+    return value.copy()

@@ -32,7 +32,7 @@ class Momentum(Optimizer):
     def init_state(self, p):
         return {"v": _zeros_like(p)}
 
-    def fused_args(self, lr):
+    def fused_args(self, lr, step):
         return (self.momentum,)
 
     def update(self, p, g, state, lr):
@@ -74,7 +74,7 @@ class AdaGrad(Optimizer):
     def init_state(self, p):
         return {"h": _zeros_like(p)}
 
-    def fused_args(self, lr):
+    def fused_args(self, lr, step):
         return (self.eps,)
 
     def update(self, p, g, state, lr):
@@ -95,7 +95,7 @@ class RMSprop(AdaGrad):
     def hyperparams(self):
         return {**super().hyperparams(), "decay": self.decay}
 
-    def fused_args(self, lr):
+    def fused_args(self, lr, step):
         return (self.decay, self.eps)
 
     def update(self, p, g, state, lr):
@@ -106,7 +106,11 @@ class RMSprop(AdaGrad):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba 2015) with bias correction; ``weight_decay`` adds an L2 term to g."""
+    """Adam (Kingma & Ba 2015) with bias correction; ``weight_decay`` adds an L2 term to g.
+
+    The bias correction counts each parameter's own updates (``state["step"]``, as PyTorch does): a
+    parameter that first gets a gradient late (frozen, then unfrozen) starts as a fresh one would.
+    """
 
     fused = "adam"
 
@@ -120,18 +124,26 @@ class Adam(Optimizer):
         return {**super().hyperparams(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
     def init_state(self, p):
-        return {"m": _zeros_like(p), "v": _zeros_like(p)}
+        return {"m": _zeros_like(p), "v": _zeros_like(p), "step": 0}
 
-    def fused_args(self, lr):
-        # the step number is self.t, already counted when the kernel runs
-        return (self.beta1, self.beta2, self.eps, lr / (1 - self.beta1**self.t), 1 - self.beta2**self.t)
+    def load_state_dict(self, d):
+        """As :meth:`Optimizer.load_state_dict`; state saved without per-parameter step counts (older
+        xpnet counted the optimizer's steps only) gets the optimizer's count, the value it then used."""
+        super().load_state_dict(d)
+        for state in self.state.values():
+            state.setdefault("step", self.t)
+
+    def fused_args(self, lr, step):
+        # step: the buffer's parameters' own update count, this step included
+        return (self.beta1, self.beta2, self.eps, lr / (1 - self.beta1**step), 1 - self.beta2**step)
 
     def update(self, p, g, state, lr):
         m, v = state["m"], state["v"]
+        state["step"] = t = state["step"] + 1
         m += (1 - self.beta1) * (g - m)
         v += (1 - self.beta2) * (g * g - v)
-        c1 = 1 - self.beta1**self.t
-        c2 = 1 - self.beta2**self.t
+        c1 = 1 - self.beta1**t
+        c2 = 1 - self.beta2**t
         p -= (lr / c1) * m / (backends.of(p).xp.sqrt(v / c2) + self.eps)
 
 
@@ -144,8 +156,8 @@ class AdamW(Adam):
     def __init__(self, lr=0.001, weight_decay=0.01, **kw):
         super().__init__(lr, weight_decay=weight_decay, **kw)
 
-    def fused_args(self, lr):
-        return (*super().fused_args(lr), lr * self.weight_decay)
+    def fused_args(self, lr, step):
+        return (*super().fused_args(lr, step), lr * self.weight_decay)
 
     def update(self, p, g, state, lr):
         if self.weight_decay:

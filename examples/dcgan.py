@@ -1,0 +1,154 @@
+"""DCGAN on MNIST: a generator of transposed convolutions learns to draw digits against a discriminator.
+
+Generator (xpnet.models.Generator): noise -> transposed convolutions + BatchNorm + ReLU -> tanh.
+Discriminator (xpnet.models.Discriminator): strided convolutions + LeakyReLU -> one logit, trained with
+the sigmoid binary cross-entropy on logits. Both with Adam (lr 2e-4, beta1 0.5), as in Radford et al.
+
+The --minutes budget counts this process's CPU time (all its threads, so 15 minutes is at most what 15
+minutes of wall time on an otherwise idle machine give), not wall time: the run's work then does not
+depend on what else the machine runs. Wall time is recorded beside it. After every epoch (and when the
+budget runs out) it writes ``samples_epochK.png`` (8x8
+samples from fixed noise) and scores 10,000 samples with a trained classifier (--classifier, a saved
+xpnet model such as DeepConvNet): the share it classifies with confidence >= 0.9, and the entropy of
+its class histogram (log 10 = 2.303 nats when all ten digits are equally frequent).
+
+    python examples/dcgan.py [--epochs 5] [--minutes 15] [--batch-size 64] [--classifier MODEL.npz]
+        [--samples 10000] [--seed 0] [--out runs/dcgan]
+
+XPNET_BACKEND=cuda runs it on the GPU.
+"""
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+import xpnet
+from xpnet import backends, imagegrid, metrics, optim
+from xpnet.datasets import load_mnist
+from xpnet.fileio import atomic_write
+from xpnet.layers import SigmoidBinaryCrossEntropy
+from xpnet.models import Discriminator, Generator
+
+CLASSIFIER = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "results", "issue8", "ens_aug_member0",
+                          "model.npz")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--minutes", type=float, default=15.0, help="training budget in CPU minutes (default 15)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--g-widths", type=int, nargs=2, default=(64, 32), metavar=("W1", "W2"),
+                   help="generator channels after its first two transposed convolutions (default 64 32)")
+    p.add_argument("--d-widths", type=int, nargs=2, default=(32, 64), metavar=("W1", "W2"),
+                   help="discriminator channels of its two convolutions (default 32 64)")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--beta1", type=float, default=0.5)
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--classifier", default=CLASSIFIER, help="saved classifier that scores the samples")
+    p.add_argument("--samples", type=int, default=10000, help="samples scored per epoch (default 10000)")
+    p.add_argument("--init", metavar="DIR", default=None,
+                   help="start from generator.npz and discriminator.npz saved in DIR by an earlier run "
+                        "(their widths; the optimizers start afresh)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/dcgan")
+    args = p.parse_args(argv)
+    for name in ("epochs", "batch_size", "samples"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+class GAN:
+    """The two networks, their optimizers and one alternating update."""
+
+    def __init__(self, G, D, lr, beta1):
+        self.G, self.D, self.bce = G, D, SigmoidBinaryCrossEntropy()
+        self.opt_G, self.opt_D = optim.Adam(lr=lr, beta1=beta1), optim.Adam(lr=lr, beta1=beta1)
+
+    def step(self, real, z):
+        """One discriminator update (real vs. generated) then one generator update; returns both losses."""
+        G, D, be = self.G, self.D, self.G.backend
+        n = len(real)
+        ones, zeros = be.xp.ones((n, 1), dtype=G.dtype), be.xp.zeros((n, 1), dtype=G.dtype)
+        fake = G.net.forward(be.asarray(z), train=True)
+        loss_real = D.loss(real, ones)
+        D.backward()
+        grads = {k: g.copy() for k, g in D.grads.items()}  # the next backward may reuse its buffers
+        loss_fake = D.loss(fake, zeros)
+        D.backward()
+        self.opt_D.step(D.params, {k: g + D.grads[k] for k, g in grads.items()})
+        # generator: make the (updated) discriminator call its images real; its own cache is still fake's
+        loss_G = self.bce.forward(D.net.forward(fake, train=True), ones)
+        G.net.backward(D.net.backward(self.bce.backward()))
+        self.opt_G.step(G.params, G.grads)
+        return float(loss_real + loss_fake), float(loss_G)
+
+
+def sample(G, n, rng, batch_size=500):
+    """``n`` generated images as a NumPy (n, 1, 28, 28) array in [-1, 1] (inference-mode BatchNorm)."""
+    out = []
+    for i in range(0, n, batch_size):
+        y = G.predict(G.noise(min(batch_size, n - i), rng))
+        out.append(G.backend.asnumpy(y))
+    return np.concatenate(out)
+
+
+def report(G, classifier, fixed_z, args, tag):
+    """Write the sample grid for ``fixed_z`` and score ``args.samples`` fresh samples."""
+    grid = G.backend.asnumpy(G.predict(fixed_z))
+    imagegrid.save_grid((grid + 1) / 2, os.path.join(args.out, f"samples_{tag}.png"), cols=8, zoom=2)
+    images = (sample(G, args.samples, np.random.default_rng(args.seed + 1)) + 1) / 2  # the classifier's [0, 1]
+    return metrics.classifier_score(classifier.predict, images.astype(classifier.dtype))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    classifier = xpnet.load(args.classifier)
+    (x, _), _ = load_mnist(flatten=False)
+    x = x[:args.limit] * 2 - 1  # tanh's range
+    if args.init:
+        G, D = (xpnet.load(os.path.join(args.init, f"{name}.npz")) for name in ("generator", "discriminator"))
+    else:
+        G, D = Generator(widths=args.g_widths, seed=args.seed), Discriminator(widths=args.d_widths, seed=args.seed + 1)
+    gan = GAN(G, D, args.lr, args.beta1)
+    rng = np.random.default_rng(args.seed)
+    fixed_z = G.noise(64, np.random.default_rng(args.seed + 2))
+    print(f"DCGAN on {backends.current().name}: generator {G.num_params():,} and discriminator "
+          f"{D.num_params():,} parameters, {len(x)} images, batch {args.batch_size}", flush=True)
+    history, trained, trained_wall, wall, done = [], 0.0, 0.0, time.perf_counter(), False
+    for epoch in range(1, args.epochs + 1):
+        order, losses = rng.permutation(len(x)), []
+        start, start_wall = time.process_time(), time.perf_counter()
+        for i in range(0, len(x) - args.batch_size + 1, args.batch_size):
+            losses.append(gan.step(x[order[i:i + args.batch_size]], G.noise(args.batch_size, rng)))
+            if trained + time.process_time() - start > args.minutes * 60:
+                done = True
+                break
+        G.backend.synchronize()
+        trained += time.process_time() - start
+        trained_wall += time.perf_counter() - start_wall
+        score = report(G, classifier, fixed_z, args, f"epoch{epoch}")
+        loss_D, loss_G = np.mean(losses, axis=0)
+        history.append({"epoch": epoch, "steps": len(losses), "loss_D": loss_D, "loss_G": loss_G,
+                        "train_cpu_seconds": trained, "train_wall_seconds": trained_wall, **score})
+        print(f"epoch {epoch}{' (budget reached)' if done else ''}: {len(losses)} steps, loss D {loss_D:.3f} "
+              f"G {loss_G:.3f}; {score['confident']:.1%} of {args.samples} samples classified with confidence "
+              f">= 0.9, class entropy {score['entropy']:.3f} nats; training {trained:.0f} CPU s, "
+              f"{trained_wall:.0f} s wall", flush=True)
+        if done:
+            break
+    G.save(os.path.join(args.out, "generator.npz"))
+    D.save(os.path.join(args.out, "discriminator.npz"))
+    result = {"args": vars(args), "backend": backends.current().name, "wall_seconds": time.perf_counter() - wall,
+              "final": history[-1], "history": history}
+    with atomic_write(os.path.join(args.out, "metrics.json"), "w") as f:
+        json.dump(result, f, indent=1, default=float)
+
+
+if __name__ == "__main__":
+    main()
