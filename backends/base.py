@@ -1,5 +1,6 @@
 """The interface every backend implements, and pieces they share."""
 
+import contextlib
 import time
 
 import numpy as np
@@ -140,6 +141,11 @@ class Backend:
         rng = self.rng(1)
         W, col, d = (rng.random(shape, dtype=np.float32) for shape in ((FN, K), (N * P, K), (N * P, FN)))
         return (lambda: col @ W.T), (lambda: (d.T @ col, d @ W))
+
+    def conv_stages(self):
+        """Context manager yielding a dict that fills on exit with ``{stage: ms}`` of the convolutions run
+        inside; empty for a backend that does not time its convolutions' stages (this one)."""
+        return contextlib.nullcontext({})
 
     # -- pooling -----------------------------------------------------------------------------
     def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):

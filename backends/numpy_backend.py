@@ -5,9 +5,10 @@ import platform
 
 import numpy as np
 
-from xpnet.backends import numpy_conv, numpy_conv_probe, numpy_im2col, numpy_split
+from xpnet.backends import numpy_im2col, numpy_split
 from xpnet.backends.base import Backend
 from xpnet.backends.cpu_threads import BatchSplitter
+from xpnet.backends.numpy_conv_plan import StageClock, plan_for
 
 
 class NumpyRNG:
@@ -50,6 +51,9 @@ class NumpyBackend(Backend):
     host_memory = True
     _splitter = None
 
+    def __init__(self):
+        self._clock = StageClock()
+
     def preferred_eval_batch_size(self, train_batch_size=None):
         """The training batch size: the convolutions' workspaces are then reused, not re-allocated."""
         return train_batch_size or 1000
@@ -81,15 +85,21 @@ class NumpyBackend(Backend):
         return numpy_im2col.col2im(col, x_shape, KH, KW, stride, pad)
 
     def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True):
-        """Strided-copy im2col + BLAS GEMMs, in the layout that suits the layer (see numpy_conv)."""
-        return numpy_conv.forward(x, W, b, stride, pad, ws, self.splitter, keep)
+        """Strided-copy im2col + BLAS GEMMs, by the layer shape's plan (see numpy_conv_plan), kept in ``ws``."""
+        return plan_for(ws, x, W, stride, pad, self.splitter, self._clock).forward(x, W, b, keep)
 
     def conv2d_backward(self, dout, cache, W, stride, pad, ws=None):
-        """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward`."""
-        return numpy_conv.backward(dout, cache, W, stride, pad, ws, self.splitter)
+        """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward`, by the plan that ran it."""
+        return cache.plan.backward(dout, cache, W)
 
-    def conv_gemm_probe(self, x_shape, W_shape, stride, pad):
-        return numpy_conv_probe.gemm_probe(x_shape, W_shape, stride, pad, self.splitter)
+    def conv_stages(self):
+        """Record the stages of the convolutions run inside: ``with be.conv_stages() as ms: ...``.
+
+        ``ms`` fills on exit with ``{stage: ms}``: "im2col" and "gemm" (forward), "gemm dW", "gemm dx" and
+        "col2im" (backward), and "dx: im2col" / "dx: gemm" where dx is a full convolution of dout; each
+        summed over the calls and averaged over the batch slices that ran it (see numpy_conv_plan).
+        """
+        return self._clock.recording()
 
     def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
         return numpy_split.max_forward(self.splitter, x, KH, KW, stride, pad, OH, OW)

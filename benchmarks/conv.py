@@ -18,18 +18,17 @@ REPEATS = 10
 METHOD = (
     "Layer times: Conv2D.forward / Conv2D.backward called alone on the layer's real input (captured from one "
     "forward pass of the model) and a random dout, timed with the backend's timer() after warm-up calls; "
-    "medians. The layer runs its pieces back to back, so they are timed separately. GEMM: the backend's own "
-    "conv_gemm_probe, i.e. exactly the matrix products its conv runs for the layer (same shapes, layout, "
-    "batch slices and threads), on random float32 arrays, nothing else. im2col (forward only): "
-    "the backend's own conv2d_forward run with a single filter (FN = 1: the column copy in full, GEMMs "
-    "reduced to matrix-vector products), minus those products timed alone. rest = layer time - GEMM "
-    "(- im2col) (backward: col2im or the dout im2col, whichever the backend picks for the layer, plus db, "
-    "allocations, reshapes), floored at 0; '*' marks layers "
-    "where the pieces' medians add up to more than the layer's. Peak = median GFLOP/s of an n x n float32 "
-    "A @ B through backend.matmul (all the backend's threads). Totals: the sum over a model's conv layers; "
-    "'GEMM alone' is the time the matrix products take by themselves at the rates measured above, a floor "
-    "for any im2col + GEMM convolution on this BLAS.")
-
+    "medians. Pieces: the backend's own stage times of those very calls (backend.conv_stages(): each stage "
+    "of the layer's plan timed where it runs, summed over the stage's calls and averaged over the batch "
+    "slices that run side by side; the mean over as many calls again). im2col (forward): the column copy; "
+    "GEMM: every matrix product of the plan (backward: dW, and dx's dcol or the full convolution's); "
+    "dx copy (backward): col2im's strided adds or the im2col of dout for the full convolution, whichever the "
+    "plan picks for the layer; rest = layer time - the pieces (bias, db, partial sums, allocations, threads "
+    "handing over), floored at 0; '*' marks layers where the pieces add up to more than the layer's median. "
+    "A backend that times no stages (CUDA) gets its GEMM share from conv_gemm_probe (its products on random "
+    "arrays) and no copy share. Peak = median GFLOP/s of an n x n float32 A @ B through backend.matmul (all "
+    "the backend's threads). Totals: the sum over a model's conv layers; 'GEMM alone' is the time the "
+    "matrix products take inside the layers, the floor of any convolution that runs these products.")
 
 def gemm_peak(backend, n, repeats, warmup):
     """Median GFLOP/s of an ``n`` x ``n`` float32 matrix product on ``backend`` (a name)."""
@@ -60,32 +59,42 @@ def _measure_layer(be, model_key, name, layer, x, settings):
     fwd = timing.measure(lambda: layer.forward(x, True), be.timer, reps, warm)
     dout = be.rng(2).random((N, FN, OH, OW), dtype=np.float32)
     bwd = timing.measure(lambda: layer.backward(dout), be.timer, reps, warm)
-    gemm_f, gemm_b = be.conv_gemm_probe(x.shape, layer.params["W"].shape, layer.stride, layer.pad)
-    gemm_fwd = timing.measure(gemm_f, be.timer, reps, warm)
-    gemm_bwd = timing.measure(gemm_b, be.timer, reps, warm)
-    del gemm_f, gemm_b
-    im2col = _im2col_time(be, layer, x, reps, warm)
+    fwd_stages = _stage_means(be, lambda: layer.forward(x, True), reps)
+    bwd_stages = _stage_means(be, lambda: layer.backward(dout), reps)
+    if fwd_stages:
+        forward = {"im2col": fwd_stages.get("im2col", 0.0), "gemm": _gemm_ms(fwd_stages)}
+        backward = {"dx_copy": bwd_stages.get("col2im", 0.0) + bwd_stages.get("dx: im2col", 0.0),
+                    "gemm": _gemm_ms(bwd_stages)}
+    else:
+        forward, backward = _probed_gemm(be, x, layer, reps, warm)
     return {
         "backend": be.name, "model": model_key, "layer": name, "input_shape": list(x.shape),
         "output_shape": [N, FN, OH, OW], "kernel": [layer.KH, layer.KW], "stride": list(layer.stride),
         "pad": list(layer.pad), "gemm_mnk": [FN, N * P, K], "forward_gflop": flop / 1e9,
-        "forward": _phase(fwd, flop, {"im2col": im2col, "gemm": gemm_fwd["median_ms"]}),
-        "backward": _phase(bwd, 2 * flop, {"gemm": gemm_bwd["median_ms"]}),
+        "forward_stages_ms": fwd_stages, "backward_stages_ms": bwd_stages,
+        "forward": _phase(fwd, flop, forward), "backward": _phase(bwd, 2 * flop, backward),
     }
 
 
-def _im2col_time(be, layer, x, reps, warm):
-    """ms of the backend's own conv forward with one filter, less that conv's tiny GEMMs: its column copy.
+def _stage_means(be, fn, reps):
+    """``{stage: ms per call}`` of the backend's conv stages over ``reps`` calls of ``fn`` ({} if it times none)."""
+    be.synchronize()
+    with be.conv_stages() as ms:
+        for _ in range(reps):
+            fn()
+    be.synchronize()
+    return {name: total / reps for name, total in ms.items()}
 
-    With FN = 1 the backend runs its column copy in full while its GEMMs shrink to matrix-vector
-    products, which are timed on their own and subtracted. (Backward has no such split: a backend may
-    compute dx by col2im or by an im2col of dout, depending on the layer.)
-    """
-    W1, b1 = layer.params["W"][:1].copy(), layer.params["b"][:1].copy()
-    ws, geometry = {}, (layer.stride, layer.pad)
-    fwd = timing.measure(lambda: be.conv2d_forward(x, W1, b1, *geometry, ws), be.timer, reps, warm)
-    gemv = be.conv_gemm_probe(x.shape, W1.shape, *geometry)[0]
-    return max(0.0, fwd["median_ms"] - timing.measure(gemv, be.timer, reps, warm)["median_ms"])
+
+def _gemm_ms(stages):
+    return sum(ms for name, ms in stages.items() if "gemm" in name)
+
+
+def _probed_gemm(be, x, layer, reps, warm):
+    """``(forward, backward)`` pieces from conv_gemm_probe: the backend's products on random arrays."""
+    gemm_f, gemm_b = be.conv_gemm_probe(x.shape, layer.params["W"].shape, layer.stride, layer.pad)
+    return ({"gemm": timing.measure(gemm_f, be.timer, reps, warm)["median_ms"]},
+            {"gemm": timing.measure(gemm_b, be.timer, reps, warm)["median_ms"]})
 
 
 def _phase(total, flop, pieces):
@@ -154,7 +163,9 @@ def render(result, unavailable=None):
 
 
 _COMMON = ["model", "layer", "input", "kernel/s/p", "GFLOP", "ms", "GFLOP/s", "% peak", "GEMM GFLOP/s"]
-_HEADERS = {"forward": _COMMON + ["im2col %", "GEMM %", "rest %"], "backward": _COMMON + ["GEMM %", "rest %"]}
+_HEADERS = {"forward": _COMMON + ["im2col %", "GEMM %", "rest %"],
+            "backward": _COMMON + ["dx copy %", "GEMM %", "rest %"]}
+_COPY = {"forward": "im2col_ms", "backward": "dx_copy_ms"}
 
 
 _TOTAL_HEADERS = ["model", "layers", "GFLOP", "fwd ms", "GEMM alone", "bwd ms", "GEMM alone", "fwd+bwd ms",
@@ -176,8 +187,8 @@ def _cells(r, phase):
     flag = "*" if p["pieces_exceed_total"] else ""
     return [r["model"], r["layer"], shape_text(r["input_shape"]), geometry, fmt(gflop, 3), fmt(ms, 3),
             fmt(p["gflops"], 1), pct(p["peak_fraction"]), fmt(p["gemm_gflops"], 1)] + \
-        ([pct(p["im2col_ms"] / ms)] if phase == "forward" else []) + \
-        [pct(p["gemm_ms"] / ms), pct(p["rest_ms"] / ms) + flag]
+        [pct(p[_COPY[phase]] / ms) if _COPY[phase] in p else "-", pct(p["gemm_ms"] / ms),
+         pct(p["rest_ms"] / ms) + flag]
 
 
 def plot(result, settings):
@@ -189,12 +200,12 @@ def plot(result, settings):
             for phase, tag in (("forward", "fwd"), ("backward", "bwd")):
                 p = r[phase]
                 labels.append(f"{r['model']} {r['layer']} {tag}")
-                copy.append(p.get("im2col_ms", 0.0))
+                copy.append(p.get(_COPY[phase], 0.0))
                 gemm.append(p["gemm_ms"])
                 rest.append(p["rest_ms"])
                 notes.append(f"{p['gflops']:,.0f} GFLOP/s ({100 * p['peak_fraction']:.0f}%)")
         title = f"conv layers on {name}: time split; GEMM peak {peak['gflops']:,.0f} GFLOP/s"
         path = os.path.join(settings.plots_dir, f"conv_split_{name}.png")
-        paths.append(plots.split_bars(path, title, labels, {"im2col (forward)": copy, "GEMM": gemm,
+        paths.append(plots.split_bars(path, title, labels, {"copies (im2col, dx)": copy, "GEMM": gemm,
                                                             "rest": rest}, notes))
     return paths

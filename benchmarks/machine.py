@@ -26,28 +26,22 @@ def blas_threads():
     """``(threads, how it was found)``: the CPU threads xpnet's NumPy backend computes with.
 
     The NumPy backend's batch split when it is on (XPNET_NUM_THREADS; OpenBLAS then runs one thread in
-    each), else NumPy's BLAS: asks OpenBLAS itself when NumPy links it (found in the process's mapped
-    libraries), else reads the usual environment variables, else assumes one thread per usable core.
+    each), else NumPy's BLAS: asks it through threadpoolctl, else reads the usual environment variables,
+    else assumes one thread per usable core.
     PyTorch is given the same number.
     """
     split = backends.get("numpy").splitter
     if split.threads > 1:
         return split.threads, "xpnet batch split (XPNET_NUM_THREADS or usable cores), OpenBLAS 1 thread each"
-    asked = _openblas_threads()
-    if asked is not None:
-        return asked, "openblas_get_num_threads"
+    from xpnet.backends.cpu_threads import blas_threads as asked
+
+    if asked() is not None:
+        return asked(), "threadpoolctl"
     for var in _THREAD_ENV:
         value = os.environ.get(var, "").split(",")[0].strip()
         if value.isdigit() and int(value) > 0:
             return int(value), var
     return usable_cores(), "usable cores (default)"
-
-
-def _openblas_threads():
-    from xpnet.backends.cpu_threads import find_openblas
-
-    found = find_openblas()
-    return int(found[1]()) if found is not None else None
 
 
 def package_version(name):

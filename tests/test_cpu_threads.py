@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tolerance import assert_close
 
-from xpnet.backends import numpy_conv, numpy_conv_probe, numpy_split
+from xpnet.backends import numpy_conv, numpy_conv_plan, numpy_split
 from xpnet.backends.cpu_threads import BatchSplitter
 
 
@@ -31,29 +31,67 @@ def test_slices_cover_the_batch_in_order(split):
     assert split.run(lambda k, a, b: (k, a, b), 7) == [(0, 0, 2), (1, 2, 4), (2, 4, 7)]
 
 
-def test_splitter_sets_blas_to_one_thread_and_nested_use_runs_in_place(split):
-    # The contract cpu_threads documents: a splitter of more than one thread sets OpenBLAS to one thread
-    # for the whole process (its spinning workers would take the slices' cores) and leaves it there.
-    set_threads, get_threads = split.blas
-    set_threads(2)  # as OPENBLAS_NUM_THREADS=2 would
-    splitter = BatchSplitter(threads=3)
-    assert get_threads() == 1
-    assert BatchSplitter(threads=1).threads == 1 and get_threads() == 1  # the split off: BLAS left alone
+def test_blas_threads_are_restored_and_nested_use_runs_in_place(split):
+    from xpnet.backends.cpu_threads import blas_threads
 
+    before = blas_threads()
+    seen = split.run(lambda k, a, b: (blas_threads(), split.run(lambda *_: blas_threads(), 4)), 6)
+    assert [s[0] for s in seen] == [1, 1, 1]  # one BLAS thread inside the region
+    assert all(len(inner) == 3 for _, inner in seen)  # the nested call ran its slices in place
+    assert blas_threads() == before
+    with pytest.raises(ZeroDivisionError):
+        split.run(lambda k, a, b: 1 / 0, 6)
+    assert blas_threads() == before  # restored after an error too
+
+
+def test_slices_run_at_the_same_time_and_the_split_goes_on_after_an_error(split):
     together = threading.Barrier(3, timeout=30)  # broken unless the three slices run at the same time
 
     def outer(k, a, b):
         together.wait()
         me = threading.get_ident()
-        return me, splitter.run(lambda *_: threading.get_ident() == me, 4)
+        return me, split.run(lambda *_: threading.get_ident() == me, 4)
 
-    seen = splitter.run(outer, 6)
+    seen = split.run(outer, 6)
     assert len({ident for ident, _ in seen}) == 3  # three slices on three threads
     assert all(inner == [True] * 3 for _, inner in seen)  # a nested call runs its slices in place
     with pytest.raises(ZeroDivisionError):
-        splitter.run(lambda k, a, b: 1 / 0, 6)
+        split.run(lambda k, a, b: 1 / 0, 6)
     together.reset()
-    assert len(splitter.run(lambda k, a, b: (together.wait(), k), 6)) == 3  # still splits after the error
+    assert len(split.run(lambda k, a, b: (together.wait(), k), 6)) == 3  # still splits after the error
+
+
+_STEP = """
+import numpy as np
+from threadpoolctl import threadpool_info
+def counts():
+    return [(i["filepath"], i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"]
+before = counts()
+import xpnet
+from xpnet import backends
+from xpnet.models import DeepConvNet
+from xpnet.optim import Adam
+assert backends.get("numpy").splitter.threads == 2, backends.get("numpy").splitter
+model = DeepConvNet(input_dim=(1, 12, 12), dtype="float32", backend="numpy")
+x, t = np.random.default_rng(0).random((8, 1, 12, 12), dtype=np.float32), np.arange(8) % 10
+model.loss(x, t, train=True)
+model.backward()
+Adam().step(model.params, model.grads)
+after = counts()
+assert before and after == before, (before, after)
+"""
+
+
+def test_numpys_blas_threads_are_what_they_were_after_import_and_a_training_step():
+    import os
+    import subprocess
+    import sys
+
+    if BatchSplitter(threads=2).threads == 1:
+        pytest.skip("no BLAS whose thread count threadpoolctl can set: the split is off")
+    env = {**os.environ, "XPNET_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, "-c", _STEP], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_bad_thread_setting_is_named(monkeypatch):
@@ -62,24 +100,45 @@ def test_bad_thread_setting_is_named(monkeypatch):
         BatchSplitter()
 
 
+def _conv(x, W, b, stride, pad, ws=None, split=None, keep=True):
+    """The NumPy convolution's forward through the plan kept in ``ws`` (a fresh one when None)."""
+    return numpy_conv_plan.plan_for(ws, x, W, stride, pad, split).forward(x, W, b, keep)
+
+
+def _conv_backward(dout, cache, W):
+    return cache.plan.backward(dout, cache, W)
+
+
 @pytest.mark.parametrize("C, FN, pad, stride", [(1, 4, (1, 1), (1, 1)), (6, 4, (2, 1), (1, 1)), (6, 8, (1, 1), (1, 1)),
                                                 (6, 4, (1, 2), (2, 1))])
 def test_reused_conv_buffers_give_what_fresh_ones_give(C, FN, pad, stride):
     # Column buffers are created zeroed and their padding entries are never written again: a second
-    # input through the same workspace must give exactly what fresh (zeroed) buffers give.
+    # input through the same plan must give exactly what a fresh plan (zeroed buffers) gives.
     rng = np.random.default_rng(4)
     W = rng.standard_normal((FN, C, 3, 3)).astype(np.float32)
     b = rng.standard_normal(FN).astype(np.float32)
     ws = {}
     for _ in range(2):
         x = rng.standard_normal((5, C, 7, 6)).astype(np.float32)
-        got, cache = numpy_conv.forward(x, W, b, stride, pad, ws)
-        want, fresh_cache = numpy_conv.forward(x, W, b, stride, pad, None)
+        got, cache = _conv(x, W, b, stride, pad, ws)
+        want, fresh_cache = _conv(x, W, b, stride, pad, None)
+        assert cache.plan is ws["plans"][next(iter(ws["plans"]))]  # the same plan both times
         np.testing.assert_array_equal(got, want)
         dout = rng.standard_normal(got.shape).astype(np.float32)
-        for g, w in zip(numpy_conv.backward(dout, cache, W, stride, pad, ws),
-                        numpy_conv.backward(dout, fresh_cache, W, stride, pad, None)):
+        for g, w in zip(_conv_backward(dout, cache, W), _conv_backward(dout, fresh_cache, W)):
             np.testing.assert_array_equal(g, w)
+
+
+def test_a_workspace_keeps_a_few_plans_and_drops_the_least_recently_used():
+    W, ws = np.ones((2, 1, 3, 3), np.float32), {}
+    xs = [np.ones((n, 1, 5, 5), np.float32) for n in range(1, numpy_conv_plan.MAX_PLANS + 2)]
+    first = _conv(xs[0], W, None, (1, 1), (1, 1), ws)[1].plan
+    for x in xs[1:-1]:
+        _conv(x, W, None, (1, 1), (1, 1), ws)
+    assert _conv(xs[0], W, None, (1, 1), (1, 1), ws)[1].plan is first  # reused, and now the most recent
+    _conv(xs[-1], W, None, (1, 1), (1, 1), ws)
+    kept = {key[0].N for key in ws["plans"]}
+    assert len(kept) == numpy_conv_plan.MAX_PLANS and 1 in kept and 2 not in kept
 
 
 @pytest.mark.parametrize("C, FN, pad", [(1, 4, (1, 1)), (6, 4, (2, 1)), (6, 8, (0, 1))])
@@ -88,14 +147,13 @@ def test_inference_forward_in_runs_matches_and_backward_rebuilds_the_columns(spl
     rng = np.random.default_rng(6)
     x = rng.standard_normal((7, C, 6, 5)).astype(np.float32)
     W, b = rng.standard_normal((FN, C, 3, 3)).astype(np.float32), rng.standard_normal(FN).astype(np.float32)
-    kept, cache = numpy_conv.forward(x, W, b, (1, 1), pad, {}, split)
-    ws = {}
-    runs, lean = numpy_conv.forward(x, W, b, (1, 1), pad, ws, split, keep=False)
-    assert lean[1] is None and any(key[0] == "run" for key in ws)  # no batch-sized columns were kept
+    kept, cache = _conv(x, W, b, (1, 1), pad, {}, split)
+    runs, lean = _conv(x, W, b, (1, 1), pad, {}, split, keep=False)
+    assert lean.col is None and lean.plan._col is None  # no batch-sized columns were made
+    assert any(key[0] == "col" and key[2] < 7 for key in lean.plan._scratch)  # runs of fewer images
     assert_close(runs, kept, terms=C * 9 + 1)  # the two GEMM layouts sum the C*3*3 products in other orders
     dout = rng.standard_normal(kept.shape).astype(np.float32)
-    got = numpy_conv.backward(dout, lean, W, (1, 1), pad, ws, split)
-    want = numpy_conv.backward(dout, cache, W, (1, 1), pad, {}, split)
+    got, want = _conv_backward(dout, lean, W), _conv_backward(dout, cache, W)
     for name, g, w, terms in zip(("dx", "dW", "db"), got, want, _grad_terms(x.shape, W.shape, dout.shape)):
         assert_close(g, w, terms=terms, err_msg=name)
 
@@ -113,12 +171,11 @@ def test_split_convolution_matches_one_slice(split, C, pad, stride):
     x = rng.standard_normal((7, C, 9, 10)).astype(np.float32)
     W = rng.standard_normal((5, C, 3, 3)).astype(np.float32)
     b = rng.standard_normal(5).astype(np.float32)
-    one, cache1 = numpy_conv.forward(x, W, b, stride, pad, {})
-    many, cache2 = numpy_conv.forward(x, W, b, stride, pad, {}, split)
+    one, cache1 = _conv(x, W, b, stride, pad, {})
+    many, cache2 = _conv(x, W, b, stride, pad, {}, split)
     assert_close(many, one, terms=C * 9 + 1)
     dout = rng.standard_normal(one.shape).astype(np.float32)
-    got = numpy_conv.backward(dout, cache2, W, stride, pad, {}, split)
-    want = numpy_conv.backward(dout, cache1, W, stride, pad, {})
+    got, want = _conv_backward(dout, cache2, W), _conv_backward(dout, cache1, W)
     for name, g, w, terms in zip(("dx", "dW", "db"), got, want, _grad_terms(x.shape, W.shape, dout.shape)):
         assert g.dtype == np.float32
         assert_close(g, w, terms=terms, err_msg=name)
@@ -166,44 +223,24 @@ def test_split_matmul_matches(split, monkeypatch, M, K, N):
     assert_close(numpy_split.matmul(split, b.T, a.T), b.T @ a.T, terms=K)  # views
 
 
-class _Counted(np.ndarray):
-    """An array whose matrix products are recorded: ``np.matmul(a, b)`` and ``a @ b`` both reach the
-    matmul ufunc, and through it this hook, when either operand is one of these."""
-
-    calls = []
-
-    def __array_ufunc__(self, ufunc, method, *inputs, **kw):
-        plain = [a.view(np.ndarray) if isinstance(a, _Counted) else a for a in inputs]
-        if "out" in kw:
-            kw["out"] = tuple(o.view(np.ndarray) if isinstance(o, _Counted) else o for o in kw["out"])
-        if ufunc is np.matmul and method == "__call__":
-            _Counted.calls.append((plain[0].shape, plain[1].shape))
-        return getattr(ufunc, method)(*plain, **kw)
-
-
-@pytest.mark.parametrize("C, FN", [(1, 4), (16, 4), (16, 32)])  # per-image GEMMs; dx by full conv; by col2im
-def test_gemm_probe_runs_the_products_the_convolution_runs(C, FN, monkeypatch):
-    monkeypatch.setattr(numpy_conv, "CHUNK_BYTES", 30000)  # runs of two images where the code makes runs
-    split = BatchSplitter(threads=2)
+@pytest.mark.parametrize("C, FN, stages", [
+    (1, 4, {"im2col", "gemm", "gemm dW", "gemm dx", "col2im"}),  # per-image GEMMs
+    (16, 4, {"im2col", "gemm", "gemm dW", "dx: im2col", "dx: gemm"}),  # dx by the full convolution
+    (16, 32, {"im2col", "gemm", "gemm dW", "gemm dx", "col2im"})])  # dx by col2im
+def test_stage_times_put_every_matrix_product_in_a_gemm_stage(C, FN, stages, monkeypatch):
+    # A fake clock that advances 1 ms per np.matmul call and not otherwise: each stage's recorded time is
+    # then the number of products it ran, so the copies' stages must read 0 and the GEMM stages one each.
+    now, real = [0.0], np.matmul
+    monkeypatch.setattr(numpy_conv_plan, "time", type("Clock", (), {"perf_counter": lambda: now[0] / 1e3}))
+    monkeypatch.setattr(np, "matmul", lambda *a, **kw: now.__setitem__(0, now[0] + 1) or real(*a, **kw))
+    clock = numpy_conv_plan.StageClock()
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((6, C, 5, 5)).astype(np.float32).view(_Counted)
-    W, b = rng.standard_normal((FN, C, 3, 3)).astype(np.float32).view(_Counted), np.zeros(FN, np.float32)
-    monkeypatch.setattr(_Counted, "calls", [])
-    out, cache = numpy_conv.forward(x, W, b, (1, 1), (1, 1), {}, split)
-    numpy_conv.backward(np.asarray(out).view(_Counted), cache, W, (1, 1), (1, 1), {}, split)
-    conv_calls = sorted(_Counted.calls)
-    _Counted.calls.clear()
-    real_rng = np.random.default_rng  # the probe's random operands count their products too
-    monkeypatch.setattr(np.random, "default_rng", lambda seed: _CountedRng(real_rng(seed)))
-    fwd, bwd = numpy_conv_probe.gemm_probe(x.shape, W.shape, (1, 1), (1, 1), split)
-    fwd()
-    bwd()
-    assert sorted(_Counted.calls) == conv_calls and len(conv_calls) >= 2 * len(split.slices(6))
-
-
-class _CountedRng:
-    def __init__(self, rng):
-        self.rng = rng
-
-    def random(self, *args, **kw):
-        return self.rng.random(*args, **kw).view(_Counted)
+    x = rng.standard_normal((6, C, 5, 5)).astype(np.float32)
+    W, b = rng.standard_normal((FN, C, 3, 3)).astype(np.float32), np.zeros(FN, np.float32)
+    plan = numpy_conv_plan.ConvPlan(numpy_conv_plan.Geometry(6, C, 5, 5, FN, 3, 3, (1, 1), (1, 1)), np.float32,
+                                    clock=clock)
+    with clock.recording() as ms:
+        out, cache = plan.forward(x, W, b)
+        plan.backward(out, cache, W)
+    assert ms == {name: (1.0 if "gemm" in name else 0.0) for name in stages}
+    assert plan.forward(x, W, b)[0] is not None and clock._times is None  # recording ended with the block

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from xpnet.backends import numpy_conv
+from xpnet.backends.numpy_conv_plan import plan_for
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)  # filter transform
 
@@ -68,11 +68,12 @@ def main():
         W = rng.standard_normal((FN, C, 3, 3)).astype(np.float32) * 0.1
         b = rng.standard_normal(FN).astype(np.float32)
         ws, bufs = {}, {}
-        err = np.max(np.abs(numpy_conv.forward(x, W, b, (1, 1), (p, p), ws)[0] - winograd_forward(x, W, b, p, bufs)))
+        conv = plan_for(ws, x, W, (1, 1), (p, p))
+        err = np.max(np.abs(conv.forward(x, W, b)[0] - winograd_forward(x, W, b, p, bufs)))
         im2col, winograd = [], []
         for _ in range(21):
             t0 = time.perf_counter()
-            numpy_conv.forward(x, W, b, (1, 1), (p, p), ws)
+            conv.forward(x, W, b)
             t1 = time.perf_counter()
             winograd_forward(x, W, b, p, bufs)
             im2col.append(t1 - t0)

@@ -1,0 +1,249 @@
+"""One plan per convolution shape, chosen once and reused (as oneDNN primitives and cuDNN plans are).
+
+A :class:`ConvPlan` fixes, for one (input shape, filter shape, stride, pad, dtype), everything that does
+not depend on the values: the column layout, how dx is computed, and the scratch buffers, which it owns
+(fresh 10-100 MB arrays cost more in page faults than the copies themselves). Layers keep their plans in
+the workspace dict they pass to the backend (:func:`plan_for`).
+
+Two memory regimes, one method each:
+
+- :meth:`ConvPlan.forward` with ``keep=True`` (training): one column buffer for the whole batch, kept
+  for the backward pass.
+- ``keep=False`` (inference): each thread makes and uses the columns in L3-sized runs of images
+  (the runs stay in cache, a batch-sized buffer does not); the cache then holds no columns and a
+  backward pass, should one come, rebuilds them.
+
+Backward, dx is either dcol = W^T @ dout scattered back by KH*KW strided adds in L3-sized runs of
+images, or, for stride-1 layers with FN <= C, the full convolution of dout with the flipped filters, run
+by a child plan (see :func:`dx_by_full_conv`).
+
+Every stage runs through the backend's :class:`StageClock`, a no-op unless a caller records (the
+benchmarks' ``conv`` suite does, through ``NumpyBackend.conv_stages``).
+"""
+
+import threading
+import time
+from collections import namedtuple
+from dataclasses import dataclass
+
+import numpy as np
+
+from xpnet.backends import numpy_conv as nc
+from xpnet.backends.shapes import out_size
+
+MAX_PLANS = 4  # per workspace: a layer sees a few shapes (training batch, last batch, evaluation batch)
+
+ConvCache = namedtuple("ConvCache", "plan col x")  # x only where backward must rebuild the columns
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A convolution's sizes: input (N, C, H, W), filters (FN, C, KH, KW), stride, pad, output OH x OW."""
+
+    N: int
+    C: int
+    H: int
+    W: int
+    FN: int
+    KH: int
+    KW: int
+    stride: tuple
+    pad: tuple
+
+    @property
+    def OH(self):
+        return out_size(self.H, self.W, self.KH, self.KW, self.stride, self.pad)[0]
+
+    @property
+    def OW(self):
+        return out_size(self.H, self.W, self.KH, self.KW, self.stride, self.pad)[1]
+
+    @property
+    def K(self):
+        return self.C * self.KH * self.KW
+
+    @property
+    def P(self):
+        return self.OH * self.OW
+
+
+class StageClock:
+    """Times a plan's stages while :meth:`recording`; otherwise calls them straight through."""
+
+    def __init__(self):
+        self._times = None
+        self._lock = threading.Lock()
+
+    def run(self, name, k, fn, *args):
+        """``fn(*args)``, its wall time added to stage ``name`` of batch slice ``k`` when recording."""
+        if self._times is None:
+            return fn(*args)
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            ms = (time.perf_counter() - start) * 1e3
+            with self._lock:
+                per_slice = self._times.setdefault(name, {})
+                per_slice[k] = per_slice.get(k, 0.0) + ms
+
+    def recording(self):
+        """Context manager yielding a dict that fills, on exit, with ``{stage: ms}`` of the plans run inside.
+
+        A stage's ms is its time summed over the calls, averaged over the batch slices (threads) that ran
+        it: with the slices running side by side, that is its share of the wall time.
+        """
+        return _Recording(self)
+
+
+class _Recording:
+    def __init__(self, clock):
+        self.clock, self.result = clock, {}
+
+    def __enter__(self):
+        if self.clock._times is not None:
+            raise RuntimeError("conv stages are already being recorded")
+        self.clock._times = {}
+        return self.result
+
+    def __exit__(self, *exc):
+        times, self.clock._times = self.clock._times, None
+        self.result.update({name: sum(s.values()) / len(s) for name, s in times.items()})
+        return False
+
+
+def _runner(split):
+    """``run(fn, n)`` over slices of the batch: the splitter's threads, or one call in place."""
+    return split.run if split is not None else (lambda fn, n: [fn(0, 0, n)])
+
+
+def dx_by_full_conv(g):
+    """dx as the full convolution of dout with the flipped filters (an im2col of dout + GEMM), not dcol + col2im.
+
+    Both write a 9x-expanded array, but the full convolution's GEMM has the fat inner dimension FN*KH*KW
+    and writes dx once instead of KH*KW read-modify-write passes. It writes FN*KH*KW rows where col2im's
+    dcol has C*KH*KW, so it pays only when FN <= C (timed on DeepConvNet: faster for conv2/4/6, slower
+    for conv3/5, where FN = 2C). Stride 1 only.
+    """
+    return g.K >= nc.THIN and g.stride == (1, 1) and g.FN <= g.C and g.FN * g.KH * g.KW >= nc.THIN \
+        and g.pad[0] < g.KH and g.pad[1] < g.KW
+
+
+class ConvPlan:
+    """Layout, dx method and buffers of one convolution shape; see the module docstring.
+
+    Args:
+        g: the :class:`Geometry`. dtype: the arrays' dtype. split: a BatchSplitter or None (one thread).
+        clock: the :class:`StageClock` the stages run through (None: a private one that never records).
+    """
+
+    def __init__(self, g, dtype, split=None, clock=None, prefix=""):
+        self.g, self.dtype, self.split = g, np.dtype(dtype), split
+        self.clock, self.prefix = clock if clock is not None else StageClock(), prefix
+        self.layout = nc.BatchedLayout(g) if g.K < nc.THIN else nc.GemmLayout(g)
+        self.full_conv_dx = dx_by_full_conv(g)
+        self._run = _runner(split)
+        self._col = None  # the batch's columns (keep=True)
+        self._scratch = {}  # per-thread runs of columns and dcol, keyed by (what, thread, images)
+        self._dx_plan = None
+
+    def __repr__(self):
+        return (f"ConvPlan({type(self.layout).__name__}, dx by {'full conv' if self.full_conv_dx else 'col2im'}, "
+                f"{self.g})")
+
+    def _stage(self, name, k, fn, *args):
+        return self.clock.run(self.prefix + name, k, fn, *args)
+
+    def _batch_columns(self):
+        if self._col is None:
+            self._col = np.zeros(self.layout.col_shape(self.g.N), self.dtype)  # zeroed: see numpy_conv.gather
+        return self._col
+
+    def _scratch_buffer(self, what, k, m, shape, new):
+        buf = self._scratch.get((what, k, m))
+        if buf is None:
+            buf = self._scratch[what, k, m] = new(shape, self.dtype)
+        return buf
+
+    def forward(self, x, W, b, keep=True):
+        """``(out (N, FN, OH, OW), ConvCache)``; ``b`` may be None (no bias). See the module docstring."""
+        Wc, out = W.reshape(self.g.FN, -1), self.layout.out_buffer(x.dtype)
+        if keep:
+            col = self._batch_columns()
+
+            def part(k, n0, n1):
+                self._stage("im2col", k, self.layout.im2col, x, col, n0, n1, 0)
+                self._stage("gemm", k, self.layout.product, Wc, col, out, n0, n1, 0, b)
+        else:
+            col = None
+
+            def part(k, n0, n1):
+                for a, z in nc.chunks(n0, n1, self.g.K * self.g.P * self.dtype.itemsize):
+                    run = self._scratch_buffer("col", k, z - a, self.layout.col_shape(z - a), np.zeros)
+                    self._stage("im2col", k, self.layout.im2col, x, run, a, z, a)
+                    self._stage("gemm", k, self.layout.product, Wc, run, out, a, z, a, b)
+
+        self._run(part, self.g.N)
+        return self.layout.output(out), ConvCache(self, col, None if keep else x)
+
+    def backward(self, dout, cache, W):
+        """``(dx, dW, db)`` for :meth:`forward`'s ``cache``."""
+        col = cache.col
+        if col is None:  # the forward pass ran with keep=False: make the columns now
+            col = self._batch_columns()
+            self._run(lambda k, n0, n1: self._stage("im2col", k, self.layout.im2col, cache.x, col, n0, n1, 0),
+                      self.g.N)
+        d, acc, Wc = self.layout.dout_matrix(dout), nc.acc_dtype(dout), W.reshape(self.g.FN, -1)
+        dx = None if self.full_conv_dx else self.layout.dx_buffer(dout.dtype)
+
+        def part(k, n0, n1):
+            if dx is not None:
+                self._dx_by_col2im(Wc, d, dx, k, n0, n1)
+            return self._stage("gemm dW", k, self.layout.weight_grads, d, col, n0, n1, acc)
+
+        dW, db = _sum_parts(self._run(part, self.g.N), dout.dtype)
+        if dx is None:
+            dx = self._dx_by_full_conv(dout, W)
+        return dx, dW.reshape(W.shape), db
+
+    def _dx_by_col2im(self, Wc, d, dx, k, n0, n1):
+        """dx for images n0..n1 by dcol = W^T @ dout and KH*KW strided adds, in L3-sized runs of images."""
+        for a, z in nc.chunks(n0, n1, self.g.K * self.g.P * self.dtype.itemsize):
+            buf = self._scratch_buffer("dcol", k, z - a, self.layout.col_shape(z - a), np.empty)
+            taps = self._stage("gemm dx", k, self.layout.dcol, Wc, d, a, z, buf)
+            self._stage("col2im", k, nc.scatter, self.layout.dx_part(dx, a, z), taps, self.g)
+
+    def _dx_by_full_conv(self, dout, W):
+        g = self.g
+        if self._dx_plan is None:
+            flipped = Geometry(g.N, g.FN, g.OH, g.OW, g.C, g.KH, g.KW, (1, 1), (g.KH - 1 - g.pad[0],
+                                                                                  g.KW - 1 - g.pad[1]))
+            self._dx_plan = ConvPlan(flipped, self.dtype, self.split, self.clock, prefix="dx: ")
+        flipped_W = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, FN, KH, KW)
+        return self._dx_plan.forward(dout, flipped_W, None, keep=False)[0]
+
+
+def _sum_parts(parts, dtype):
+    """Sum each slice's ``(dW, db)`` partial sums (accumulated in float32 at least), cast to ``dtype``."""
+    dW = sum((p[0] for p in parts[1:]), parts[0][0])
+    db = sum((p[1] for p in parts[1:]), parts[0][1])
+    return dW.astype(dtype, copy=False), db.astype(dtype, copy=False)
+
+
+def plan_for(ws, x, W, stride, pad, split=None, clock=None):
+    """The plan for this convolution from the workspace dict ``ws`` (made and kept there on first use).
+
+    ``ws`` None: a fresh plan, buffers and all, that nobody keeps.
+    """
+    g = Geometry(*x.shape, W.shape[0], *W.shape[2:], tuple(stride), tuple(pad))
+    if ws is None:
+        return ConvPlan(g, x.dtype, split, clock)
+    plans = ws.setdefault("plans", {})
+    key = (g, x.dtype.str)
+    plan = plans.pop(key, None)  # re-inserted last: the dict's order is the order of last use
+    if plan is None:
+        plan = ConvPlan(g, x.dtype, split, clock)
+        while len(plans) >= MAX_PLANS:
+            del plans[next(iter(plans))]
+    plans[key] = plan
+    return plan
