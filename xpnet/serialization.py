@@ -103,6 +103,11 @@ def model_meta(model):
             "dtype": str(model.dtype), "xpnet_version": __version__}
 
 
+def content_sha256(model):
+    """The content hash ``save`` writes for ``model``: its arrays and its metadata (format version 2)."""
+    return arrays_sha256(model.state_dict(), model_meta(model))
+
+
 def save(model, path):
     """Save ``model``'s parameters, buffers and architecture to ``path`` (``.npz``), atomically."""
     write_npz(path, model.state_dict(), model_meta(model))
