@@ -51,3 +51,54 @@ def assert_same_arrays(a, b):
     assert sorted(a) == sorted(b)
     for k in a:
         assert np.array_equal(a[k], b[k]), k
+
+
+# -- hostile files ----------------------------------------------------------------------------------------
+def deflate_bomb_npz(path, name, nbytes, extra=None):
+    """An ``.npz`` whose member ``name`` is ``nbytes`` of zero uint8 deflated (~1000x), plus ``extra`` arrays.
+
+    Written as a stream of zero chunks, so making it never holds the declared data in memory.
+    """
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (nbytes,)})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for key, value in (extra or {}).items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asarray(value), allow_pickle=False)
+            zf.writestr(f"{key}.npy", buf.getvalue())
+        with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+            member.write(header.getvalue())
+            zero = bytes(1 << 22)
+            for start in range(0, nbytes, len(zero)):
+                member.write(zero[: min(len(zero), nbytes - start)])
+    return path
+
+
+def gzip_bomb_idx(path, n, side):
+    """A gzip'd IDX image file of ``n`` zero images ``side`` x ``side`` (the header tells the truth)."""
+    import gzip
+
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(b"\x00\x00\x08\x03" + b"".join(int(d).to_bytes(4, "big") for d in (n, side, side)))
+        zero = bytes(side * side * 1024)
+        for start in range(0, n, 1024):
+            f.write(zero[: side * side * min(1024, n - start)])
+    return path
+
+
+def peak_rss_mb(code, *argv):
+    """Run ``code`` in a fresh Python (xpnet importable) and return ``(peak RSS in MB, stdout, stderr)``.
+
+    A middle process runs the child alone, so its ``getrusage(RUSAGE_CHILDREN)`` is the child's peak.
+    """
+    script = ("import resource, subprocess, sys\n"
+              "p = subprocess.run([sys.executable, '-c', sys.argv[1], *sys.argv[2:]], capture_output=True, text=True)\n"
+              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+              "sys.stderr.write(p.stdout + '\\x00' + p.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", script, code, *map(str, argv)], capture_output=True, text=True,
+                          timeout=300)
+    out, _, err = done.stderr.partition("\x00")
+    return int(done.stdout.strip()) / 1024, out, err

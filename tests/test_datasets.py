@@ -306,18 +306,20 @@ def _pickled_npz(path, raw):
      _tampered_npz, _pickled_npz],
     ids=["garbage", "truncated", "hash-mismatch", "pickled"],
 )
-def test_corrupt_cache_is_refused_deleted_and_refetched(monkeypatch, cache, corrupt):
+def test_corrupt_cache_is_refused_moved_aside_and_refetched(monkeypatch, cache, corrupt):
     raw = fake_raw()
     expect(monkeypatch, raw)
     source, calls = counting_source(raw)
     monkeypatch.setattr(mnist, "SOURCES", [source])
     load_mnist()
     corrupt(cache, raw)
-    with pytest.warns(UserWarning, match="refusing MNIST cache"):
+    refused = cache.read_bytes()
+    with pytest.warns(UserWarning, match="refusing MNIST cache .* moved it to .*mnist.npz.refused"):
         (x_train, t_train), (x_test, t_test) = load_mnist(normalize=False, flatten=False)
     assert len(calls) == 2
     np.testing.assert_array_equal(t_test, raw["test_labels"])
     mnist.verify_raw(mnist._read_npz(cache))  # the re-fetched data was cached again
+    assert (cache.parent / "mnist.npz.refused").read_bytes() == refused  # the user's file is kept, unchanged
 
 
 def test_all_sources_fail_names_every_source(monkeypatch, cache):

@@ -157,10 +157,11 @@ def test_mnist_hash_mismatch_and_corrupt_cache_via_cli(tmp_path, capsys, monkeyp
     (tmp_path / "cache" / "mnist.npz").write_bytes(b"PK\x03\x04 not a zip")
     code, _, err = run_main(capsys, "train", "--model", "mlp", "--out", tmp_path / "run", "--no-progress")
     warning, error = err.strip().splitlines()  # the refused cache is a one-line warning, the failure one line
-    assert warning.startswith("xpnet: warning: refusing MNIST cache") and "deleting it" in warning
+    assert warning.startswith("xpnet: warning: refusing MNIST cache") and "moved it to" in warning
     assert_one_line_error(code, error, "could not get MNIST from any source", "tampered mirror",
                           "train_labels: SHA-256 mismatch")
-    assert "Traceback" not in err and os.listdir(tmp_path / "cache") == []
+    assert "Traceback" not in err and os.listdir(tmp_path / "cache") == ["mnist.npz.refused"]
+    assert (tmp_path / "cache" / "mnist.npz.refused").read_bytes() == b"PK\x03\x04 not a zip"  # never deleted
 
 
 # -- checkpoints and model files -----------------------------------------------------------------------
@@ -188,8 +189,8 @@ def test_tampered_checkpoint_fails_its_content_hash(run_copy, capsys):
 
 
 @pytest.mark.parametrize("extra, fragments", [
-    (["--model", "simple_convnet"], ["holds a 'mlp' model, not 'simple_convnet'", "the model it was trained with"]),
-    (["--optimizer", "sgd"], ["holds Adam optimizer state, not SGD", "the optimizer it was trained with"]),
+    (["--model", "simple_convnet"], ["--model simple_convnet (the run used mlp)", "the run's own arguments"]),
+    (["--optimizer", "sgd"], ["--optimizer sgd (the run used adam)", "the run's own arguments"]),
 ], ids=["architecture", "optimizer"])
 def test_checkpoint_of_another_run_refuses_to_resume(run_copy, capsys, extra, fragments):
     data, run = run_copy
@@ -310,7 +311,8 @@ def test_disk_full_at_the_second_checkpoint_keeps_the_first(tmp_path, capsys, mo
                           "No space left on device", "the previous checkpoint is intact")
     _, _, meta = load_checkpoint(run / "checkpoint.npz")  # intact and loadable: hash verified
     assert meta["epoch"] == 1
-    assert sorted(os.listdir(run)) == ["checkpoint.npz", "curves.png", "metrics.csv", "metrics.json"]  # no temp file
+    assert sorted(os.listdir(run)) == [".xpnet.lock", "checkpoint.npz", "curves.png", "metrics.csv", "metrics.json",
+                                       "train.log"]  # no temp file
     monkeypatch.undo()
     code, out, err = run_main(capsys, *train_args(data, run, "--resume", epochs=2))
     assert code == 0 and "at epoch 1" in out, err
@@ -342,7 +344,7 @@ def test_directory_turning_unwritable_mid_run_is_one_line(tmp_path, capsys, monk
     data, run = tiny_idx(tmp_path / "data"), tmp_path / "run"
     code, _, err = run_main(capsys, *train_args(data, run))
     assert_one_line_error(code, err, "could not write the checkpoint of epoch 1", "Permission denied")
-    assert "intact" not in err and os.listdir(run) == []
+    assert "intact" not in err and sorted(os.listdir(run)) == [".xpnet.lock", "train.log"]  # no run to resume
 
 
 def test_unwritable_output_directory_is_refused_up_front(tmp_path, capsys, monkeypatch):
@@ -370,7 +372,7 @@ def test_output_path_that_is_a_file_is_one_line(tmp_path, capsys):
     out = tmp_path / "run"
     out.write_text("my notes")
     code, _, err = run_main(capsys, *train_args(tiny_idx(tmp_path / "data"), out))
-    assert_one_line_error(code, err, str(out), "File exists")
+    assert_one_line_error(code, err, str(out), "exists and is not a directory")
     assert out.read_text() == "my notes"
 
 

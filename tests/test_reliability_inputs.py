@@ -13,6 +13,7 @@ import pytest
 from reliability_helpers import assert_one_line_error, run_main, tiny_idx, train_args
 
 from xpnet import backends, optim
+from xpnet.cli.main import main
 from xpnet.errors import DTypeError, ShapeError, TrainingError
 from xpnet.layers import (
     Affine,
@@ -214,8 +215,10 @@ def test_batch_larger_than_the_dataset_trains_one_partial_batch_per_epoch(tmp_pa
     (lambda tr, te: Trainer(_tiny_mlp(), optim.SGD(), tr, te, batch_size=2.5), "got 2.5"),
     (lambda tr, te: Trainer(_tiny_mlp(), optim.SGD(), tr, te, eval_batch_size=0),
      "eval_batch_size must be a positive integer, got 0"),
-    (lambda tr, te: DeepConvNet(dropout_ratio=1.0), "Dropout: ratio must be in [0, 1), got 1.0"),
-    (lambda tr, te: MLP(use_dropout=True, dropout_ratio=-0.1), "Dropout: ratio must be in [0, 1), got -0.1"),
+    (lambda tr, te: DeepConvNet(dropout_ratio=1.0),
+     "DeepConvNet: dropout_ratio must be a finite number in [0, 1), got 1.0"),
+    (lambda tr, te: MLP(use_dropout=True, dropout_ratio=-0.1),
+     "MLP: dropout_ratio must be a finite number in [0, 1), got -0.1"),
     (lambda tr, te: MLP(activation="gelu"), "activation must be 'relu' or 'sigmoid', got 'gelu'"),
     (lambda tr, te: Conv2D(1, 2, 3, stride=0), "kernel_size and stride must be >= 1"),
     (lambda tr, te: MaxPool2D(0), "size and stride must be >= 1"),
@@ -229,7 +232,7 @@ def test_invalid_hyperparameters_via_the_api(make, needle):
 
 @pytest.mark.parametrize("extra, fragments", [
     (["--weight-decay", "-1"], ["weight_decay must be a number >= 0.0, got -1.0"]),
-    (["--warmup-epochs", "-1"], ["--warmup-epochs must be >= 0, got -1.0"]),
+    (["--warmup-epochs", "-1"], ["--warmup-epochs must be a finite number >= 0, got -1.0"]),
     (["--lr", "nan"], ["--lr must be positive, got nan"]),
     (["--lr", "inf"], ["--lr must be finite, got inf"]),
     (["--lr", "-0.5"], ["--lr must be positive, got -0.5"]),
@@ -253,3 +256,98 @@ def test_invalid_hyperparameters_via_the_cli_are_one_line(tmp_path, capsys, extr
 def test_eval_batch_size_zero_is_refused_before_loading_anything(tmp_path, capsys):
     code, _, err = run_main(capsys, "eval", tmp_path / "missing.npz", "--batch-size", "0")
     assert_one_line_error(code, err, "--batch-size must be positive, got 0")
+
+
+# -- every argument and model argument validated, naming it ----------------------------------------------
+@pytest.mark.parametrize("extra, fragments", [
+    (["--seed", "-1"], ["--seed must be >= 0, got -1"]),
+    (["--model-arg", "hidden_size_list=abc"], ["--model-arg: MLP: hidden_size_list must be a list of integers",
+                                               "'abc'"]),
+    (["--model-arg", "hidden_size_list=[0]"], ["hidden_size_list must be a list of integers in [1,", "[0]"]),
+    (["--model-arg", "hidden_size_list=[3.5]"], ["hidden_size_list", "[3.5]"]),
+    (["--model-arg", "dropout_ratio=Infinity"], ["MLP: dropout_ratio must be a finite number", "inf"]),
+    (["--model-arg", "use_dropout=yes"], ["MLP: use_dropout must be true or false, got 'yes'"]),
+    (["--model", "resnet", "--model-arg", "blocks=abc"], ["ResNet: blocks must be a list of integers, got 'abc'"]),
+    (["--model", "simple_convnet", "--model-arg", "stride=0"], ["SimpleConvNet: stride must be an integer", "0"]),
+    (["--model", "vgg16", "--model-arg", "width=Infinity"], ["VGG16: width must be a finite number", "inf"]),
+    (["--model", "simple_convnet", "--augment", "rotate=1e308"], ["--augment 'rotate=1e308'",
+                                                                  "degrees must be a number in [0, 180]"]),
+    (["--model", "simple_convnet", "--augment", "shift=inf"], ["translate must be a number finite and >= 0"]),
+    (["--weight-decay", "inf"], ["weight_decay must be a number >= 0.0, got inf"]),
+    (["--warmup-epochs", "inf"], ["--warmup-epochs must be a finite number >= 0, got inf"]),
+], ids=["seed", "hidden-abc", "hidden-0", "hidden-3.5", "dropout-inf", "flag", "blocks-abc", "stride-0",
+        "width-inf", "rotate-1e308", "shift-inf", "weight-decay-inf", "warmup-inf"])
+def test_bad_arguments_are_one_line_naming_them_before_any_data(tmp_path, capsys, extra, fragments):
+    code, _, err = run_main(capsys, *train_args(tmp_path / "no-such-data", tmp_path / "run", *extra))
+    assert_one_line_error(code, err, *fragments)  # the missing dataset was never reached
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("make, error, needle", [
+    (lambda: optim.Adam(lr=float("inf")), ValueError, "lr must be a number > 0.0, got inf"),
+    (lambda: optim.SGD(lr=float("nan")), ValueError, "got nan"),
+    (lambda: optim.Adam(weight_decay=float("inf")), ValueError, "weight_decay must be a number >= 0.0, got inf"),
+    (lambda: Conv2D(1, -2, 3), ValueError, "Conv2D: out_channels must be an integer in [1,"),
+    (lambda: Affine(3, 0), ValueError, "Affine: out_features must be an integer in [1,"),
+    (lambda: MLP(input_size=4).predict(np.zeros((0, 4), np.float32)), ShapeError,
+     "MLP: expected a batch of at least one example, got shape (0, 4)"),
+    (lambda: MLP(input_size=4).backward(), RuntimeError, "MLP.backward: no loss to back-propagate"),
+    (lambda: SimpleConvNet(input_dim=(1, 4, 4)), ValueError, "input_dim [1, 4, 4] is too small for filter_size 5"),
+], ids=["adam-lr-inf", "sgd-lr-nan", "weight-decay-inf", "conv-negative", "affine-zero", "predict-empty",
+        "backward-first", "input-too-small"])
+def test_bad_api_arguments_raise_naming_the_value(make, error, needle):
+    with pytest.raises(error) as exc:
+        make()
+    assert needle in str(exc.value)
+
+
+def test_a_gradient_that_would_broadcast_is_refused_by_every_optimizer():
+    for name in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"):
+        opt = optim.get(name, lr=0.1)
+        params = {"fc.W": np.zeros((3, 4), np.float32)}
+        with pytest.raises(ShapeError, match=r"the gradient of 'fc.W' has shape \(4,\), the parameter \(3, 4\)"):
+            opt.step(params, {"fc.W": np.ones(4, np.float32)})
+        assert not params["fc.W"].any(), name  # nothing was updated
+
+
+# -- labels against the classes ----------------------------------------------------------------------------
+def _labelled_idx(directory, train_labels, test_labels):
+    from test_cli import write_idx
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for prefix, t in (("train", train_labels), ("t10k", test_labels)):
+        t = np.asarray(t, np.uint8)
+        write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", np.zeros((len(t), 12, 12), np.uint8))
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", t)
+    return directory
+
+
+@pytest.mark.parametrize("train_labels, test_labels, fragments", [
+    ([0, 1, 2] * 20 + [255], [0, 1, 2], ["train labels go up to 255", "never occur (e.g. 3, 4, 5"]),
+    ([0, 1, 2] * 2000 + [3], [0, 1, 2], ["train label 3 occurs 1 time(s) against a mean of 1500", "stray label"]),
+    ([0, 1, 2] * 20, [0, 1, 3], ["t10k labels span 0..3, outside the training labels' classes 0..2"]),
+], ids=["label-255", "stray-label", "test-label-beyond"])
+def test_dataset_labels_outside_the_classes_are_refused(tmp_path, capsys, train_labels, test_labels, fragments):
+    data = _labelled_idx(tmp_path / "data", train_labels, test_labels)
+    code, _, err = run_main(capsys, *train_args(data, tmp_path / "run"))
+    assert_one_line_error(code, err, *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_labels_outside_the_models_classes_are_refused(tmp_path, capsys):
+    data = tiny_idx(tmp_path / "data")  # 3 classes
+    assert main(train_args(data, tmp_path / "run")) == 0
+    five = _labelled_idx(tmp_path / "five", [0, 1, 2, 3, 4] * 4, [0, 1, 2, 3, 4])
+    capsys.readouterr()
+    for command in (["eval", tmp_path / "run" / "model.npz"], ["ensemble", tmp_path / "run" / "model.npz"]):
+        code, _, err = run_main(capsys, *command, "--dataset", five)
+        assert_one_line_error(code, err, "test labels span 0..4, outside the", "classes 0..2")
+
+
+def test_a_model_too_large_to_build_says_so_not_to_lower_the_batch_size(tmp_path, capsys):
+    data = tiny_idx(tmp_path / "data")
+    code, _, err = run_main(capsys, *train_args(data, tmp_path / "run", "--model-arg",
+                                                "hidden_size_list=[1, 16777216, 16777216]"))  # 2.8e14 weights
+    assert_one_line_error(code, err, "out of memory building the mlp model", "hidden_size_list=[1, 16777216",
+                          "choose smaller --model-arg values")
+    assert "--batch-size" not in err

@@ -74,7 +74,8 @@ class RandomAffine:
     """
 
     def __init__(self, degrees=0.0, translate=0.0, scale=0.0):
-        _check("RandomAffine", degrees=degrees, translate=translate)
+        _check("RandomAffine", high=180.0, closed=True, degrees=degrees)
+        _check("RandomAffine", translate=translate)
         _check("RandomAffine", high=1.0, scale=scale)
         self.degrees, self.translate, self.scale = float(degrees), float(translate), float(scale)
 
@@ -209,9 +210,10 @@ class Augment:
 def _check(owner, high=None, closed=False, **values):
     """Raise ValueError naming ``owner`` and the argument unless 0 <= value < high (<= high if closed)."""
     for name, v in values.items():
-        below = high is None or v < high or (closed and v == high) if isinstance(v, (int, float)) else False
-        if not isinstance(v, (int, float)) or not (v >= 0 and below):
-            bound = f"in [0, {high:g}{']' if closed else ')'}" if high is not None else ">= 0"
+        number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        below = number and (high is None or v < high or (closed and v == high))
+        if not (number and v >= 0 and below):
+            bound = f"in [0, {high:g}{']' if closed else ')'}" if high is not None else "finite and >= 0"
             raise ValueError(f"{owner}: {name} must be a number {bound}, got {v!r}")
 
 
@@ -250,6 +252,13 @@ def parse_transforms(spec):
             values[key] = int(value) if key == "crop" else float(value)
         except ValueError:
             raise ValueError(f"--augment: {key} needs a number, got {value.strip()!r}") from None
+    try:
+        return _transforms(values)
+    except ValueError as e:
+        raise ValueError(f"--augment {spec.strip()!r}: {e}") from None
+
+
+def _transforms(values):
     transforms = []
     if values.keys() & {"rotate", "shift", "scale"}:
         transforms.append(RandomAffine(values.get("rotate", 0.0), values.get("shift", 0.0), values.get("scale", 0.0)))

@@ -13,9 +13,11 @@ import numpy as np
 from xpnet import backends
 from xpnet.errors import FileFormatError, ShapeError
 from xpnet.fileio import atomic_write
+from xpnet.metacheck import check_manifest
 from xpnet.models.selection import batched_accuracy
 
 FORMAT = "xpnet-ensemble"
+MAX_MANIFEST = 1 << 20  # bytes: a manifest names files; a larger one is not a manifest
 
 
 def softmax(scores):
@@ -95,18 +97,19 @@ def load(path, backend=None):
     if os.path.isdir(path):
         path = os.path.join(path, "ensemble.json")
     try:
-        with open(path) as f:
-            meta = json.load(f)
-    except json.JSONDecodeError as e:
-        raise FileFormatError(f"{path}: not an ensemble manifest (invalid JSON: {e.msg})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not meta.get("members"):
-        raise FileFormatError(f"{path}: not an xpnet ensemble manifest (expected format {FORMAT!r} with members)")
+        with open(path, "rb") as f:
+            text = f.read(MAX_MANIFEST + 1)
+        if len(text) > MAX_MANIFEST:
+            raise FileFormatError(f"{path}: not an ensemble manifest (larger than {MAX_MANIFEST:,} bytes)")
+        meta = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise FileFormatError(f"{path}: not an ensemble manifest (invalid JSON: {getattr(e, 'msg', e)})") from None
     root = os.path.dirname(os.path.abspath(path))
     paths = []
-    for member in meta["members"]:
+    for i, member in enumerate(check_manifest(path, meta, FORMAT)):
         p = os.path.join(root, member["path"])
-        if not os.path.exists(p):
-            raise FileFormatError(f"{path}: member {member['path']} is missing")
+        if not os.path.isfile(p):
+            raise FileFormatError(f"{path}: field 'members[{i}].path': member {member['path']} is missing")
         if _sha256(p) != member["sha256"]:
             raise FileFormatError(f"{path}: member {member['path']} changed since the ensemble was saved "
                                   "(SHA-256 mismatch)")

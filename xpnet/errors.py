@@ -33,12 +33,19 @@ class UnsafePickleError(FileFormatError):
     """A pickle asked to run something other than NumPy array reconstruction."""
 
 
+class RunDirError(XpnetError, OSError):
+    """A run directory that a run may not use: another run holds it, or it holds files xpnet did not write."""
+
+    def __str__(self):
+        return self.args[0] if self.args else ""
+
+
 class TrainingError(XpnetError, RuntimeError):
     """Training cannot go on (a non-finite loss, say)."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) stopped training; the last completed epoch's checkpoint, if any, is intact.
+    """Ctrl-C (SIGINT) or SIGTERM stopped training; the last completed epoch's checkpoint, if any, is intact.
 
     A ``KeyboardInterrupt`` (not an ``Exception``), so ``except Exception`` never swallows a Ctrl-C.
 
@@ -46,11 +53,12 @@ class TrainingInterrupted(KeyboardInterrupt):
         epoch: the epoch that was running (1-based). step: the updates taken so far.
         checkpoint: the checkpoint a resume continues from, or None when none was written.
         resume_command: the command line that continues the run, where the caller knows one (the CLI).
+        signum: the signal that stopped it (SIGINT 2, SIGTERM 15).
     """
 
-    def __init__(self, epoch, step, checkpoint=None, resume_command=None):
+    def __init__(self, epoch, step, checkpoint=None, resume_command=None, signum=2):
         super().__init__(f"interrupted at epoch {epoch} step {step}")
-        self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
+        self.epoch, self.step, self.checkpoint, self.signum = epoch, step, checkpoint, signum
         self.resume_command = resume_command
 
 

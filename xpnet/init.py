@@ -1,6 +1,40 @@
 """Weight initializers. They draw on the host in float64 so every backend gets the same numbers."""
 
+import contextlib
+import contextvars
+import math
+
 import numpy as np
+
+_BUDGET = contextvars.ContextVar("xpnet_init_budget", default=None)
+
+
+class BudgetExceeded(ValueError):
+    """A model asked for more weights than :func:`allocation_budget` allows."""
+
+
+@contextlib.contextmanager
+def allocation_budget(values):
+    """Within the block, :func:`initialize` refuses to draw more than ``values`` numbers in all.
+
+    Used when building a model that a file describes: the file holds ``values`` numbers, so a config
+    declaring a larger model is refused before its weights are allocated.
+    """
+    token = _BUDGET.set([int(values)])
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def _spend(shape):
+    budget = _BUDGET.get()
+    if budget is None:
+        return
+    n = math.prod(int(d) for d in shape)
+    if n > budget[0]:
+        raise BudgetExceeded(f"a weight of shape {tuple(shape)} ({n:,} values) exceeds the {budget[0]:,} left")
+    budget[0] -= n
 
 
 def he_normal(shape, fan_in, rng=None):
@@ -25,6 +59,7 @@ def _normal(shape, std, rng):
 
 def initialize(spec, shape, fan_in, rng=None):
     """Draw a weight array by name (``"he"``/``"relu"``, ``"xavier"``/``"sigmoid"``) or by std (a float)."""
+    _spend(shape)
     if isinstance(spec, str):
         key = spec.lower()
         if key in ("he", "relu"):

@@ -5,7 +5,7 @@ import time
 from xpnet import ensemble
 from xpnet.cli import export
 from xpnet.cli.config import check_positive, plain
-from xpnet.cli.data import load_dataset
+from xpnet.cli.data import check_labels_fit, load_dataset
 from xpnet.cli.train import configure, run_train
 from xpnet.errors import DataError
 from xpnet.models import REGISTRY
@@ -113,6 +113,8 @@ def run_eval(args, world=None):
     if tuple(x.shape[1:]) != tuple(model.config.get("input_dim", x.shape[1:])):
         raise DataError(f"the model expects inputs {tuple(model.config['input_dim'])}, the dataset has "
                         f"{tuple(x.shape[1:])}")
+    check_labels_fit(f"{args.dataset}: test", t, int(model.config.get("output_size", 10)),
+                     "the model's classes")
     if args.dtype:
         model.astype(args.dtype)
     be.synchronize()
@@ -136,6 +138,8 @@ def _eval_ensemble(args, be):
         raise ValueError("--dtype and --misclassified apply to one model; evaluate the members one by one")
     members = ensemble.load(args.model, backend=be)
     _, (x, t), _ = load_dataset(args.dataset, flatten=members.models[0].arch == "mlp")
+    check_labels_fit(f"{args.dataset}: test", t, int(members.models[0].config.get("output_size", 10)),
+                     f"the ensemble {args.model}'s classes")
     report(members, x, t, args.batch_size)
 
 

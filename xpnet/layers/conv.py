@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from xpnet import backends, init
+from xpnet import backends, checks, init
 from xpnet.backends.shapes import out_length
 from xpnet.errors import ShapeError
 from xpnet.layers.base import Layer
@@ -36,7 +36,8 @@ class Conv2D(Layer):
                  rng=None, dtype=np.float32, backend=None):
         super().__init__()
         be = backends.get(backend) if backend is not None else backends.current()
-        self.C, self.FN = int(in_channels), int(out_channels)
+        self.C = checks.integer("Conv2D", "in_channels", in_channels)
+        self.FN = checks.integer("Conv2D", "out_channels", out_channels)
         (self.KH, self.KW), self.stride, self.pad = window(type(self).__name__, kernel_size, stride, pad)
         fan_in = self.C * self.KH * self.KW
         W = init.initialize(weight_init, (self.FN, self.C, self.KH, self.KW), fan_in, rng)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from xpnet import backends, init, precision
+from xpnet import backends, checks, init, precision
 from xpnet.layers.base import Layer, xp_of
 
 
@@ -26,7 +26,8 @@ class Affine(Layer):
     def __init__(self, in_features, out_features, weight_init="he", rng=None, dtype=np.float32, backend=None):
         super().__init__()
         be = backends.get(backend) if backend is not None else backends.current()
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features = checks.integer("Affine", "in_features", in_features)
+        self.out_features = checks.integer("Affine", "out_features", out_features)
         W = init.initialize(weight_init, (self.in_features, self.out_features), self.in_features, rng)
         self.params["W"] = be.asarray(W, dtype=dtype)
         self.params["b"] = be.xp.zeros(self.out_features, dtype=dtype)

@@ -1,7 +1,7 @@
 """Models and the registry :func:`build` uses to rebuild a saved model by its architecture name."""
 
 from xpnet import serialization
-from xpnet.errors import FileFormatError
+from xpnet.metacheck import check_model_meta, check_weights
 from xpnet.models.alexnet import AlexNet
 from xpnet.models.base import Model
 from xpnet.models.convnets import DeepConvNet, SimpleConvNet
@@ -32,12 +32,11 @@ def load(path, backend=None):
         FileFormatError: missing, truncated, corrupted, foreign or newer-format file.
     """
     arrays, meta = serialization.read_npz(path, serialization.FORMAT)
-    arch = meta.get("arch")
-    if arch not in REGISTRY:
-        raise FileFormatError(f"{path}: unknown architecture {arch!r}; known: {', '.join(REGISTRY)}")
-    config = dict(meta.get("config", {}))
+    arch, config = check_model_meta(path, meta, REGISTRY)  # every field checked before it is used
+    check_weights(path, arrays)
+    config = dict(config)
     config.pop("weight_decay_lambda", None)  # in MLP files of older versions; L2 is the optimizer's option
-    model = REGISTRY[arch](**config, backend=backend)
+    model = serialization.build_declared(path, REGISTRY[arch], config, arrays, backend)
     model.load_state_dict(arrays)
     return model
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from xpnet import checks
 from xpnet.backends.shapes import out_length
 from xpnet.errors import ShapeError
 from xpnet.layers import (
@@ -51,6 +52,8 @@ class AlexNet(Model):
 
     def __init__(self, input_dim=(3, 227, 227), output_size=1000, hidden_size=4096, dropout_ratio=0.5, seed=0,
                  dtype="float32", backend=None):
+        checks.common("AlexNet", input_dim, output_size, seed, dropout_ratio)
+        checks.integer("AlexNet", "hidden_size", hidden_size)
         config = dict(input_dim=list(input_dim), output_size=output_size, hidden_size=hidden_size,
                       dropout_ratio=dropout_ratio, seed=seed, dtype=str(dtype))
         rng = np.random.default_rng(seed)

@@ -125,6 +125,9 @@ class Model:
         """
         x = self._prepare(x)
         self._check_shape(x)
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise ShapeError(f"{type(self).__name__}: expected a batch of at least one example, got shape "
+                             f"{tuple(x.shape)}")
         return self.net.forward(x, train)
 
     @property
@@ -139,7 +142,9 @@ class Model:
             x (N, ...) -> y (N, outputs) on the model's device; t as the loss layer takes it.
         """
         y = self.predict(x, train)
-        return self.loss_layer.forward(y, t, train), y
+        loss = self.loss_layer.forward(y, t, train)
+        self._has_loss = True
+        return loss, y
 
     def loss(self, x, t, train=True):
         """Mean loss over the batch as a 0-d device array (``float(...)`` to read it)."""
@@ -152,6 +157,8 @@ class Model:
             loss_scale: multiplies the loss before back-propagation (mixed-precision training's loss
                 scaling), so every gradient comes out scaled by it.
         """
+        if not getattr(self, "_has_loss", False):
+            raise RuntimeError(f"{type(self).__name__}.backward: no loss to back-propagate; call loss(x, t) first")
         self.net.backward(self.loss_layer.backward(float(loss_scale)))
         if self._flat.current(self.params):
             self._flat.gather(self.net.all_grads)

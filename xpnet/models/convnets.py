@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from xpnet import checks
 from xpnet.backends.shapes import out_length
 from xpnet.layers import Affine, Conv2D, Dropout, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy
 from xpnet.models.base import Model
@@ -18,6 +19,15 @@ class SimpleConvNet(Model):
 
     def __init__(self, input_dim=(1, 28, 28), filter_num=30, filter_size=5, pad=0, stride=1, hidden_size=100,
                  output_size=10, weight_init_std=0.01, seed=0, dtype="float32", backend=None):
+        owner = "SimpleConvNet"
+        checks.common(owner, input_dim, output_size, seed)
+        for name, value, low in (("filter_num", filter_num, 1), ("filter_size", filter_size, 1), ("pad", pad, 0),
+                                 ("stride", stride, 1), ("hidden_size", hidden_size, 1)):
+            checks.integer(owner, name, value, low)
+        checks.weight_init(owner, "weight_init_std", weight_init_std)
+        if min(out_length(d, filter_size, stride, pad) for d in input_dim[1:]) < 2:
+            raise ValueError(f"{owner}: input_dim {list(input_dim)} is too small for filter_size {filter_size}, "
+                             f"stride {stride}, pad {pad} and the 2x2 pooling after it")
         config = dict(input_dim=list(input_dim), filter_num=filter_num, filter_size=filter_size, pad=pad,
                       stride=stride, hidden_size=hidden_size, output_size=output_size,
                       weight_init_std=weight_init_std, seed=seed, dtype=str(dtype))
@@ -58,6 +68,8 @@ class DeepConvNet(Model):
 
     def __init__(self, input_dim=(1, 28, 28), hidden_size=50, output_size=10, dropout_ratio=0.5, seed=0,
                  dtype="float32", backend=None):
+        checks.common("DeepConvNet", input_dim, output_size, seed, dropout_ratio)
+        checks.integer("DeepConvNet", "hidden_size", hidden_size)
         config = dict(input_dim=list(input_dim), hidden_size=hidden_size, output_size=output_size,
                       dropout_ratio=dropout_ratio, seed=seed, dtype=str(dtype))
         C, H, W = input_dim

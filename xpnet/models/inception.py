@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from xpnet import checks
 from xpnet.layers import (
     Affine,
     BatchNorm,
@@ -46,6 +47,8 @@ class Inception(Model):
 
     def __init__(self, input_dim=(1, 28, 28), output_size=10, stem=32, stage1=STAGE1, stage2=STAGE2,
                  dropout_ratio=0.2, seed=0, dtype="float32", backend=None):
+        checks.common("Inception", input_dim, output_size, seed, dropout_ratio)
+        checks.integer("Inception", "stem", stem)
         stage1, stage2 = _specs(stage1, "stage1"), _specs(stage2, "stage2")
         config = dict(input_dim=list(input_dim), output_size=output_size, stem=int(stem), stage1=stage1,
                       stage2=stage2, dropout_ratio=dropout_ratio, seed=seed, dtype=str(dtype))

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from xpnet import checks
 from xpnet.layers import Affine, BatchNorm, Dropout, MeanSquaredError, ReLU, Sequential, Sigmoid, SoftmaxCrossEntropy
 from xpnet.models.base import Model
 
@@ -30,6 +31,12 @@ class MLP(Model):
     def __init__(self, input_size=784, hidden_size_list=(100, 100), output_size=10, activation="relu",
                  weight_init_std="relu", weight_decay_lambda=0.0, use_dropout=False, dropout_ratio=0.5,
                  use_batchnorm=False, seed=0, dtype="float32", backend=None, loss="cross_entropy"):
+        checks.common("MLP", output_size=output_size, seed=seed, dropout_ratio=dropout_ratio)
+        checks.integer("MLP", "input_size", input_size)
+        checks.integers("MLP", "hidden_size_list", hidden_size_list)
+        checks.weight_init("MLP", "weight_init_std", weight_init_std)
+        checks.flag("MLP", "use_dropout", use_dropout)
+        checks.flag("MLP", "use_batchnorm", use_batchnorm)
         if activation not in ("relu", "sigmoid"):
             raise ValueError(f"MLP: activation must be 'relu' or 'sigmoid', got {activation!r}")
         if weight_decay_lambda:

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from xpnet import checks
 from xpnet.layers import Affine, BatchNorm, Conv2D, GlobalAvgPool2D, ReLU, Sequential, SoftmaxCrossEntropy, basic_block
 from xpnet.models.base import Model
 
@@ -30,7 +31,8 @@ class ResNet(Model):
 
     def __init__(self, input_dim=(1, 28, 28), output_size=10, widths=(16, 32, 64), blocks=(1, 1, 1), seed=0,
                  dtype="float32", backend=None):
-        widths, blocks = [int(w) for w in widths], [int(b) for b in blocks]
+        checks.common("ResNet", input_dim, output_size, seed)
+        widths, blocks = checks.integers("ResNet", "widths", widths), checks.integers("ResNet", "blocks", blocks)
         if len(widths) != len(blocks) or not widths or min(widths) < 1 or min(blocks) < 1:
             raise ValueError(f"ResNet: widths and blocks must be equally long lists of positive ints, "
                              f"got widths={widths}, blocks={blocks}")

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from xpnet import checks
 from xpnet.layers import Affine, BatchNorm, Conv2D, Dropout, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy
 from xpnet.models.base import Model
 
@@ -33,8 +34,10 @@ class VGG16(Model):
 
     def __init__(self, input_dim=(1, 28, 28), output_size=10, width=1.0, hidden_size=4096, batchnorm=False,
                  dropout_ratio=0.5, seed=0, dtype="float32", backend=None):
-        if not float(width) > 0:
-            raise ValueError(f"VGG16: width must be positive, got {width!r}")
+        checks.common("VGG16", input_dim, output_size, seed, dropout_ratio)
+        checks.number("VGG16", "width", width, high=1024, low_open=True)
+        checks.integer("VGG16", "hidden_size", hidden_size)
+        checks.flag("VGG16", "batchnorm", batchnorm)
         config = dict(input_dim=list(input_dim), output_size=output_size, width=float(width),
                       hidden_size=int(hidden_size), batchnorm=bool(batchnorm), dropout_ratio=dropout_ratio,
                       seed=seed, dtype=str(dtype))

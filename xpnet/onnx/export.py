@@ -28,12 +28,12 @@ def example_shape(model):
 def metadata(model):
     """The ``metadata_props`` written into the file: architecture, config, dtype, xpnet version, content hash."""
     from xpnet import __version__
-    from xpnet.serialization import arrays_sha256
+    from xpnet.serialization import content_sha256
 
     return {"xpnet.arch": model.arch, "xpnet.config": json.dumps(model.config, sort_keys=True),
             "xpnet.dtype": str(np.dtype(model.dtype)), "xpnet.version": __version__,
             # the same hash as in the model's .npz: it ties the ONNX file to the weights it came from
-            "xpnet.sha256": arrays_sha256(model.state_dict()), "xpnet.opset": str(OPSET)}
+            "xpnet.sha256": content_sha256(model), "xpnet.opset": str(OPSET)}
 
 
 def to_proto(model, batch=None, input_shape=None):

@@ -1,14 +1,18 @@
 """The Optimizer loop: clipping, weight decay, lazy per-parameter state; subclasses write one rule."""
 
+import math
+
 import numpy as np
 
 from xpnet import backends
+from xpnet.errors import ShapeError
 from xpnet.optim import flat
 
 
 def _check(name, value, low=0.0, high=None, low_open=False):
-    """Raise ValueError naming the hyperparameter unless low <(=) value (< high)."""
-    ok = isinstance(value, (int, float)) and (value > low if low_open else value >= low)
+    """Raise ValueError naming the hyperparameter unless it is finite and low <(=) value (< high)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low)
     ok = ok and (high is None or value < high)
     if not ok:
         bound = f"{'>' if low_open else '>='} {low}" + (f" and < {high}" if high is not None else "")
@@ -89,6 +93,10 @@ class Optimizer:
         missing = [k for k in params if k not in grads]
         if missing:
             raise ValueError(f"{type(self).__name__}.step: no gradient for {missing[:3]}; run backward first")
+        for k, p in params.items():
+            if tuple(grads[k].shape) != tuple(p.shape):  # a broadcasting gradient would update every row alike
+                raise ShapeError(f"{type(self).__name__}.step: the gradient of {k!r} has shape "
+                                 f"{tuple(grads[k].shape)}, the parameter {tuple(p.shape)}")
         groups = flat.pairs(params, grads)
         if groups is not None:
             return self._step_flat(groups, params, grads, lr)

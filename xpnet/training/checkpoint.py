@@ -1,10 +1,13 @@
 """Training checkpoints: model, optimizer and precision state, RNG states, epoch and history in one atomic .npz."""
 
+import contextlib
 import json
 
 import numpy as np
 
 from xpnet.errors import FileFormatError
+from xpnet.metacheck import check_checkpoint_meta, check_weights
+from xpnet.models import REGISTRY
 from xpnet.serialization import FORMAT_VERSION, model_meta, read_npz, write_npz
 from xpnet.training.parts import FullPrecision
 
@@ -48,6 +51,8 @@ def load_checkpoint(path):
     ``meta["precision"]`` is the precision policy's state dict, its arrays included.
     """
     arrays, meta = read_npz(path, FORMAT)
+    check_checkpoint_meta(path, meta, REGISTRY)
+    check_weights(path, arrays)  # parameters, buffers and optimizer state alike: finite real floats
     model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
     opt = dict(meta["optimizer"])
     state = {}
@@ -100,20 +105,36 @@ def restore(path, model, optimizer, iterator, augment=None, precision=None):
         raise FileFormatError(f"{path}: holds {prec_state.get('type')} training state, not "
                               f"{type(precision).__name__}; resume with the precision it was trained with")
     _check_same_device(path, meta["rng"], model, augment)
-    model.load_state_dict(model_state)
-    optimizer.load_state_dict(opt_state)
-    precision.load_state_dict(prec_state)
-    model.set_rng_state(meta["rng"]["model"])
-    iterator.set_state(meta["rng"]["iterator"])
+    with _field(path, "model"):
+        model.load_state_dict(model_state)
+    with _field(path, "optimizer"):
+        optimizer.load_state_dict(opt_state)
+    with _field(path, "precision"):
+        precision.load_state_dict(prec_state)
+    with _field(path, "rng.model"):
+        model.set_rng_state(meta["rng"]["model"])
+    with _field(path, "rng.iterator"):
+        iterator.set_state(meta["rng"]["iterator"])
     if "frozen" in meta:  # older checkpoints have no frozen names: the model's own set stays as it is
         model.unfreeze()
         if meta["frozen"]:
-            model.freeze(*meta["frozen"])
+            with _field(path, "frozen"):
+                model.freeze(*meta["frozen"])
     if augment is not None:
-        augment.set_state(meta["rng"].get("augment"))
+        with _field(path, "rng.augment"):
+            augment.set_state(meta["rng"].get("augment"))
     return meta["epoch"], meta["history"], meta
 
 
+@contextlib.contextmanager
+def _field(path, field):
+    """Turn a value the live object rejects into a FileFormatError naming the file and the field."""
+    try:
+        yield
+    except FileFormatError as e:
+        raise FileFormatError(f"{path}: field {field!r}: {e}") from None
+    except (ValueError, TypeError, KeyError, OverflowError) as e:
+        raise FileFormatError(f"{path}: field {field!r}: {type(e).__name__}: {e}") from None
 def _saved_backend(rng):
     """The backend a checkpoint's random streams belong to (older files: NumPy's PCG64 states say numpy)."""
     if "backend" in rng:

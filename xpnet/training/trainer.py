@@ -8,7 +8,9 @@ import numpy as np
 from tqdm import tqdm
 
 from xpnet import backends
+from xpnet.console import say
 from xpnet.errors import ShapeError, TrainingError, TrainingInterrupted
+from xpnet.signals import signal_of
 from xpnet.training.batches import BatchIterator
 from xpnet.training.checkpoint import restore, save_checkpoint
 from xpnet.training.history import write_history
@@ -39,6 +41,7 @@ class Trainer:
             model (cast by the caller) with float32 master weights and a dynamic loss scale.
         augment: a callable applied to every training batch on its device (an :class:`xpnet.augment.Augment`;
             its generator state is saved in checkpoints), or None. Evaluation never augments.
+        log: called with each epoch's report line (default :func:`xpnet.console.say`: stdout, best-effort).
 
     Failures: a non-finite training loss (naming the step) or test loss stops training before the
     epoch's checkpoint is written; Ctrl-C raises :class:`~xpnet.errors.TrainingInterrupted`; a full or
@@ -48,7 +51,7 @@ class Trainer:
 
     def __init__(self, model, optimizer, train, test, epochs=20, batch_size=100, seed=0, out_dir=None,
                  progress=True, log_every=None, eval_batch_size=None, config=None, distribution=None, augment=None,
-                 precision=None):
+                 precision=None, log=None):
         if int(epochs) < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs!r}")
         be = model.backend
@@ -78,6 +81,7 @@ class Trainer:
         self.classifies = model.classifies  # accuracy is a metric of classifiers alone
         self.config = dict(config or {})
         self.history, self.epoch, self.step = [], 0, 0
+        self.log = log or say
 
     @property
     def checkpoint_path(self):
@@ -107,9 +111,9 @@ class Trainer:
                 self._fit_epoch()
         except TrainingInterrupted:
             raise
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM under xpnet.signals.stop_on_signals
             saved = self.checkpoint_path if self._kept() else None
-            raise TrainingInterrupted(running, self.step, saved) from None
+            raise TrainingInterrupted(running, self.step, saved, signum=signal_of(e)) from None
         return self.history
 
     def _fit_epoch(self):
@@ -250,7 +254,7 @@ class Trainer:
         msg = (f"epoch {r['epoch']:>3}/{self.epochs}  loss {r['train_loss']:.4f}{train_acc}  "
                f"test loss {r['test_loss']:.4f}{test_acc}  {r['images_per_s']:.0f} img/s  {r['seconds']:.1f} s")
         if self.progress is not None:
-            tqdm.write(msg)
+            self.log(msg)
 
 
 def _correct(y, t):
