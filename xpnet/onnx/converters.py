@@ -89,25 +89,24 @@ def concat(g, layer, x, shape, path):
 
 
 # -- convolution, pooling ---------------------------------------------------------------------------
-@converter(Conv2D)
-def conv2d(g, layer, x, shape, path):
+def _conv_node(g, layer, x, shape, path, op, **extra):
+    """Conv or ConvTranspose: xpnet's W layouts, (FN, C, KH, KW) and (C, FN, KH, KW), are ONNX's too."""
     W = g.const(f"{path}.W", layer.params["W"])
     b = g.const(f"{path}.b", layer.params["b"])
     (PH, PW) = layer.pad
-    y = g.node("Conv", [x, W, b], path, kernel_shape=[layer.KH, layer.KW], strides=list(layer.stride),
-               pads=[PH, PW, PH, PW], dilations=[1, 1], group=1)
+    y = g.node(op, [x, W, b], path, kernel_shape=[layer.KH, layer.KW], strides=list(layer.stride),
+               pads=[PH, PW, PH, PW], dilations=[1, 1], group=1, **extra)
     return y, layer.output_shape(shape)
+
+
+@converter(Conv2D)
+def conv2d(g, layer, x, shape, path):
+    return _conv_node(g, layer, x, shape, path, "Conv")
 
 
 @converter(Conv2DTranspose)
 def conv2d_transpose(g, layer, x, shape, path):
-    # xpnet keeps W as (C, FN, KH, KW), which is ONNX ConvTranspose's layout too
-    W = g.const(f"{path}.W", layer.params["W"])
-    b = g.const(f"{path}.b", layer.params["b"])
-    (PH, PW) = layer.pad
-    y = g.node("ConvTranspose", [x, W, b], path, kernel_shape=[layer.KH, layer.KW], strides=list(layer.stride),
-               pads=[PH, PW, PH, PW], output_padding=list(layer.output_pad), dilations=[1, 1], group=1)
-    return y, layer.output_shape(shape)
+    return _conv_node(g, layer, x, shape, path, "ConvTranspose", output_padding=list(layer.output_pad))
 
 
 @converter(Upsample2D)
