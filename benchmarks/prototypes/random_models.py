@@ -4,7 +4,7 @@ Weights: each model's He initialisation (seed 0). BatchNorm: gamma, beta and the
 uniformly (gamma, running_var in [0.5, 1.5]; beta, running_mean in [-0.5, 0.5]), so the exported
 inference form is not the near-identity of fresh statistics.
 
-    python benchmarks/results/issue20/random_models.py OUT_DIR    # writes OUT_DIR/{vgg16_bn,resnet,inception}.npz
+    python benchmarks/prototypes/random_models.py OUT_DIR    # writes OUT_DIR/{vgg16_bn,resnet,inception}.npz
 """
 
 import os

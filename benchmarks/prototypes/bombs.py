@@ -1,6 +1,6 @@
 """Peak RSS of xpnet reading small hostile files (issue 18 acceptance: < 500 MB for any input < 10 MB).
 
-Run from a checkout: ``python benchmarks/results/issue18/bombs.py [WORKDIR]``. Each case runs the real
+Run from a checkout: ``python benchmarks/prototypes/bombs.py [WORKDIR]``. Each case runs the real
 command under ``/usr/bin/time -v`` and prints the input's size, the peak RSS and xpnet's one-line answer.
 """
 
@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests"))
 from reliability_helpers import deflate_bomb_npz, gzip_bomb_idx, tiny_idx, train_args  # noqa: E402
 
 from xpnet import serialization  # noqa: E402
