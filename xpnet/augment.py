@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from xpnet import backends
+from xpnet.checks import in_range
 from xpnet.errors import DTypeError, ShapeError
 from xpnet.utils import LazyGenerator
 
@@ -210,9 +211,7 @@ class Augment:
 def _check(owner, high=None, closed=False, **values):
     """Raise ValueError naming ``owner`` and the argument unless 0 <= value < high (<= high if closed)."""
     for name, v in values.items():
-        number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        below = number and (high is None or v < high or (closed and v == high))
-        if not (number and v >= 0 and below):
+        if not in_range(v, 0.0, math.inf if high is None else high, high_open=not closed):
             bound = f"in [0, {high:g}{']' if closed else ')'}" if high is not None else "finite and >= 0"
             raise ValueError(f"{owner}: {name} must be a number {bound}, got {v!r}")
 

@@ -27,11 +27,15 @@ def integers(owner, name, values, low=1, length=None):
         raise ValueError(f"{owner}: {name} must be a list of integers in [{low}, {MAX_DIM}], got {values!r}") from None
 
 
+def in_range(value, low=0.0, high=math.inf, low_open=False, high_open=False):
+    """True when ``value`` is a finite real number (not a bool) within the bounds."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+
+
 def number(owner, name, value, low=0.0, high=math.inf, low_open=False, high_open=False):
     """``value`` as a float, or ValueError unless it is a finite real number within the bounds."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
+    if not in_range(value, low, high, low_open, high_open):
         lo, hi = "(" if low_open else "[", ")" if high_open else "]"
         raise ValueError(f"{owner}: {name} must be a finite number in {lo}{low:g}, {high:g}{hi}, got {value!r}")
     return float(value)

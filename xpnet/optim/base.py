@@ -5,16 +5,14 @@ import math
 import numpy as np
 
 from xpnet import backends
+from xpnet.checks import in_range
 from xpnet.errors import ShapeError
 from xpnet.optim import flat
 
 
 def _check(name, value, low=0.0, high=None, low_open=False):
     """Raise ValueError naming the hyperparameter unless it is finite and low <(=) value (< high)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low)
-    ok = ok and (high is None or value < high)
-    if not ok:
+    if not in_range(value, low, math.inf if high is None else high, low_open, high_open=True):
         bound = f"{'>' if low_open else '>='} {low}" + (f" and < {high}" if high is not None else "")
         raise ValueError(f"{name} must be a number {bound}, got {value!r}")
     return float(value)
