@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from tolerance import assert_close
 
 import xpnet
 from xpnet.models import DeepConvNet, Discriminator, Generator
@@ -73,6 +74,24 @@ def test_gan_step_updates_both_networks_as_specified(backend, rng):
     assert g_loss(G) < loss_G
 
 
+def test_gan_step_moves_the_weight_average_towards_the_trained_generator(backend, rng):
+    """After the first step the average is 0.1 * the old weights + 0.9 * the new (WeightAverage's warm-up)."""
+    dcgan = _example("dcgan")
+    G, D = Generator(z_dim=8, widths=(8, 4), seed=1), Discriminator(widths=(4, 8), seed=2)
+    real = rng.random((16, 1, 28, 28)).astype(np.float32) * 2 - 1
+    dcgan.GAN(G, D, lr=0.01, beta1=0.5).step(real, G.noise(16, rng))  # G no longer its seed's initial weights
+    gan = dcgan.GAN(G, D, lr=0.01, beta1=0.5, G_average=dcgan.copy_of(G), ema=0.999)
+    assert gan.sampler is not G
+    old = {k: backend.asnumpy(v).copy() for k, v in {**G.params, **G.buffers}.items()}
+    gan.step(real, G.noise(16, rng))
+    for k, v in {**gan.sampler.params, **gan.sampler.buffers}.items():
+        new = backend.asnumpy({**G.params, **G.buffers}[k])
+        assert not np.allclose(new, old[k]), k  # the step moved it, so the check below can tell
+        assert_close(backend.asnumpy(v), 0.1 * old[k] + 0.9 * new, terms=3, scale=np.abs(new) + np.abs(old[k]),
+                     dtype=np.float32, err_msg=k)
+    assert dcgan.GAN(G, D, lr=0.01, beta1=0.5, G_average=dcgan.copy_of(G), ema=0).sampler is G
+
+
 @pytest.mark.slow
 def test_dcgan_example_writes_grids_scores_and_models(tmp_path, monkeypatch, rng):
     dcgan = _example("dcgan")
@@ -82,12 +101,13 @@ def test_dcgan_example_writes_grids_scores_and_models(tmp_path, monkeypatch, rng
     out = tmp_path / "run"
     dcgan.main(["--epochs", "2", "--batch-size", "32", "--samples", "50", "--classifier", str(tmp_path / "clf.npz"),
                 "--out", str(out)])
-    assert {"samples_epoch1.png", "samples_epoch2.png", "generator.npz", "discriminator.npz",
-            "metrics.json"} <= set(os.listdir(out))
+    assert {"samples_epoch1.png", "samples_epoch2.png", "generator.npz", "generator_average.npz",
+            "discriminator.npz", "metrics.json"} <= set(os.listdir(out))
     result = json.loads((out / "metrics.json").read_text())
     assert [h["steps"] for h in result["history"]] == [3, 3]
     final = result["final"]
     assert sum(final["histogram"]) == 50 and 0 <= final["confident"] <= 1 and 0 <= final["entropy"] <= np.log(10)
+    assert sum(final["trained_generator"]["histogram"]) == 50  # the trained generator is scored beside the average
     # --init continues from the saved networks: the first grid of the new run is drawn by them, not a fresh G
     trained = xpnet.load(out / "generator.npz")
     dcgan.main(["--epochs", "1", "--batch-size", "32", "--samples", "50", "--classifier", str(tmp_path / "clf.npz"),

@@ -369,3 +369,39 @@ def test_adam_unfrozen_layer_starts_fresh_on_the_flat_path(backend, rng):
     model.loss(x, t)
     opt.step(model.trainable_params, model.backward())
     assert opt.state["fc2.W"]["step"] == 2 and opt.state["fc1.W"]["step"] == 5
+
+
+def _filled(model, value):
+    for arrays in (model.params, model.buffers):
+        for a in arrays.values():
+            a[...] = value
+    return model
+
+
+def test_weight_average_warms_up_then_decays_parameters_and_buffers(backend):
+    """From 0 towards a model of all ones, a_t = 1 - prod(d_s), d_s = min(0.2, (1 + s) / (10 + s)): 0.1, 2/11, 0.2."""
+    from xpnet.models import Generator
+
+    average, current = (_filled(Generator(z_dim=2, widths=(3, 2), seed=s), v) for s, v in ((0, 0.0), (1, 1.0)))
+    assert len(average.buffers) == 4  # BatchNorm's running statistics take part too
+    ema = optim.WeightAverage(decay=0.2)
+    for k, want in enumerate([1 - 0.1, 1 - 0.1 * 2 / 11, 1 - 0.1 * 2 / 11 * 0.2, 1 - 0.1 * 2 / 11 * 0.2 ** 2], 1):
+        ema.update(average, current)
+        for name, a in {**average.params, **average.buffers}.items():
+            assert_close(backend.asnumpy(a), np.full(a.shape, want), terms=2 * k + 1, dtype=a.dtype,
+                         err_msg=f"{name} after {k} updates")
+    for a in {**current.params, **current.buffers}.values():
+        np.testing.assert_array_equal(backend.asnumpy(a), 1.0)  # the trained model is only read
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, float("nan"), "0.9"])
+def test_weight_average_rejects_bad_decay(bad):
+    with pytest.raises(ValueError, match="WeightAverage: decay"):
+        optim.WeightAverage(decay=bad)
+
+
+def test_weight_average_rejects_another_architecture():
+    from xpnet.models import Discriminator, Generator
+
+    with pytest.raises(ValueError, match="averaged model has arrays"):
+        optim.WeightAverage().update(Generator(z_dim=2, widths=(3, 2)), Discriminator(widths=(2, 3)))

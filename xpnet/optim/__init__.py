@@ -1,5 +1,6 @@
 """Optimizers, gradient clipping and learning-rate schedules."""
 
+from xpnet.optim.average import WeightAverage
 from xpnet.optim.base import Optimizer, check_common, global_norm
 from xpnet.optim.rules import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, RMSprop
 from xpnet.optim.schedules import Constant, Cosine, StepDecay, Warmup
@@ -21,4 +22,4 @@ def get(name, **kwargs):
 
 
 __all__ = ["OPTIMIZERS", "SGD", "AdaGrad", "Adam", "AdamW", "Constant", "Cosine", "Momentum", "Nesterov",
-           "Optimizer", "RMSprop", "StepDecay", "Warmup", "check_common", "find", "get", "global_norm"]
+           "Optimizer", "RMSprop", "StepDecay", "Warmup", "WeightAverage", "check_common", "find", "get", "global_norm"]
