@@ -54,6 +54,8 @@ def parse_args(argv=None):
                    help="discriminator channels of its two convolutions (default 32 64)")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--beta1", type=float, default=0.5)
+    p.add_argument("--lr-decay", choices=("none", "cosine"), default="none",
+                   help="cosine: both learning rates follow a cosine from lr to 0 over --epochs (default none)")
     p.add_argument("--ema", type=float, default=0.999, metavar="DECAY",
                    help="sample from a moving average of the generator's weights with this decay, in [0, 1) "
                         "(default 0.999; 0: from the trained generator)")
@@ -85,12 +87,13 @@ class GAN:
     With ``G_average`` (a copy of ``G``) and ``ema`` > 0, every step also moves ``G_average`` towards
     ``G`` (:class:`xpnet.optim.WeightAverage`); :attr:`sampler` is the generator to draw samples from.
     The discriminator learns to give real images ``real_label`` (1, or a little less for one-sided label
-    smoothing) and generated ones 0; the generator is trained towards 1.
+    smoothing) and generated ones 0; the generator is trained towards 1. ``schedule`` (step -> factor of
+    ``lr``, as in :mod:`xpnet.optim.schedules`) drives both optimizers.
     """
 
-    def __init__(self, G, D, lr, beta1, G_average=None, ema=0.0, real_label=1.0):
+    def __init__(self, G, D, lr, beta1, G_average=None, ema=0.0, real_label=1.0, schedule=None):
         self.G, self.D, self.bce = G, D, SigmoidBinaryCrossEntropy()
-        self.opt_G, self.opt_D = optim.Adam(lr=lr, beta1=beta1), optim.Adam(lr=lr, beta1=beta1)
+        self.opt_G, self.opt_D = (optim.Adam(lr=lr, beta1=beta1, schedule=schedule) for _ in "GD")
         self.average = optim.WeightAverage(ema) if G_average is not None and ema > 0 else None
         self.sampler = G_average if self.average is not None else G
         self.real_label = float(real_label)  # < 1: one-sided label smoothing (Salimans et al. 2016)
@@ -173,7 +176,8 @@ def main(argv=None):
     (x, _), _ = load_mnist(flatten=False)
     x = x[:args.limit] * 2 - 1  # tanh's range
     G, G_average, D = networks(args)
-    gan = GAN(G, D, args.lr, args.beta1, G_average, args.ema, args.real_label)
+    schedule = optim.Cosine(args.epochs * (len(x) // args.batch_size)) if args.lr_decay == "cosine" else None
+    gan = GAN(G, D, args.lr, args.beta1, G_average, args.ema, args.real_label, schedule)
     rng = np.random.default_rng(args.seed)
     fixed_z = G.noise(64, np.random.default_rng(args.seed + 2))
     source = f"the weight average (decay {args.ema:g})" if gan.average else "the trained generator"
