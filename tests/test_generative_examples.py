@@ -92,6 +92,18 @@ def test_gan_step_moves_the_weight_average_towards_the_trained_generator(backend
     assert dcgan.GAN(G, D, lr=0.01, beta1=0.5, G_average=dcgan.copy_of(G), ema=0).sampler is G
 
 
+def test_gan_schedule_drives_both_learning_rates(rng):
+    """--lr-decay cosine over 4 steps: after 2 steps both optimizers are at half the lr (cos(pi/2) = 0)."""
+    from xpnet.optim import Cosine
+
+    dcgan = _example("dcgan")
+    G, D = Generator(z_dim=8, widths=(8, 4), seed=1), Discriminator(widths=(4, 8), seed=2)
+    gan = dcgan.GAN(G, D, lr=0.01, beta1=0.5, schedule=Cosine(4))
+    for _ in range(2):
+        gan.step(rng.random((8, 1, 28, 28)).astype(np.float32) * 2 - 1, G.noise(8, rng))
+    assert gan.opt_G.current_lr() == pytest.approx(0.005) and gan.opt_D.current_lr() == pytest.approx(0.005)
+
+
 @pytest.mark.slow
 def test_dcgan_example_writes_grids_scores_and_models(tmp_path, monkeypatch, rng):
     dcgan = _example("dcgan")
