@@ -1,5 +1,6 @@
 """The interface every backend implements, and pieces they share."""
 
+import collections
 import contextlib
 import time
 
@@ -9,6 +10,22 @@ from xpnet import precision
 from xpnet.backends import pooling
 from xpnet.backends.shapes import out_size
 from xpnet.errors import BackendError
+
+Activated = collections.namedtuple("Activated", "inner mask")  # a convolution's cache with its fused ReLU's mask
+
+
+def store(out, *arrays):
+    """``arrays``, each copied into its destination in ``out`` when one is given (same shape and dtype)."""
+    if out is None:
+        return arrays
+    result = []
+    for dest, a in zip(out, arrays, strict=True):
+        if dest is None or dest is a:
+            result.append(a)
+        else:
+            dest[...] = a
+            result.append(dest)
+    return tuple(result)
 
 
 class CPUTimer:
@@ -102,12 +119,13 @@ class Backend:
         raise NotImplementedError
 
     # -- convolution -------------------------------------------------------------------------
-    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True):
+    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True, relu=False):
         """Convolution by im2col + one GEMM. Returns ``(out (N, FN, OH, OW), cache for backward)``.
 
         ``ws`` is a dict the calling layer owns; a backend may keep reusable buffers in it. ``keep=False``
         says no backward pass is expected (inference): a backend may then keep less and rebuild it in
-        :meth:`conv2d_backward` if one comes after all.
+        :meth:`conv2d_backward` if one comes after all. ``relu=True``: the output is ``max(conv, 0)`` (a
+        ReLU fused after the bias) and :meth:`conv2d_backward` applies the ReLU's mask first.
         """
         N, _, H, Wd = x.shape
         FN, _, KH, KW = W.shape
@@ -117,19 +135,66 @@ class Backend:
         out = col @ Wc.T + b
         # Inference keeps x (alive anyway as the previous layer's output), not its KH*KW times larger columns.
         cache = (col, None, x.shape) if keep else (None, x, x.shape)
-        return out.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2), cache
+        return self._activated(out.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2), cache, relu)
 
-    def conv2d_backward(self, dout, cache, W, stride, pad, ws=None):
-        """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward` given dL/dout (N, FN, OH, OW)."""
+    def _activated(self, out, cache, relu):
+        """``(out, cache)``, through a fused ReLU when ``relu`` (its mask joins the cache)."""
+        if not relu:
+            return out, cache
+        out, mask = self.relu_forward(out)
+        return out, Activated(cache, mask)
+
+    def _deactivated(self, dout, cache):
+        """``(dout, cache)`` before a fused ReLU: dout masked (a new array), the convolution's own cache."""
+        if isinstance(cache, Activated):
+            return self.relu_backward(dout, cache.mask), cache.inner
+        return dout, cache
+
+    def conv2d_backward(self, dout, cache, W, stride, pad, ws=None, input_grad=True, out=None):
+        """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward` given dL/dout (N, FN, OH, OW).
+
+        ``input_grad=False``: dx is not needed (the network's first layer) and comes back None. ``out``:
+        ``(dW, db)`` arrays to write the gradients into (None, or either None: new arrays).
+        """
+        dout, cache = self._deactivated(dout, cache)
         col, x, x_shape = cache
         FN, _, KH, KW = W.shape
         if col is None:  # forward ran with keep=False: rebuild the columns from x
             col = self.im2col(x, KH, KW, stride, pad)
         d = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
         dW = (d.T @ col).reshape(W.shape)
-        dcol = d @ W.reshape(FN, -1)
         db = d.sum(axis=0, dtype=precision.compute_dtype(d.dtype)).astype(d.dtype, copy=False)
-        return self.col2im(dcol, x_shape, KH, KW, stride, pad), dW, db
+        dx = self.col2im(d @ W.reshape(FN, -1), x_shape, KH, KW, stride, pad) if input_grad else None
+        return dx, *store(out, dW, db)
+
+    # -- affine layers -----------------------------------------------------------------------
+    def affine_forward(self, x, W, b, relu=False, dropout=0.0, rng=None):
+        """``y = x @ W + b`` (x (N, I), W (I, O), b (O,)), then ReLU if ``relu``, then inverted dropout of
+        ``dropout`` (a ratio; 0: none) drawn from ``rng``: ``(y (N, O), cache)`` for :meth:`affine_backward`.
+
+        The same arithmetic as the separate ReLU and dropout steps (:meth:`relu_forward`,
+        :meth:`dropout_forward`), so a fused chain gives what the layers give one by one.
+        """
+        y = self.matmul(x, W)
+        y += b
+        mask = drop = None
+        if relu:
+            y, mask = self.relu_forward(y)
+        if dropout:
+            y, drop = self.dropout_forward(y, dropout, rng)
+        return y, (mask, drop)
+
+    def affine_backward(self, dout, cache, x, W, input_grad=True, out=None):
+        """``(dx (N, I) or None, dW, db)`` of :meth:`affine_forward` given dL/dy (N, O); ``input_grad`` and
+        ``out`` as in :meth:`conv2d_backward`. ``dout`` is never written."""
+        mask, drop = cache
+        if drop is not None:
+            dout = dout * drop
+        if mask is not None:
+            dout = self.relu_backward(dout, mask)
+        dW, db = self.matmul(x.T, dout), precision.sum_axis0(dout)
+        dx = self.matmul(dout, W.T) if input_grad else None
+        return dx, *store(out, dW, db)
 
     def conv_gemm_probe(self, x_shape, W_shape, stride, pad):
         """``(forward, backward)`` callables running only the matrix products of this backend's conv for a

@@ -4,10 +4,10 @@ import base64
 
 import numpy as np
 
-from xpnet import precision
 from xpnet.backends import cuda_optim_src, cuda_timing
 from xpnet.backends.base import Backend
 from xpnet.backends.cuda_collectives import CudaCollectives
+from xpnet.backends.cuda_fused import CudaFusedLayers
 from xpnet.backends.shapes import out_size
 from xpnet.errors import BackendError
 
@@ -146,7 +146,7 @@ class CupyRNG:
             self.key, self.offset = (int(v) for v in state["counter"])
 
 
-class CudaBackend(CudaCollectives, Backend):
+class CudaBackend(CudaFusedLayers, CudaCollectives, Backend):
     """Arrays on an NVIDIA GPU through CuPy.
 
     Args:
@@ -191,9 +191,14 @@ class CudaBackend(CudaCollectives, Backend):
     def im2col(self, x, KH, KW, stride=(1, 1), pad=(0, 0), pad_value=0):
         """(N, C, H, W) -> (N*OH*OW, C*KH*KW), columns ordered (c, kh, kw) as in the book."""
         N, C, H, W = x.shape
-        (SH, SW), (PH, PW) = stride, pad
         OH, OW = out_size(H, W, KH, KW, stride, pad)
         col = self.xp.empty((N * OH * OW, C * KH * KW), dtype=x.dtype)
+        return self._im2col_into(x, KH, KW, stride, pad, pad_value, col)
+
+    def _im2col_into(self, x, KH, KW, stride, pad, pad_value, col):
+        _, C, H, W = x.shape
+        (SH, SW), (PH, PW) = stride, pad
+        OH, OW = out_size(H, W, KH, KW, stride, pad)
         self._kernels.im2col_kernel(
             x, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, x.dtype.type(pad_value), col
         )
@@ -260,17 +265,6 @@ class CudaBackend(CudaCollectives, Backend):
         scale = x.dtype.type(1.0 / (1.0 - ratio))
         self._kernels.dropout_forward(x, np.uint64(key), np.uint64(offset), float(ratio), scale, y, mask)
         return y, mask
-
-    def softmax_cross_entropy(self, y, t):
-        """One kernel for the probabilities and each row's share of the mean, one reduction for the loss.
-
-        A label outside [0, K) makes the loss NaN (raising would need a host sync).
-        """
-        N, K = y.shape
-        p = self.xp.empty((N, K), dtype=precision.compute_dtype(y.dtype))
-        row = self.xp.empty(N, dtype=p.dtype)
-        self._kernels.softmax_xent_forward(self.xp.ascontiguousarray(y), t, K, p.dtype.type(1.0 / N), p, row)
-        return row.sum(), p
 
     def softmax_cross_entropy_backward(self, p, t, dout, out_dtype):
         """One kernel: (p - onehot(t)) * dout / N in ``out_dtype``."""

@@ -11,6 +11,8 @@ class Layer:
         params: learnable arrays by name (``"W"``, ``"b"``...).
         grads: gradients of the last backward pass, keyed like ``params``.
         buffers: non-learned state that is saved with the model (BatchNorm's running statistics).
+        grad_out: where the owner wants gradients written, keyed like ``params`` (a model's flat gradient
+            buffer, see :class:`xpnet.models.flat.FlatStore`); layers that support it write there.
         name: set by the container that holds the layer; used in error messages.
         classifies: for a loss layer, True when its inputs are class scores compared with class labels
             (the Trainer then reports accuracy); False otherwise.
@@ -22,6 +24,7 @@ class Layer:
         self.params = {}
         self.grads = {}
         self.buffers = {}
+        self.grad_out = {}
         self.name = type(self).__name__.lower()
 
     def __call__(self, x, train=False):
@@ -39,6 +42,15 @@ class Layer:
     def backward(self, dout):
         raise NotImplementedError
 
+    def backward_params(self, dout):
+        """:meth:`backward` where nothing needs the input gradient (a model's first layer): the parameters'
+        gradients only; returns None. Layers that can skip computing dx override it."""
+        self.backward(dout)
+
+    def grad_dests(self, *names):
+        """The arrays in :attr:`grad_out` for these gradient names (None where there is none)."""
+        return tuple(self.grad_out.get(n) for n in names)
+
     # -- device and dtype -----------------------------------------------------------------------
     def _arrays(self):
         return {**self.params, **self.buffers}
@@ -49,7 +61,7 @@ class Layer:
         for store in (self.params, self.buffers):
             for k, v in store.items():
                 store[k] = be.asarray(v)
-        self.grads = {}
+        self.grads, self.grad_out = {}, {}
         return self
 
     def astype(self, dtype):
@@ -57,7 +69,7 @@ class Layer:
         for store in (self.params, self.buffers):
             for k, v in store.items():
                 store[k] = v.astype(dtype)
-        self.grads = {}
+        self.grads, self.grad_out = {}, {}
         return self
 
     # -- checks shared by layers -------------------------------------------------------------

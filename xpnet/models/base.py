@@ -159,7 +159,7 @@ class Model:
         """
         if not getattr(self, "_has_loss", False):
             raise RuntimeError(f"{type(self).__name__}.backward: no loss to back-propagate; call loss(x, t) first")
-        self.net.backward(self.loss_layer.backward(float(loss_scale)))
+        self.net.backward_params(self.loss_layer.backward(float(loss_scale)))  # the input's gradient: unused
         if self._flat.current(self.params):
             self._flat.gather(self.net.all_grads)
         return self.grads

@@ -1,0 +1,86 @@
+"""CUDA C of the kernels that end and begin a fused layer chain (a GEMM's epilogue, its gradient's prologue).
+
+A convolution or an affine layer followed by ReLU and/or dropout (``xpnet.layers.fusion``) runs as one
+GEMM and one :data:`BIAS_ACT` kernel forward; backward, one :data:`ACT_GRAD` kernel masks the incoming
+gradient (ReLU from the chain's output, dropout by regenerating the mask from the counter-based stream)
+and reduces it to the bias gradient, then the GEMMs. Reductions in one launch (the bias gradient, the
+mean loss) finish in the last thread to arrive: each thread writes its partial sum, fences, and counts
+itself in; the one that completes the count sums the partials in a fixed order (so runs are
+deterministic) and resets the count for the next launch. The counters are the backend's and shared by
+kernels on one stream, which run one after the other. Built by :mod:`xpnet.backends.cuda_kernels`.
+"""
+
+# element k of the counter-based dropout stream: kept when its uniform number is >= ratio (SplitMix64's
+# finaliser of (key, k)); the dropout kernel and the fused ones draw the same numbers
+KEEP = """
+__device__ __forceinline__ bool xpnet_keep(unsigned long long key, unsigned long long k, double ratio) {
+    unsigned long long z = key ^ (k * 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0) >= ratio;  // 53 bits: uniform in [0, 1)
+}
+"""
+
+# a partial sum another thread wrote, read past the L1 cache (float16, CuPy's class defined after this
+# preamble, only ever holds float32 partials' results: a plain load)
+LOAD = """
+__device__ __forceinline__ float xpnet_ldcg(const float* p) { return __ldcg(p); }
+__device__ __forceinline__ double xpnet_ldcg(const double* p) { return __ldcg(p); }
+template <class T> __device__ __forceinline__ T xpnet_ldcg(const T* p) { return *p; }
+"""
+
+# in place on a GEMM's (rows, F) output: + bias, then ReLU, then inverted dropout (element i of the output)
+BIAS_ACT = (
+    "raw T b, int32 F, int32 relu, uint64 key, uint64 offset, float64 ratio, T scale",
+    "T y",
+    """
+    T v = y + b[i % F];
+    if (relu) v = v > T(0) ? v : T(0);
+    if (ratio > 0.0) v = xpnet_keep(key, offset + (unsigned long long)i, ratio) ? T(v * scale) : T(0);
+    y = v;
+    """,
+    "xpnet_bias_act",
+    True,
+    KEEP,
+)
+
+# thread (s, f): rows [s * rows, (s + 1) * rows) of channel f. dout is read logically as (N, F, P) (a
+# convolution's NCHW gradient, P = OH * OW; P = 1 for an affine layer), y and d as (N * P, F). d = dout
+# through the chain's dropout (scale where kept) and ReLU (where y > 0); db[f] = the sum of d over rows.
+ACT_GRAD = (
+    "raw T dout, raw T y, int32 F, int64 P, int64 M, int64 rows, int32 relu, uint64 key, uint64 offset, "
+    "float64 ratio, T scale",
+    "raw T d, raw T db, raw W part, raw int32 count",
+    """
+    const int f = i % F;
+    const long long s = i / F, S = (M + rows - 1) / rows;
+    const long long r1 = min((s + 1) * rows, M);
+    W acc = W(0);
+    for (long long r = s * rows; r < r1; ++r) {
+        const long long o = r * F + f;
+        T v = dout[((r / P) * F + f) * P + r % P];
+        if (ratio > 0.0) v = xpnet_keep(key, offset + (unsigned long long)o, ratio) ? T(v * scale) : T(0);
+        if (relu && !(y[o] > T(0))) v = T(0);
+        d[o] = v;
+        acc += (W)v;
+    }
+    part[s * F + f] = acc;
+    __threadfence();
+    if (atomicAdd(&count[f], 1) == (int)(S - 1)) {  // the last slice of channel f: sum the slices in order
+        __threadfence();
+        W total = W(0);
+        for (long long k = 0; k < S; ++k) total += xpnet_ldcg(&part[k * F + f]);
+        db[f] = (T)total;
+        count[f] = 0;
+    }
+    """,
+    "xpnet_act_grad",
+    True,
+    KEEP + LOAD,
+)
+
+
+def kernels():
+    """``{attribute: (CuPy class name, its constructor's arguments)}`` for the fused-chain kernels."""
+    return {"bias_act": ("ElementwiseKernel", BIAS_ACT), "act_grad": ("ElementwiseKernel", ACT_GRAD)}
