@@ -119,13 +119,15 @@ class Backend:
         raise NotImplementedError
 
     # -- convolution -------------------------------------------------------------------------
-    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True, relu=False):
+    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True, relu=False, reuse=False):
         """Convolution by im2col + one GEMM. Returns ``(out (N, FN, OH, OW), cache for backward)``.
 
         ``ws`` is a dict the calling layer owns; a backend may keep reusable buffers in it. ``keep=False``
         says no backward pass is expected (inference): a backend may then keep less and rebuild it in
         :meth:`conv2d_backward` if one comes after all. ``relu=True``: the output is ``max(conv, 0)`` (a
         ReLU fused after the bias) and :meth:`conv2d_backward` applies the ReLU's mask first.
+        ``reuse=True``: the caller is done with the output of the previous call with this ``ws`` (see
+        ``Layer.reuse_output``), so a backend may write this one into the same buffer.
         """
         N, _, H, Wd = x.shape
         FN, _, KH, KW = W.shape
@@ -150,11 +152,12 @@ class Backend:
             return self.relu_backward(dout, cache.mask), cache.inner
         return dout, cache
 
-    def conv2d_backward(self, dout, cache, W, stride, pad, ws=None, input_grad=True, out=None):
+    def conv2d_backward(self, dout, cache, W, stride, pad, ws=None, input_grad=True, out=None, reuse=False):
         """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward` given dL/dout (N, FN, OH, OW).
 
         ``input_grad=False``: dx is not needed (the network's first layer) and comes back None. ``out``:
-        ``(dW, db)`` arrays to write the gradients into (None, or either None: new arrays).
+        ``(dW, db)`` arrays to write the gradients into (None, or either None: new arrays). ``reuse``: as in
+        :meth:`conv2d_forward`, for dx.
         """
         dout, cache = self._deactivated(dout, cache)
         col, x, x_shape = cache
@@ -168,12 +171,13 @@ class Backend:
         return dx, *store(out, dW, db)
 
     # -- affine layers -----------------------------------------------------------------------
-    def affine_forward(self, x, W, b, relu=False, dropout=0.0, rng=None):
+    def affine_forward(self, x, W, b, relu=False, dropout=0.0, rng=None, ws=None, reuse=False):
         """``y = x @ W + b`` (x (N, I), W (I, O), b (O,)), then ReLU if ``relu``, then inverted dropout of
         ``dropout`` (a ratio; 0: none) drawn from ``rng``: ``(y (N, O), cache)`` for :meth:`affine_backward`.
 
         The same arithmetic as the separate ReLU and dropout steps (:meth:`relu_forward`,
-        :meth:`dropout_forward`), so a fused chain gives what the layers give one by one.
+        :meth:`dropout_forward`), so a fused chain gives what the layers give one by one. ``ws`` and
+        ``reuse`` as in :meth:`conv2d_forward`.
         """
         y = self.matmul(x, W)
         y += b
@@ -184,7 +188,7 @@ class Backend:
             y, drop = self.dropout_forward(y, dropout, rng)
         return y, (mask, drop)
 
-    def affine_backward(self, dout, cache, x, W, input_grad=True, out=None):
+    def affine_backward(self, dout, cache, x, W, input_grad=True, out=None, ws=None, reuse=False):
         """``(dx (N, I) or None, dW, db)`` of :meth:`affine_forward` given dL/dy (N, O); ``input_grad`` and
         ``out`` as in :meth:`conv2d_backward`. ``dout`` is never written."""
         mask, drop = cache
@@ -213,11 +217,12 @@ class Backend:
         return contextlib.nullcontext({})
 
     # -- pooling -----------------------------------------------------------------------------
-    def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
-        """Max over each window: ``(out (N, C, OH, OW), cache)``; padding counts as -inf."""
+    def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW, ws=None, reuse=False):
+        """Max over each window: ``(out (N, C, OH, OW), cache)``; padding counts as -inf. ``ws``, ``reuse``:
+        as in :meth:`conv2d_forward`."""
         return pooling.max_forward(self.xp, x, KH, KW, stride, pad, OH, OW)
 
-    def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad):
+    def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad, ws=None, reuse=False):
         """dL/dx of :meth:`maxpool2d_forward`; ties send the gradient to the first maximum in (kh, kw) order."""
         return pooling.max_backward(self.xp, dout, cache, x_shape, KH, KW, stride, pad)
 
@@ -264,11 +269,12 @@ class Backend:
         return x * mask, mask
 
     # -- loss --------------------------------------------------------------------------------
-    def softmax_cross_entropy(self, y, t):
+    def softmax_cross_entropy(self, y, t, ws=None):
         """Mean cross-entropy of softmax(y) against integer labels: ``(loss 0-d, p (N, K))``.
 
         y (N, K) scores; t (N,) integer labels in [0, K). Computed in :func:`xpnet.precision.compute_dtype`
-        of y (float32 for float16), which is the dtype of ``loss`` and ``p``.
+        of y (float32 for float16), which is the dtype of ``loss`` and ``p``. ``ws``: a dict the caller
+        owns, where a backend may keep ``p`` (the caller's cache: the previous one is done with).
         """
         xp = self.xp
         y = precision.widen(y)
@@ -277,8 +283,9 @@ class Backend:
         loss = -xp.take_along_axis(logp, t[:, None].astype(xp.intp), axis=1).sum() / y.dtype.type(y.shape[0])
         return loss, xp.exp(logp)
 
-    def softmax_cross_entropy_backward(self, p, t, dout, out_dtype):
-        """dL/dy of :meth:`softmax_cross_entropy` times ``dout`` (a Python number), in ``out_dtype``."""
+    def softmax_cross_entropy_backward(self, p, t, dout, out_dtype, ws=None, reuse=False):
+        """dL/dy of :meth:`softmax_cross_entropy` times ``dout`` (a Python number), in ``out_dtype``; ``ws``,
+        ``reuse`` as in :meth:`conv2d_forward`."""
         N = p.shape[0]
         dy = p.copy()
         dy[self.xp.arange(N), t] -= 1

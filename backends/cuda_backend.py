@@ -204,34 +204,36 @@ class CudaBackend(CudaFusedLayers, CudaCollectives, Backend):
         )
         return col
 
-    def col2im(self, col, x_shape, KH, KW, stride=(1, 1), pad=(0, 0)):
-        """Sum windows back into (N, C, H, W): one thread per image element (a gather)."""
+    def col2im(self, col, x_shape, KH, KW, stride=(1, 1), pad=(0, 0), out=None):
+        """Sum windows back into (N, C, H, W) (into ``out`` if given): one thread per image element (a gather)."""
         N, C, H, W = x_shape
         (SH, SW), (PH, PW) = stride, pad
         OH, OW = out_size(H, W, KH, KW, stride, pad)
         col = self.xp.ascontiguousarray(col)
-        img = self.xp.empty((N, C, H, W), dtype=col.dtype)
+        img = self.xp.empty((N, C, H, W), dtype=col.dtype) if out is None else out
         self._kernels.col2im_kernel(col, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, img)
         return img
 
-    def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
-        """One kernel: the maxima and, as the cache, each window's argmax (an int32 index in its plane)."""
+    def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW, ws=None, reuse=False):
+        """One kernel: the maxima and, as the cache, each window's argmax (an int32 index in its plane, kept
+        in ``ws``)."""
         N, C, H, W = x.shape
         (SH, SW), (PH, PW) = stride, pad
-        out = self.xp.empty((N, C, OH, OW), dtype=x.dtype)
-        arg = self.xp.empty((N, C, OH, OW), dtype=self.xp.int32)
+        out = self._scratch(ws if reuse else None, "out", (N, C, OH, OW), x.dtype)
+        arg = self._scratch(ws, "arg", (N, C, OH, OW), np.dtype(np.int32))
         self._kernels.maxpool_forward(x, H, W, OH, OW, KH, KW, SH, SW, PH, PW, out, arg)  # x: any order
         return out, (arg, _channels_last(x))
 
-    def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad):
+    def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad, ws=None, reuse=False):
         """One kernel: each input element gathers the gradients of the windows whose maximum it is."""
         N, C, H, W = x_shape
         arg, channels_last = cache
         _, _, OH, OW = arg.shape
         (SH, SW), (PH, PW) = stride, pad
         # dx in the input's memory order: a convolution's output (channels last) then needs no transpose
-        dx = (self.xp.empty((N, H, W, C), dtype=dout.dtype).transpose(0, 3, 1, 2) if channels_last
-              else self.xp.empty(x_shape, dtype=dout.dtype))
+        keep = ws if reuse else None
+        dx = (self._scratch(keep, "dx_cl", (N, H, W, C), dout.dtype).transpose(0, 3, 1, 2) if channels_last
+              else self._scratch(keep, "dx", x_shape, dout.dtype))
         self._kernels.maxpool_backward(dout, arg, H, W, OH, OW, KH, KW, SH, SW, PH, PW, dx)
         return dx
 
@@ -266,10 +268,10 @@ class CudaBackend(CudaFusedLayers, CudaCollectives, Backend):
         self._kernels.dropout_forward(x, np.uint64(key), np.uint64(offset), float(ratio), scale, y, mask)
         return y, mask
 
-    def softmax_cross_entropy_backward(self, p, t, dout, out_dtype):
+    def softmax_cross_entropy_backward(self, p, t, dout, out_dtype, ws=None, reuse=False):
         """One kernel: (p - onehot(t)) * dout / N in ``out_dtype``."""
         N, K = p.shape
-        dy = self.xp.empty((N, K), dtype=out_dtype)
+        dy = self._scratch(ws if reuse else None, "dy", (N, K), np.dtype(out_dtype))
         self._kernels.softmax_xent_backward(p, t, K, p.dtype.type(dout / N), dy)
         return dy
 

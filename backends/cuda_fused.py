@@ -35,6 +35,11 @@ class CudaFusedLayers:
                 ws[name] = buf
         return buf
 
+    def _reused(self, ws, reuse, name, shape, dtype):
+        """An output buffer: the one kept in ``ws`` when ``reuse`` (the caller is done with it), else None
+        (the operation makes a new array)."""
+        return self._scratch(ws, name, shape, dtype) if reuse and ws is not None else None
+
     def _counters(self, n):
         """The backend's zeroed int32 counters of the last-thread reductions (each kernel leaves them 0)."""
         count = getattr(self, "_count", None)
@@ -71,19 +76,19 @@ class CudaFusedLayers:
         return [self.xp.empty(s, dtype=dtype) if o is None else o for o, s in zip(dests, shapes, strict=True)]
 
     # -- convolution -------------------------------------------------------------------------
-    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True, relu=False):
+    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True, relu=False, reuse=False):
         """im2col (into the workspace's columns when training), one GEMM, one kernel for bias (+ ReLU)."""
         N, _, H, Wd = x.shape
         FN, C, KH, KW = W.shape
         OH, OW = out_size(H, Wd, KH, KW, stride, pad)
         col = self._scratch(ws if keep else None, "col", (N * OH * OW, C * KH * KW), x.dtype)
         self._im2col_into(x, KH, KW, stride, pad, 0, col)
-        y = self.xp.matmul(col, W.reshape(FN, -1).T)
+        y = self.xp.matmul(col, W.reshape(FN, -1).T, out=self._reused(ws, reuse, "y", (col.shape[0], FN), x.dtype))
         self._bias_act(y, b, relu)
         cache = ConvCache(col if keep else None, None if keep else x, x.shape, y if relu else None)
         return y.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2), cache
 
-    def conv2d_backward(self, dout, cache, W, stride, pad, ws=None, input_grad=True, out=None):
+    def conv2d_backward(self, dout, cache, W, stride, pad, ws=None, input_grad=True, out=None, reuse=False):
         """One kernel for the fused ReLU's mask and db, the dW GEMM into ``out``; dcol GEMM + col2im for dx."""
         col, x, x_shape, y = cache
         FN, C, KH, KW = W.shape
@@ -97,12 +102,13 @@ class CudaFusedLayers:
         if not input_grad:
             return None, dW, db
         dcol = self.xp.matmul(d, W.reshape(FN, -1), out=self._scratch(ws, "dcol", col.shape, col.dtype))
-        return self.col2im(dcol, x_shape, KH, KW, stride, pad), dW, db
+        dx = self._reused(ws, reuse, "dx", x_shape, dout.dtype)
+        return self.col2im(dcol, x_shape, KH, KW, stride, pad, out=dx), dW, db
 
     # -- affine layers -----------------------------------------------------------------------
-    def affine_forward(self, x, W, b, relu=False, dropout=0.0, rng=None):
+    def affine_forward(self, x, W, b, relu=False, dropout=0.0, rng=None, ws=None, reuse=False):
         """One GEMM, one kernel for bias, ReLU and dropout (the mask from ``rng``'s counter-based stream)."""
-        y = self.xp.matmul(x, W)
+        y = self.xp.matmul(x, W, out=self._reused(ws, reuse, "y", (x.shape[0], W.shape[1]), x.dtype))
         drop = _NO_DROP
         if dropout:
             key, offset = rng.reserve(y.size)
@@ -110,25 +116,27 @@ class CudaFusedLayers:
         self._bias_act(y, b, relu, drop)
         return y, AffineCache(y if relu else None, drop)
 
-    def affine_backward(self, dout, cache, x, W, input_grad=True, out=None):
+    def affine_backward(self, dout, cache, x, W, input_grad=True, out=None, ws=None, reuse=False):
         """One kernel for the dropout and ReLU masks and db (dropout's mask drawn again), two GEMMs."""
         y, drop = cache
         N, F = dout.shape
         dW, db = self._grad_buffers(out, (W.shape, (F,)), dout.dtype)
-        d = self.xp.empty((N, F), dtype=dout.dtype)
+        d = self._scratch(ws, "d", (N, F), dout.dtype)
         self._act_grad(dout, y, F, 1, d, db, y is not None, drop)
         self.xp.matmul(x.T, d, out=dW)
-        return (self.xp.matmul(d, W.T) if input_grad else None), dW, db
+        if not input_grad:
+            return None, dW, db
+        return self.xp.matmul(d, W.T, out=self._reused(ws, reuse, "dx", x.shape, dout.dtype)), dW, db
 
     # -- loss --------------------------------------------------------------------------------
-    def softmax_cross_entropy(self, y, t):
+    def softmax_cross_entropy(self, y, t, ws=None):
         """One kernel: the probabilities, each row's share of the mean, and their sum (the loss, 0-d).
 
         A label outside [0, K) makes the loss NaN (raising would need a host sync).
         """
         N, K = y.shape
         wide = precision.compute_dtype(y.dtype)
-        p = self.xp.empty((N, K), dtype=wide)
+        p = self._scratch(ws, "p", (N, K), wide)
         loss = self.xp.empty(1, dtype=wide)
         self._kernels.softmax_xent_forward(self.xp.ascontiguousarray(y), t, K, wide.type(1.0 / N), p,
                                            self._partials(N, wide), loss, self._counters(1))

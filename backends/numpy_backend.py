@@ -84,12 +84,12 @@ class NumpyBackend(Backend):
     def col2im(self, col, x_shape, KH, KW, stride=(1, 1), pad=(0, 0)):
         return numpy_im2col.col2im(col, x_shape, KH, KW, stride, pad)
 
-    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True, relu=False):
+    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True, relu=False, reuse=False):
         """Strided-copy im2col + BLAS GEMMs, by the layer shape's plan (see numpy_conv_plan), kept in ``ws``."""
         out, cache = plan_for(ws, x, W, stride, pad, self.splitter, self._clock).forward(x, W, b, keep)
         return self._activated(out, cache, relu)
 
-    def conv2d_backward(self, dout, cache, W, stride, pad, ws=None, input_grad=True, out=None):
+    def conv2d_backward(self, dout, cache, W, stride, pad, ws=None, input_grad=True, out=None, reuse=False):
         """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward`, by the plan that ran it."""
         dout, cache = self._deactivated(dout, cache)
         dx, dW, db = cache.plan.backward(dout, cache, W)
@@ -104,10 +104,10 @@ class NumpyBackend(Backend):
         """
         return self._clock.recording()
 
-    def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
+    def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW, ws=None, reuse=False):
         return numpy_split.max_forward(self.splitter, x, KH, KW, stride, pad, OH, OW)
 
-    def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad):
+    def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad, ws=None, reuse=False):
         return numpy_split.max_backward(self.splitter, dout, cache, x_shape, KH, KW, stride, pad)
 
     def avgpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):

@@ -19,6 +19,11 @@ class Layer:
     """
 
     classifies = False
+    #: Set by the Sequential that runs this layer: its training-mode output (``reuse_output``) or input
+    #: gradient (``reuse_input_grad``) only ever goes to a neighbour that reads it and keeps no view of
+    #: it past its next call, so a backend may hand back the same buffer every step (no allocation).
+    reuse_output = False
+    reuse_input_grad = False
 
     def __init__(self):
         self.params = {}

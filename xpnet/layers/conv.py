@@ -70,7 +70,8 @@ class Conv2D(Layer):
         self.x_shape = x.shape
         # train=False lets the backend skip what only backward needs (it rebuilds it if backward comes anyway)
         out, self.cache = backends.of(x).conv2d_forward(x, self.params["W"], self.params["b"], self.stride,
-                                                        self.pad, self._ws, keep=train, relu=relu)
+                                                        self.pad, self._ws, keep=train, relu=relu,
+                                                        reuse=train and self.reuse_output)
         return out
 
     def backward(self, dout):
@@ -84,5 +85,5 @@ class Conv2D(Layer):
         self.check_grad(dout, (N, FN, OH, OW))
         dx, self.grads["W"], self.grads["b"] = backends.of(dout).conv2d_backward(
             dout, self.cache, self.params["W"], self.stride, self.pad, self._ws, input_grad=input_grad,
-            out=self.grad_dests("W", "b"))
+            out=self.grad_dests("W", "b"), reuse=self.reuse_input_grad)
         return dx

@@ -13,6 +13,7 @@ from xpnet.layers.activation import ReLU
 from xpnet.layers.conv import Conv2D
 from xpnet.layers.dropout import Dropout
 from xpnet.layers.linear import Affine
+from xpnet.layers.pool import MaxPool2D
 
 
 class ConvReLU:
@@ -56,6 +57,30 @@ class AffineChain:
         self.affine.backward_params(dout)
 
 
+def head(step):
+    """The layer whose backend call makes a step's output and input gradient."""
+    return getattr(step, "conv", None) or getattr(step, "affine", None) or step
+
+
+def reads_only(step):
+    """True when ``step`` neither returns its input (or a view of it) forward nor its dout backward."""
+    return isinstance(step, (ConvReLU, AffineChain, Conv2D, Affine, MaxPool2D))
+
+
+def mark_reuse(steps):
+    """Tell each step's head layer whether its output and input gradient stay inside ``steps``: the output
+    goes to a next step that only reads it, the input gradient to a previous one that only reads it
+    (a layer that appears twice never reuses: its second call would overwrite the first's result)."""
+    heads = [head(s) for s in steps]
+    once = {id(h) for h in heads if sum(h is g for g in heads) == 1}
+    for k, h in enumerate(heads):
+        if not hasattr(h, "params"):  # not a Layer: nothing to mark
+            continue
+        mine = id(h) in once
+        h.reuse_output = mine and k + 1 < len(steps) and reads_only(steps[k + 1])
+        h.reuse_input_grad = mine and k > 0 and reads_only(steps[k - 1])
+
+
 def chains(layers):
     """``layers`` (a list) as steps: each a layer, a :class:`ConvReLU` or an :class:`AffineChain`."""
     steps, i = [], 0
@@ -75,4 +100,5 @@ def chains(layers):
                 continue
         steps.append(layer)
         i += 1
+    mark_reuse(steps)
     return steps

@@ -31,6 +31,7 @@ class Affine(Layer):
         W = init.initialize(weight_init, (self.in_features, self.out_features), self.in_features, rng)
         self.params["W"] = be.asarray(W, dtype=dtype)
         self.params["b"] = be.xp.zeros(self.out_features, dtype=dtype)
+        self._ws = {}  # scratch buffers the backend reuses across steps
 
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}"
@@ -52,7 +53,7 @@ class Affine(Layer):
         self.x_shape = x.shape
         self.x = x.reshape(x.shape[0], -1)
         out, self.cache = backends.of(x).affine_forward(self.x, self.params["W"], self.params["b"], relu, dropout,
-                                                         rng)
+                                                         rng, ws=self._ws, reuse=train and self.reuse_output)
         return out
 
     def backward(self, dout):
@@ -64,7 +65,8 @@ class Affine(Layer):
     def _backward(self, dout, input_grad):
         self.check_grad(dout, (self.x.shape[0], self.out_features))
         dx, self.grads["W"], self.grads["b"] = backends.of(dout).affine_backward(
-            dout, self.cache, self.x, self.params["W"], input_grad=input_grad, out=self.grad_dests("W", "b"))
+            dout, self.cache, self.x, self.params["W"], input_grad=input_grad, out=self.grad_dests("W", "b"),
+            ws=self._ws, reuse=self.reuse_input_grad)
         return None if dx is None else dx.reshape(self.x_shape)
 
 

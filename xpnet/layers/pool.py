@@ -46,15 +46,20 @@ class MaxPool2D(_Pool2D):
         x (N, C, H, W) -> (N, C, OH, OW), OH = (H + 2*PH - KH) // SH + 1.
     """
 
+    def __init__(self, size=2, stride=None, pad=0):
+        super().__init__(size, stride, pad)
+        self._ws = {}  # buffers the backend reuses across steps
+
     def forward(self, x, train=False):
         be, OH, OW = self._setup(x)
-        out, self.cache = be.maxpool2d_forward(x, self.KH, self.KW, self.stride, self.pad, OH, OW)
+        out, self.cache = be.maxpool2d_forward(x, self.KH, self.KW, self.stride, self.pad, OH, OW, ws=self._ws,
+                                               reuse=train and self.reuse_output)
         return out
 
     def backward(self, dout):
         self.check_grad(dout, self.out_shape)
         return backends.of(dout).maxpool2d_backward(dout, self.cache, self.x_shape, self.KH, self.KW, self.stride,
-                                                    self.pad)
+                                                    self.pad, ws=self._ws, reuse=self.reuse_input_grad)
 
 
 class AvgPool2D(_Pool2D):

@@ -6,6 +6,7 @@ import numpy as np
 
 from xpnet import backends, precision, serialization
 from xpnet.errors import DTypeError, FileFormatError, ShapeError
+from xpnet.layers import fusion
 from xpnet.models.flat import FlatStore
 from xpnet.models.selection import batched_accuracy, select_names
 
@@ -38,6 +39,10 @@ class Model:
         self._frozen = set()
         self._flat = FlatStore()  # parameters as views into one buffer per dtype (see trainable_params)
         self._flat.bind(net)
+        # the loss's input gradient goes only to the network's last step: reusable when that step only reads it
+        if loss_layer is not None:
+            steps = net.steps() if hasattr(net, "steps") else [net]
+            loss_layer.reuse_input_grad = bool(steps) and fusion.reads_only(steps[-1])
 
     def __repr__(self):
         head = f"{type(self).__name__}({self.num_params():,} parameters, {self.dtype}, {self.backend.name})"
