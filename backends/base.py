@@ -253,8 +253,12 @@ class Backend:
         return dout * mask
 
     # -- batches -----------------------------------------------------------------------------
-    def gather_batch(self, x, t, idx):
-        """``(x[idx], t[idx])``: the examples and labels at integer positions ``idx`` (arrays of this backend)."""
+    def gather_batch(self, x, t, idx, ws=None):
+        """``(x[idx], t[idx])``: the examples and labels at integer positions ``idx`` (arrays of this backend).
+
+        ``ws``: a dict the caller owns and is done with the previous batch made with it: a backend may write
+        this batch into the same buffers.
+        """
         return x[idx], t[idx]
 
     # -- dropout -----------------------------------------------------------------------------
@@ -269,12 +273,13 @@ class Backend:
         return x * mask, mask
 
     # -- loss --------------------------------------------------------------------------------
-    def softmax_cross_entropy(self, y, t, ws=None):
+    def softmax_cross_entropy(self, y, t, ws=None, reuse=False):
         """Mean cross-entropy of softmax(y) against integer labels: ``(loss 0-d, p (N, K))``.
 
         y (N, K) scores; t (N,) integer labels in [0, K). Computed in :func:`xpnet.precision.compute_dtype`
         of y (float32 for float16), which is the dtype of ``loss`` and ``p``. ``ws``: a dict the caller
-        owns, where a backend may keep ``p`` (the caller's cache: the previous one is done with).
+        owns, where a backend may keep ``p`` (the caller's cache: the previous one is done with) and, when
+        ``reuse``, the loss (the caller is done with the previous one).
         """
         xp = self.xp
         y = precision.widen(y)

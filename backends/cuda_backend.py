@@ -249,14 +249,15 @@ class CudaBackend(CudaFusedLayers, CudaCollectives, Backend):
         self.xp.multiply(dout, mask, out=dx)
         return dx
 
-    def gather_batch(self, x, t, idx):
-        """One kernel for the examples and their labels (two takes when a label row is longer than an example)."""
+    def gather_batch(self, x, t, idx, ws=None):
+        """One kernel for the examples and their labels (two takes when a label row is longer than an example);
+        into the buffers kept in ``ws`` when given."""
         n = len(x)
         row, trow = (x.size // n if n else 0), (t.size // n if n else 0)
         if not n or not len(idx) or trow > row:
             return super().gather_batch(x, t, idx)
-        xb = self.xp.empty((len(idx), *x.shape[1:]), dtype=x.dtype)
-        tb = self.xp.empty((len(idx), *t.shape[1:]), dtype=t.dtype)
+        xb = self._scratch(ws, "x", (len(idx), *x.shape[1:]), x.dtype)
+        tb = self._scratch(ws, "t", (len(idx), *t.shape[1:]), t.dtype)
         self._kernels.batch_gather(self.xp.ascontiguousarray(x), idx, self.xp.ascontiguousarray(t), row, trow, xb, tb)
         return xb, tb
 

@@ -129,7 +129,7 @@ class CudaFusedLayers:
         return self.xp.matmul(d, W.T, out=self._reused(ws, reuse, "dx", x.shape, dout.dtype)), dW, db
 
     # -- loss --------------------------------------------------------------------------------
-    def softmax_cross_entropy(self, y, t, ws=None):
+    def softmax_cross_entropy(self, y, t, ws=None, reuse=False):
         """One kernel: the probabilities, each row's share of the mean, and their sum (the loss, 0-d).
 
         A label outside [0, K) makes the loss NaN (raising would need a host sync).
@@ -137,7 +137,7 @@ class CudaFusedLayers:
         N, K = y.shape
         wide = precision.compute_dtype(y.dtype)
         p = self._scratch(ws, "p", (N, K), wide)
-        loss = self.xp.empty(1, dtype=wide)
+        loss = self._scratch(ws if reuse else None, "loss", (1,), wide)
         self._kernels.softmax_xent_forward(self.xp.ascontiguousarray(y), t, K, wide.type(1.0 / N), p,
                                            self._partials(N, wide), loss, self._counters(1))
         return loss.reshape(()), p

@@ -45,13 +45,13 @@ def step_counts(batch_size=100, steps=2, seed=0):
     t = rng.integers(0, 10, batch_size * steps)
     with device.as_cuda() as be:
         model, opt = DeepConvNet(seed=seed, backend=be), optim.Adam(lr=0.001)
-        batches = BatchIterator(x, t, batch_size=batch_size, backend=be).epoch()
+        batches = BatchIterator(x, t, batch_size=batch_size, backend=be, reuse_buffers=True).epoch()
         for _ in range(steps):
             counts = {}
             with counters.counting() as counts["batch"]:
                 xb, tb = next(batches)
             with counters.counting() as counts["forward+loss"]:
-                model.forward_loss(xb, tb, train=True)
+                model.forward_loss(xb, tb, train=True, reuse=True)
             with counters.counting() as counts["backward"]:
                 model.backward()
             with counters.counting() as counts["optimizer"]:

@@ -56,7 +56,7 @@ class SoftmaxCrossEntropy(Layer):
         if host is not None:
             self._check_labels(host, K)
         self.t = t
-        loss, self.p = be.softmax_cross_entropy(y, t, ws=self._ws)
+        loss, self.p = be.softmax_cross_entropy(y, t, ws=self._ws, reuse=train and self.reuse_output)
         return loss
 
     def _check_labels(self, t, K):

@@ -140,16 +140,37 @@ class Model:
         """True when the outputs are class scores (the loss compares them with class labels)."""
         return self.loss_layer.classifies
 
-    def forward_loss(self, x, t, train=True):
+    def forward_loss(self, x, t, train=True, reuse=False):
         """``(loss, y)``: the mean loss over the batch (a 0-d device array) and the outputs it was computed from.
+
+        Args:
+            reuse: the caller is done with the loss and outputs of its previous call (a training loop such as
+                the Trainer's): in training mode they may then be written into the same buffers, so a step
+                allocates nothing on a GPU.
 
         Shapes:
             x (N, ...) -> y (N, outputs) on the model's device; t as the loss layer takes it.
         """
-        y = self.predict(x, train)
-        loss = self.loss_layer.forward(y, t, train)
+        heads = self._output_heads()
+        for layer in heads:
+            layer.reuse_output = bool(train and reuse)
+        try:
+            y = self.predict(x, train)
+            loss = self.loss_layer.forward(y, t, train)
+        finally:
+            for layer in heads:
+                layer.reuse_output = False
         self._has_loss = True
         return loss, y
+
+    def _output_heads(self):
+        """The layers that make what :meth:`forward_loss` returns (the net's last step, the loss layer)."""
+        steps = self.net.steps() if hasattr(self.net, "steps") else [self.net]
+        last = fusion.head(steps[-1]) if steps else None
+        heads = [self.loss_layer] if self.loss_layer is not None else []
+        if last is not None and sum(fusion.head(s) is last for s in steps) == 1:
+            heads.append(last)
+        return heads
 
     def loss(self, x, t, train=True):
         """Mean loss over the batch as a 0-d device array (``float(...)`` to read it)."""
