@@ -56,3 +56,28 @@ def test_fused_step_one_optimizer_launch_no_host_sync():
     assert counts["backward"]["kernels"]["xpnet_maxpool_backward"] == 3
     assert counts["forward+loss"]["kernels"]["xpnet_softmax_xent_forward"] == 1
     assert counts["backward"]["kernels"]["xpnet_softmax_xent_backward"] == 1
+
+
+@pytest.fixture(scope="module")
+def batch_100():
+    return launches.step_counts(batch_size=100)
+
+
+def test_deepconvnet_step_at_batch_100_fits_the_budget(batch_100):
+    """The issue's budget: at most 60 launches, no host sync and, after the first step, no allocation."""
+    step = batch_100["step"]
+    assert step["launches"] <= 60, batch_100
+    assert step["allocations"] == 0 and step["syncs"] == 0 and step["h2d"] == 0, step
+
+
+def test_each_layer_chain_runs_its_fused_kernels(batch_100):
+    """What runs, kernel by kernel: six conv + ReLU chains (im2col, GEMM, bias + ReLU), three pools, two affine
+    chains (GEMM, bias + ReLU + dropout), the loss in one kernel; backward one mask + bias-gradient kernel per
+    chain, two GEMMs per chain (one for conv1, whose input gradient nobody needs), col2im for five convs."""
+    assert batch_100["batch"]["kernels"] == {"xpnet_batch_gather": 1}
+    assert batch_100["forward+loss"]["kernels"] == {
+        "matmul": 8, "xpnet_bias_act": 8, "xpnet_im2col": 6, "xpnet_maxpool_forward": 3,
+        "xpnet_softmax_xent_forward": 1}
+    assert batch_100["backward"]["kernels"] == {
+        "matmul": 15, "xpnet_act_grad": 8, "xpnet_col2im": 5, "xpnet_maxpool_backward": 3,
+        "xpnet_softmax_xent_backward": 1}
