@@ -7,7 +7,7 @@ import pytest
 from emulated_cupy import counters, device
 from emulated_cupy.kernels import host_compiler_problem
 
-from benchmarks import launches
+from benchmarks import gpu_counts, launches
 from xpnet import optim
 
 pytestmark = pytest.mark.skipif(bool(host_compiler_problem()), reason="the emulated device needs g++ here")
@@ -81,3 +81,19 @@ def test_each_layer_chain_runs_its_fused_kernels(batch_100):
     assert batch_100["backward"]["kernels"] == {
         "matmul": 15, "xpnet_act_grad": 8, "xpnet_col2im": 5, "xpnet_maxpool_backward": 3,
         "xpnet_softmax_xent_backward": 1}
+
+
+def test_graph_node_tally_counts_the_work_the_device_runs():
+    launched, by_type = gpu_counts.tally(["kernel", "memset", "kernel", "empty", "memcpy", "event_record"])
+    assert launched == 4 and by_type == {"kernel": 2, "memset": 1, "empty": 1, "memcpy": 1, "event_record": 1}
+
+
+@pytest.mark.gpu
+def test_a_gpu_counts_the_same_budget_by_graph_capture(real_gpu):
+    """On a real GPU the step is captured into a CUDA graph: a sync would fail the capture, an allocation
+    shows as a memory-pool request; cuBLAS may run a GEMM as more than one kernel."""
+    emulated = launches.step_counts(batch_size=4)
+    counted = launches.gpu_step_counts(real_gpu, batch_size=4)
+    assert counted["step"]["allocations"] == 0 and counted["step"]["syncs"] == 0, counted
+    assert counted["step"]["launches"] >= emulated["step"]["launches"], counted
+    assert counted["optimizer"]["launches"] == 1 and counted["batch"]["launches"] == 1, counted
