@@ -344,6 +344,12 @@ class Backend:
         """An NCCL communicator with ``allreduce_(buf)`` and ``bcast_(buf, root)`` for this backend's arrays."""
         raise BackendError(f"backend '{self.name}' has no NCCL; NCCL reduces GPU arrays")
 
+    # -- counting ----------------------------------------------------------------------------
+    def launch_counter(self):
+        """An object whose ``counting()`` context counts the device work queued inside it (launches,
+        allocations, syncs; see ``backends/cuda_graph_counts.py``), or None where this device has none."""
+        return None
+
     # -- errors ------------------------------------------------------------------------------
     def is_out_of_memory(self, exc):
         """True when ``exc`` means this device ran out of memory (the CPU never says so: False)."""

@@ -284,6 +284,12 @@ class CudaBackend(CudaFusedLayers, CudaCollectives, Backend):
         kernel(g, g if sumsq is None else sumsq, *scalars, p, *(state[k] for k in cuda_optim_src.STATE[rule]))
         return True
 
+    def launch_counter(self):
+        """A :class:`~xpnet.backends.cuda_graph_counts.GraphCounter`: counts by CUDA graph capture."""
+        from xpnet.backends.cuda_graph_counts import GraphCounter
+
+        return GraphCounter(self.xp)
+
     def is_out_of_memory(self, exc):
         """True when ``exc`` is CuPy's out-of-memory error (a failed device allocation)."""
         return isinstance(exc, self.xp.cuda.memory.OutOfMemoryError)

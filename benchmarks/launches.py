@@ -5,7 +5,7 @@ over NumPy, the kernels' own CUDA C compiled for the host), so it runs without a
 counts on every machine. What counts as a launch, an allocation and a sync is in
 ``tests/emulated_cupy/counters.py``; composite CuPy routines count one launch, so the launch counts are
 a lower bound. As a suite of ``python -m benchmarks`` with the cuda backend measured, it counts on the
-GPU instead, by CUDA graph capture (:mod:`benchmarks.gpu_counts`).
+GPU instead, by CUDA graph capture (``backends/cuda_graph_counts.py``).
 
     python -m benchmarks.launches [--batch-size 100] [--json PATH]
 """
@@ -50,10 +50,8 @@ def step_counts(batch_size=100, steps=2, seed=0):
 
 def gpu_step_counts(backend, batch_size=100, steps=2, seed=0):
     """:func:`step_counts` on a real GPU (``backend``: xpnet's cuda backend), counted by CUDA graph capture
-    (:mod:`benchmarks.gpu_counts`): ``kernels`` are then the graph's nodes by type."""
-    from benchmarks.gpu_counts import GraphCounter
-
-    counter = GraphCounter(backend.xp)
+    (``backends/cuda_graph_counts.py``): ``kernels`` are then the graph's nodes by type."""
+    counter = backend.launch_counter()
     return _count(backend, counter.counting, counter.stream, batch_size, steps, seed)
 
 

@@ -1,4 +1,5 @@
-"""Launches and allocations of a piece of work on a real CUDA device, counted by CUDA and CuPy themselves.
+"""Launches and allocations of a piece of work on a real CUDA device, counted by CUDA and CuPy themselves
+(``CudaBackend.launch_counter``; ``python -m benchmarks launches`` reports them on a GPU).
 
 The work runs under stream capture (``cudaStreamBeginCapture`` through CuPy's ``Stream.begin_capture``):
 every kernel, copy and memset it queues becomes a node of a CUDA graph, and the graph's nodes are
@@ -72,8 +73,7 @@ class GraphCounter:
 
     @contextlib.contextmanager
     def counting(self):
-        from cupy.cuda import memory_hook
-
+        memory_hook = self.cp.cuda.memory_hook
         requests = []
 
         class PoolRequests(memory_hook.MemoryHook):
