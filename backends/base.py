@@ -12,6 +12,7 @@ from xpnet.backends.shapes import out_size
 from xpnet.errors import BackendError
 
 Activated = collections.namedtuple("Activated", "inner mask")  # a convolution's cache with its fused ReLU's mask
+Pooled = collections.namedtuple("Pooled", "inner cache shape window")  # ... with its fused max pool's
 
 
 def store(out, *arrays):
@@ -119,7 +120,7 @@ class Backend:
         raise NotImplementedError
 
     # -- convolution -------------------------------------------------------------------------
-    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True, relu=False, reuse=False):
+    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True, relu=False, reuse=False, pool=None):
         """Convolution by im2col + one GEMM. Returns ``(out (N, FN, OH, OW), cache for backward)``.
 
         ``ws`` is a dict the calling layer owns; a backend may keep reusable buffers in it. ``keep=False``
@@ -127,7 +128,8 @@ class Backend:
         :meth:`conv2d_backward` if one comes after all. ``relu=True``: the output is ``max(conv, 0)`` (a
         ReLU fused after the bias) and :meth:`conv2d_backward` applies the ReLU's mask first.
         ``reuse=True``: the caller is done with the output of the previous call with this ``ws`` (see
-        ``Layer.reuse_output``), so a backend may write this one into the same buffer.
+        ``Layer.reuse_output``), so a backend may write this one into the same buffer. ``pool``: ``(KH, KW,
+        stride, pad)`` of a max pool fused after the ReLU: the output is the pooled one.
         """
         N, _, H, Wd = x.shape
         FN, _, KH, KW = W.shape
@@ -137,17 +139,26 @@ class Backend:
         out = col @ Wc.T + b
         # Inference keeps x (alive anyway as the previous layer's output), not its KH*KW times larger columns.
         cache = (col, None, x.shape) if keep else (None, x, x.shape)
-        return self._activated(out.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2), cache, relu)
+        return self._activated(out.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2), cache, relu, pool)
 
-    def _activated(self, out, cache, relu):
-        """``(out, cache)``, through a fused ReLU when ``relu`` (its mask joins the cache)."""
-        if not relu:
+    def _activated(self, out, cache, relu, pool=None):
+        """``(out, cache)``, through a fused ReLU when ``relu`` (its mask joins the cache), then a fused max
+        pool when ``pool`` is ``(KH, KW, stride, pad)`` (its cache joins too)."""
+        if relu:
+            out, mask = self.relu_forward(out)
+            cache = Activated(cache, mask)
+        if pool is None:
             return out, cache
-        out, mask = self.relu_forward(out)
-        return out, Activated(cache, mask)
+        KH, KW, stride, pad = pool
+        OH, OW = out_size(out.shape[2], out.shape[3], KH, KW, stride, pad)
+        pooled, pcache = self.maxpool2d_forward(out, KH, KW, stride, pad, OH, OW)
+        return pooled, Pooled(cache, pcache, out.shape, pool)
 
     def _deactivated(self, dout, cache):
-        """``(dout, cache)`` before a fused ReLU: dout masked (a new array), the convolution's own cache."""
+        """``(dout, cache)`` before a fused max pool and ReLU: dout through their backward (new arrays), the
+        convolution's own cache."""
+        if isinstance(cache, Pooled):
+            dout, cache = self.maxpool2d_backward(dout, cache.cache, cache.shape, *cache.window), cache.inner
         if isinstance(cache, Activated):
             return self.relu_backward(dout, cache.mask), cache.inner
         return dout, cache

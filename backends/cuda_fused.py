@@ -16,7 +16,8 @@ import numpy as np
 from xpnet import precision
 from xpnet.backends.shapes import out_size
 
-ConvCache = namedtuple("ConvCache", "col x x_shape y")  # y: the output, where a fused ReLU's mask is read
+# y: the output, where a fused ReLU's mask is read; pool: (acc, b, arg, window) of a fused ReLU + max pool
+ConvCache = namedtuple("ConvCache", "col x x_shape y pool", defaults=(None,))
 AffineCache = namedtuple("AffineCache", "y drop")  # drop: (key, offset, ratio, scale) of a fused dropout
 
 _ROWS = 256  # rows of one thread's slice in a bias-gradient reduction (partial sums of <= 256 terms)
@@ -76,34 +77,69 @@ class CudaFusedLayers:
         return [self.xp.empty(s, dtype=dtype) if o is None else o for o, s in zip(dests, shapes, strict=True)]
 
     # -- convolution -------------------------------------------------------------------------
-    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True, relu=False, reuse=False):
-        """im2col (into the workspace's columns when training), one GEMM, one kernel for bias (+ ReLU)."""
+    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True, relu=False, reuse=False, pool=None):
+        """im2col (into the workspace's columns when training), one GEMM, one kernel for bias (+ ReLU), or
+        for bias, ReLU and max pool (``pool``)."""
         N, _, H, Wd = x.shape
         FN, C, KH, KW = W.shape
         OH, OW = out_size(H, Wd, KH, KW, stride, pad)
+        if pool is not None and not relu:  # no kernel for a max pool right after the bias: the separate ones
+            return self._activated(*self.conv2d_forward(x, W, b, stride, pad, ws, keep), False, pool)
         col = self._scratch(ws if keep else None, "col", (N * OH * OW, C * KH * KW), x.dtype)
         self._im2col_into(x, KH, KW, stride, pad, 0, col)
+        if pool is not None:
+            return self._conv_relu_pool(x, W, b, col, (N, FN, OH, OW), pool, ws, keep, reuse)
         y = self.xp.matmul(col, W.reshape(FN, -1).T, out=self._reused(ws, reuse, "y", (col.shape[0], FN), x.dtype))
         self._bias_act(y, b, relu)
         cache = ConvCache(col if keep else None, None if keep else x, x.shape, y if relu else None)
         return y.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2), cache
 
     def conv2d_backward(self, dout, cache, W, stride, pad, ws=None, input_grad=True, out=None, reuse=False):
-        """One kernel for the fused ReLU's mask and db, the dW GEMM into ``out``; dcol GEMM + col2im for dx."""
-        col, x, x_shape, y = cache
+        """One kernel for the fused ReLU's (and max pool's) backward and db, the dW GEMM into ``out``; dcol
+        GEMM + col2im for dx."""
+        dout, cache = self._deactivated(dout, cache)  # a max pool fused after a bias alone: its own kernel
+        col, x, x_shape, y, pooled = cache
         FN, C, KH, KW = W.shape
         if col is None:  # forward ran with keep=False: rebuild the columns from x
             col = self.im2col(x, KH, KW, stride, pad)
-        N, _, OH, OW = dout.shape
+        N, _, H, Wd = x_shape
+        OH, OW = out_size(H, Wd, KH, KW, stride, pad)
         dW, db = self._grad_buffers(out, (W.shape, (FN,)), dout.dtype)
         d = self._scratch(ws, "d", (N * OH * OW, FN), dout.dtype)
-        self._act_grad(dout, y, FN, OH * OW, d, db, y is not None)
+        if pooled is None:
+            self._act_grad(dout, y, FN, OH * OW, d, db, y is not None)
+        else:
+            self._pool_act_grad(dout, pooled, (N, FN, OH, OW), d, db)
         self.xp.matmul(d.T, col, out=dW.reshape(FN, -1))
         if not input_grad:
             return None, dW, db
         dcol = self.xp.matmul(d, W.reshape(FN, -1), out=self._scratch(ws, "dcol", col.shape, col.dtype))
         dx = self._reused(ws, reuse, "dx", x_shape, dout.dtype)
         return self.col2im(dcol, x_shape, KH, KW, stride, pad, out=dx), dW, db
+
+    def _conv_relu_pool(self, x, W, b, col, shape, pool, ws, keep, reuse):
+        """The GEMM into scratch, then one kernel for bias, ReLU and the max pool ``(KH, KW, stride, pad)``."""
+        N, FN, OH, OW = shape
+        KH, KW, (SH, SW), (QH, QW) = pool
+        PH, PW = out_size(OH, OW, KH, KW, (SH, SW), (QH, QW))
+        acc = self.xp.matmul(col, W.reshape(FN, -1).T,
+                             out=self._scratch(ws if keep else None, "acc", (N * OH * OW, FN), x.dtype))
+        out = self._reused(ws, reuse, "pooled", (N, FN, PH, PW), x.dtype)
+        out = self.xp.empty((N, FN, PH, PW), dtype=x.dtype) if out is None else out
+        arg = self._scratch(ws, "arg", (N, FN, PH, PW), np.dtype(np.int32))
+        self._kernels.bias_relu_pool(acc, b, FN, OH, OW, PH, PW, KH, KW, SH, SW, QH, QW, out, arg)
+        cache = ConvCache(col if keep else None, None if keep else x, x.shape, None, (acc, b, arg, pool))
+        return out, cache
+
+    def _pool_act_grad(self, dpool, pooled, shape, d, db):
+        acc, b, arg, (KH, KW, (SH, SW), (QH, QW)) = pooled
+        N, FN, OH, OW = shape
+        _, _, PH, PW = arg.shape
+        M = d.shape[0]
+        S = -(-M // _ROWS)
+        self._kernels.pool_act_grad(dpool, arg, acc, b, FN, OH, OW, PH, PW, KH, KW, SH, SW, QH, QW, M, _ROWS, d, db,
+                                    self._partials(S * FN, precision.compute_dtype(d.dtype)), self._counters(FN),
+                                    size=S * FN)
 
     # -- affine layers -----------------------------------------------------------------------
     def affine_forward(self, x, W, b, relu=False, dropout=0.0, rng=None, ws=None, reuse=False):

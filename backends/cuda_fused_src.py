@@ -81,6 +81,88 @@ ACT_GRAD = (
 )
 
 
+_POOL = "int32 F, int32 OH, int32 OW, int32 PH, int32 PW, int32 KH, int32 KW, int32 SH, int32 SW, int32 QH, int32 QW"
+
+# conv + ReLU + max pool forward, one thread per pooled output (N, F, PH, PW): the window of the GEMM's
+# (N * OH * OW, F) output through bias and ReLU, then the first maximum in (kh, kw) order, as the
+# separate kernels compute it (QH, QW: the pool's padding; taps outside the image are skipped)
+BIAS_RELU_POOL = (
+    "raw T acc, raw T b, " + _POOL,
+    "T out, int32 arg",
+    """
+    const int pw = i % PW, ph = (i / PW) % PH;
+    const long long nf = i / ((long long)PH * PW);
+    const int f = nf % F;
+    const long long n = nf / F;
+    int best = -1;
+    T m = T(0);
+    for (int kh = 0; kh < KH; ++kh) {
+        const int h = ph * SH - QH + kh;
+        if (h < 0 || h >= OH) continue;
+        for (int kw = 0; kw < KW; ++kw) {
+            const int w = pw * SW - QW + kw;
+            if (w < 0 || w >= OW) continue;
+            T v = acc[((n * OH + h) * OW + w) * F + f] + b[f];
+            v = v > T(0) ? v : T(0);
+            if (best < 0 || v > m) { m = v; best = h * OW + w; }
+        }
+    }
+    out = m;
+    arg = best;
+    """,
+    "xpnet_bias_relu_pool",
+)
+
+# its backward, thread (s, f) over rows of channel f as ACT_GRAD: each conv output element (n, h, w)
+# gathers the pooled gradients of the windows whose maximum it is (in (kh, kw) order), masked where
+# the forward's acc + b was not > 0; d (N * OH * OW, F) and db[f] as ACT_GRAD
+POOL_ACT_GRAD = (
+    "raw T dpool, raw int32 arg, raw T acc, raw T b, " + _POOL + ", int64 M, int64 rows",
+    "raw T d, raw T db, raw W part, raw int32 count",
+    """
+    const long long s = i / F, S = (M + rows - 1) / rows;
+    const int f = i % F;
+    const long long r1 = min((s + 1) * rows, M);
+    W total = W(0);
+    for (long long r = s * rows; r < r1; ++r) {
+        const int w = r % OW, h = (r / OW) % OH;
+        const long long base = ((r / ((long long)OH * OW)) * F + f) * (long long)PH * PW;
+        const int here = h * OW + w;
+        T g = T(0);
+        for (int kh = 0; kh < KH; ++kh) {
+            const int hp = h + QH - kh;
+            if (hp < 0 || hp % SH != 0 || hp / SH >= PH) continue;
+            for (int kw = 0; kw < KW; ++kw) {
+                const int wp = w + QW - kw;
+                if (wp < 0 || wp % SW != 0 || wp / SW >= PW) continue;
+                const long long o = base + (hp / SH) * (long long)PW + wp / SW;
+                if (arg[o] == here) g = g + dpool[o];
+            }
+        }
+        const long long o = r * F + f;
+        const T v = acc[o] + b[f];
+        if (!(v > T(0))) g = T(0);
+        d[o] = g;
+        total += (W)g;
+    }
+    part[s * F + f] = total;
+    __threadfence();
+    if (atomicAdd(&count[f], 1) == (int)(S - 1)) {
+        __threadfence();
+        W sum = W(0);
+        for (long long k = 0; k < S; ++k) sum += xpnet_ldcg(&part[k * F + f]);
+        db[f] = (T)sum;
+        count[f] = 0;
+    }
+    """,
+    "xpnet_pool_act_grad",
+    True,
+    LOAD,
+)
+
+
 def kernels():
     """``{attribute: (CuPy class name, its constructor's arguments)}`` for the fused-chain kernels."""
-    return {"bias_act": ("ElementwiseKernel", BIAS_ACT), "act_grad": ("ElementwiseKernel", ACT_GRAD)}
+    return {"bias_act": ("ElementwiseKernel", BIAS_ACT), "act_grad": ("ElementwiseKernel", ACT_GRAD),
+            "bias_relu_pool": ("ElementwiseKernel", BIAS_RELU_POOL),
+            "pool_act_grad": ("ElementwiseKernel", POOL_ACT_GRAD)}

@@ -84,10 +84,10 @@ class NumpyBackend(Backend):
     def col2im(self, col, x_shape, KH, KW, stride=(1, 1), pad=(0, 0)):
         return numpy_im2col.col2im(col, x_shape, KH, KW, stride, pad)
 
-    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True, relu=False, reuse=False):
+    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True, relu=False, reuse=False, pool=None):
         """Strided-copy im2col + BLAS GEMMs, by the layer shape's plan (see numpy_conv_plan), kept in ``ws``."""
         out, cache = plan_for(ws, x, W, stride, pad, self.splitter, self._clock).forward(x, W, b, keep)
-        return self._activated(out, cache, relu)
+        return self._activated(out, cache, relu, pool)
 
     def conv2d_backward(self, dout, cache, W, stride, pad, ws=None, input_grad=True, out=None, reuse=False):
         """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward`, by the plan that ran it."""

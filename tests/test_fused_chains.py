@@ -7,7 +7,7 @@ from tolerance import assert_close
 
 from xpnet import backends
 from xpnet.layers import Affine, Conv2D, Dropout, MaxPool2D, ReLU, Sequential
-from xpnet.layers.fusion import AffineChain, ConvReLU
+from xpnet.layers.fusion import AffineChain, ConvReLU, ConvReLUPool
 from xpnet.models import DeepConvNet
 from xpnet.training.batches import BatchIterator
 
@@ -49,7 +49,7 @@ def _run(be, net, x, dout, fused):
 def test_sequential_runs_the_chains_it_can_fuse():
     steps = DeepConvNet(backend="numpy").net.steps()
     kinds = [type(s).__name__ for s in steps]
-    assert kinds == ["ConvReLU", "ConvReLU", "MaxPool2D"] * 3 + ["AffineChain", "AffineChain"]
+    assert kinds == ["ConvReLU", "ConvReLUPool"] * 3 + ["AffineChain", "AffineChain"]
     assert steps[-2].relu is not None and steps[-1].relu is None
     assert all(s.dropout is not None for s in steps[-2:])
 
@@ -120,6 +120,31 @@ def test_affine_backward_reduces_many_rows_like_the_generic_one(backend, relu, r
         assert 0 < np.count_nonzero(d) < d.size
 
 
+@pytest.mark.parametrize("window", [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1)), ((3, 2), (1, 2), (1, 1))],
+                         ids=str)
+def test_conv_relu_pool_in_one_step_equals_the_three_layers(backend, window):
+    """Bias, ReLU and max pool in one kernel each way: the same numbers as the three layers' kernels
+    (ties among ReLU's zeros, overlapping windows and padding included)."""
+    (KH, KW), stride, pad = window
+    rng = np.random.default_rng(8)
+    x = rng.integers(-2, 3, (2, 3, 9, 8)).astype(np.float32)  # small integers: ties and exact zeros
+    W, b = rng.integers(-1, 2, (4, 3, 3, 3)).astype(np.float32), np.array([0, -1, 1, 0], np.float32)
+    pool = MaxPool2D((KH, KW), stride, pad)
+    dout = rng.standard_normal(pool.output_shape((2, 4, 9, 8))).astype(np.float32)
+    runs = []
+    for fused in (True, False):
+        net = Sequential(("conv", Conv2D(3, 4, 3, 1, 1, backend=backend)), ("relu", ReLU()),
+                         ("pool", MaxPool2D((KH, KW), stride, pad)))
+        net["conv"].params["W"][...], net["conv"].params["b"][...] = backend.asarray(W), backend.asarray(b)
+        runs.append(_run(backend, net, x, dout, fused))
+    assert [type(s) for s in net.steps()] == [ConvReLUPool]
+    (y, dx, g), (y_, dx_, g_) = runs
+    np.testing.assert_array_equal(y, y_)
+    np.testing.assert_array_equal(dx, dx_)
+    for name in g_:
+        np.testing.assert_array_equal(g[name], g_[name], err_msg=name)
+
+
 def test_returned_arrays_are_never_overwritten_by_the_next_step(backend):
     """Internal buffers are reused step to step; what a call returns is the caller's (unless it asked
     for reuse, as the Trainer does)."""
@@ -161,10 +186,10 @@ def test_steps_reuse_only_what_stays_inside_the_network():
     """The last step's output and the first step's input gradient reach the caller: never reused."""
     net = _net(CPU, np.float32)
     steps = net.steps()
-    assert [type(s) for s in steps] == [ConvReLU, ConvReLU, MaxPool2D, AffineChain, AffineChain]
-    heads = [net["conv1"], net["conv2"], net["pool"], net["fc1"], net["fc2"]]
-    assert [h.reuse_output for h in heads] == [True, True, True, True, False]
-    assert [h.reuse_input_grad for h in heads] == [False, True, True, True, True]
+    assert [type(s) for s in steps] == [ConvReLU, ConvReLUPool, AffineChain, AffineChain]
+    heads = [net["conv1"], net["conv2"], net["fc1"], net["fc2"]]
+    assert [h.reuse_output for h in heads] == [True, True, True, False]
+    assert [h.reuse_input_grad for h in heads] == [False, True, True, True]
     shared = Sequential(("a", Affine(3, 3, backend="numpy")), ("r", ReLU()))
     shared.add("again", shared["a"])  # one layer twice: its second call would overwrite the first's output
     shared.steps()

@@ -48,13 +48,14 @@ def test_step_counts_follow_the_code_that_runs(monkeypatch, tmp_path):
 
 def test_fused_step_one_optimizer_launch_no_host_sync():
     """The flat optimizer is one kernel over the one parameter buffer, with nothing allocated; a step never
-    waits for the device; each max-pool layer is one kernel each way, the loss one forward and one back."""
+    waits for the device; each conv + ReLU + max pool is one kernel each way after its GEMMs, the loss one
+    forward and one back."""
     counts = launches.step_counts(batch_size=4)
     assert counts["optimizer"]["kernels"] == {"xpnet_fused_adam": 1}
     assert counts["optimizer"]["allocations"] == 0
     assert counts["step"]["syncs"] == 0
-    assert counts["forward+loss"]["kernels"]["xpnet_maxpool_forward"] == 3  # DeepConvNet's three pools
-    assert counts["backward"]["kernels"]["xpnet_maxpool_backward"] == 3
+    assert counts["forward+loss"]["kernels"]["xpnet_bias_relu_pool"] == 3  # DeepConvNet's three pools
+    assert counts["backward"]["kernels"]["xpnet_pool_act_grad"] == 3
     assert counts["forward+loss"]["kernels"]["xpnet_softmax_xent_forward"] == 1
     assert counts["backward"]["kernels"]["xpnet_softmax_xent_backward"] == 1
 
@@ -72,15 +73,16 @@ def test_deepconvnet_step_at_batch_100_fits_the_budget(batch_100):
 
 
 def test_each_layer_chain_runs_its_fused_kernels(batch_100):
-    """What runs, kernel by kernel: six conv + ReLU chains (im2col, GEMM, bias + ReLU), three pools, two affine
-    chains (GEMM, bias + ReLU + dropout), the loss in one kernel; backward one mask + bias-gradient kernel per
-    chain, two GEMMs per chain (one for conv1, whose input gradient nobody needs), col2im for five convs."""
+    """What runs, kernel by kernel: three conv + ReLU chains (im2col, GEMM, bias + ReLU), three conv + ReLU +
+    pool chains (im2col, GEMM, bias + ReLU + pool), two affine chains (GEMM, bias + ReLU + dropout), the loss
+    in one kernel; backward one mask (and pool) + bias-gradient kernel per chain, two GEMMs per chain (one
+    for conv1, whose input gradient nobody needs), col2im for five convs."""
     assert batch_100["batch"]["kernels"] == {"xpnet_batch_gather": 1}
     assert batch_100["forward+loss"]["kernels"] == {
-        "matmul": 8, "xpnet_bias_act": 8, "xpnet_im2col": 6, "xpnet_maxpool_forward": 3,
+        "matmul": 8, "xpnet_im2col": 6, "xpnet_bias_act": 5, "xpnet_bias_relu_pool": 3,
         "xpnet_softmax_xent_forward": 1}
     assert batch_100["backward"]["kernels"] == {
-        "matmul": 15, "xpnet_act_grad": 8, "xpnet_col2im": 5, "xpnet_maxpool_backward": 3,
+        "matmul": 15, "xpnet_act_grad": 5, "xpnet_col2im": 5, "xpnet_pool_act_grad": 3,
         "xpnet_softmax_xent_backward": 1}
 
 

@@ -1,6 +1,6 @@
 """Layer chains a Sequential runs as one step: a GEMM layer and the elementwise layers right after it.
 
-``Conv2D`` then ``ReLU``, and ``Affine`` then ``ReLU`` and/or ``Dropout``, run as the GEMM layer's
+``Conv2D`` then ``ReLU`` (then ``MaxPool2D``), and ``Affine`` then ``ReLU`` and/or ``Dropout``, run as the GEMM layer's
 ``forward_fused``: the backend applies bias, ReLU and dropout in the GEMM's epilogue and, backward,
 the masks and the bias gradient in one pass (see ``Backend.conv2d_forward`` and
 ``Backend.affine_forward``: the same arithmetic as the layers one by one). The layers stay the
@@ -34,6 +34,23 @@ class ConvReLU:
         self.conv.backward_params(dout)
 
 
+class ConvReLUPool(ConvReLU):
+    """Conv2D + ReLU + MaxPool2D in one step (the pool's argmax and the ReLU's mask are the backend's cache)."""
+
+    def __init__(self, conv, relu, pool):
+        super().__init__(conv, relu)
+        self.pool = pool
+
+    def forward(self, x, train=False):
+        conv_shape = self.conv.output_shape(x.shape) if getattr(x, "ndim", 0) == 4 else None
+        if conv_shape is None or min(self.pool.output_shape(conv_shape)[2:]) < 1:
+            return self.pool.forward(super().forward(x, train), train)  # the layers raise their own errors
+        y = self.conv.forward_fused(x, train, relu=True, pool=self.pool)
+        self.relu.out = self.relu.mask = None  # the ReLU's and the pool's state are in the conv's cache
+        self.pool.cache = None
+        return y
+
+
 class AffineChain:
     """Affine, then ReLU (or None), then Dropout (or None), in one step."""
 
@@ -64,7 +81,7 @@ def head(step):
 
 def reads_only(step):
     """True when ``step`` neither returns its input (or a view of it) forward nor its dout backward."""
-    return isinstance(step, (ConvReLU, AffineChain, Conv2D, Affine, MaxPool2D))
+    return isinstance(step, (ConvReLU, AffineChain, Conv2D, Affine, MaxPool2D))  # ConvReLUPool is a ConvReLU
 
 
 def mark_reuse(steps):
@@ -86,6 +103,10 @@ def chains(layers):
     steps, i = [], 0
     while i < len(layers):
         layer, rest = layers[i], layers[i + 1:]
+        if type(layer) is Conv2D and len(rest) > 1 and type(rest[0]) is ReLU and type(rest[1]) is MaxPool2D:
+            steps.append(ConvReLUPool(layer, rest[0], rest[1]))
+            i += 3
+            continue
         if type(layer) is Conv2D and rest and type(rest[0]) is ReLU:
             steps.append(ConvReLU(layer, rest[0]))
             i += 2

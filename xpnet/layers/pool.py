@@ -24,11 +24,18 @@ class _Pool2D(Layer):
     def extra_repr(self):
         return f"size=({self.KH}, {self.KW}), stride={self.stride}, pad={self.pad}"
 
+    def output_shape(self, x_shape):
+        N, C, H, W = x_shape
+        return N, C, out_length(H, self.KH, self.stride[0], self.pad[0]), out_length(W, self.KW, self.stride[1],
+                                                                                    self.pad[1])
+
+    def window(self):
+        """``(KH, KW, stride, pad)``, as a backend's fused pool takes it."""
+        return self.KH, self.KW, self.stride, self.pad
+
     def _setup(self, x):
         self.check_input(x, 4, "(N, C, H, W)")
-        N, C, H, W = x.shape
-        OH = out_length(H, self.KH, self.stride[0], self.pad[0])
-        OW = out_length(W, self.KW, self.stride[1], self.pad[1])
+        N, C, OH, OW = self.output_shape(x.shape)
         if OH < 1 or OW < 1:
             raise ShapeError(f"{self._label()}: input {tuple(x.shape)} is smaller than the window "
                              f"({self.KH}, {self.KW}) with pad {self.pad}")
