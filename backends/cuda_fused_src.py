@@ -28,6 +28,21 @@ LOAD = """
 __device__ __forceinline__ float xpnet_ldcg(const float* p) { return __ldcg(p); }
 __device__ __forceinline__ double xpnet_ldcg(const double* p) { return __ldcg(p); }
 template <class T> __device__ __forceinline__ T xpnet_ldcg(const T* p) { return *p; }
+
+// thread (s, f) of a reduction over S slices of F columns writes its partial sum, then counts itself in;
+// true in the thread that completes column f, with the S partials summed in order in *total (count reset)
+template <class W> __device__ __forceinline__ bool xpnet_last_of(W* part, int* count, long long s, long long S,
+                                                                 int F, int f, W partial, W* total) {
+    part[s * F + f] = partial;
+    __threadfence();
+    if (atomicAdd(&count[f], 1) != (int)(S - 1)) return false;
+    __threadfence();
+    W sum = W(0);
+    for (long long k = 0; k < S; ++k) sum += xpnet_ldcg(&part[k * F + f]);
+    count[f] = 0;
+    *total = sum;
+    return true;
+}
 """
 
 # in place on a GEMM's (rows, F) output: + bias, then ReLU, then inverted dropout (element i of the output)
@@ -65,15 +80,8 @@ ACT_GRAD = (
         d[o] = v;
         acc += (W)v;
     }
-    part[s * F + f] = acc;
-    __threadfence();
-    if (atomicAdd(&count[f], 1) == (int)(S - 1)) {  // the last slice of channel f: sum the slices in order
-        __threadfence();
-        W total = W(0);
-        for (long long k = 0; k < S; ++k) total += xpnet_ldcg(&part[k * F + f]);
-        db[f] = (T)total;
-        count[f] = 0;
-    }
+    W total;
+    if (xpnet_last_of(&part[0], &count[0], s, S, F, f, acc, &total)) db[f] = (T)total;
     """,
     "xpnet_act_grad",
     True,
@@ -145,15 +153,8 @@ POOL_ACT_GRAD = (
         d[o] = g;
         total += (W)g;
     }
-    part[s * F + f] = total;
-    __threadfence();
-    if (atomicAdd(&count[f], 1) == (int)(S - 1)) {
-        __threadfence();
-        W sum = W(0);
-        for (long long k = 0; k < S; ++k) sum += xpnet_ldcg(&part[k * F + f]);
-        db[f] = (T)sum;
-        count[f] = 0;
-    }
+    W sum;
+    if (xpnet_last_of(&part[0], &count[0], s, S, F, f, total, &sum)) db[f] = (T)sum;
     """,
     "xpnet_pool_act_grad",
     True,

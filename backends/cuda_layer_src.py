@@ -78,15 +78,9 @@ SOFTMAX_XENT_FORWARD = (
     const W lse = log(s);
     for (int k = 0; k < K; ++k) p[r0 + k] = exp(((W)y[r0 + k] - m) - lse);
     const long long c = (long long)(double)t;
-    row[i] = (c >= 0 && c < K) ? -(((W)y[r0 + c] - m) - lse) * inv_n : W(0) / W(0);
-    __threadfence();
-    if (atomicAdd(&count[0], 1) == (int)(_ind.size() - 1)) {
-        __threadfence();
-        W total = W(0);
-        for (long long r = 0; r < _ind.size(); ++r) total += xpnet_ldcg(&row[r]);
-        loss[0] = total;
-        count[0] = 0;
-    }
+    const W share = (c >= 0 && c < K) ? -(((W)y[r0 + c] - m) - lse) * inv_n : W(0) / W(0);
+    W total;
+    if (xpnet_last_of(&row[0], &count[0], i, _ind.size(), 1, 0, share, &total)) loss[0] = total;
     """,
     "xpnet_softmax_xent_forward",
     True,
