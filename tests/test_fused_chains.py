@@ -194,3 +194,24 @@ def test_steps_reuse_only_what_stays_inside_the_network():
     shared.add("again", shared["a"])  # one layer twice: its second call would overwrite the first's output
     shared.steps()
     assert not shared["a"].reuse_output and not shared["a"].reuse_input_grad
+
+
+def test_deepconvnet_training_step_equals_the_numpy_backend(backend):
+    """The whole fused, buffer-reusing step (dropout off: the backends draw different masks), twice."""
+    rng = np.random.default_rng(9)
+    x, t = rng.random((8, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 8)
+    got, want = (DeepConvNet(seed=0, dropout_ratio=0.0, backend=be) for be in (backend, CPU))
+    state = {k: rng.standard_normal(v.shape).astype(v.dtype) * 0.1 if k.endswith(".b") else v
+             for k, v in want.state_dict().items()}  # biases not zero, so a bias misread shows
+    got.load_state_dict(state)
+    want.load_state_dict(state)
+    for _ in range(2):
+        losses = [float(m.forward_loss(be.asarray(x), be.asarray(t), train=True, reuse=True)[0])
+                  for m, be in ((got, backend), (want, CPU))]
+        grads = [{k: be.asnumpy(g).copy() for k, g in m.backward().items()} for m, be in ((got, backend), (want, CPU))]
+        # the longest chain: the six convolutions' and fc1's dot products (<= 1024 terms each), then a
+        # bias gradient over up to 8 * 28 * 28 rows
+        assert_close(losses[0], losses[1], terms=1024 + 8 * 28 * 28, scale=losses[1], dtype=np.float32)
+        for k, g in grads[1].items():
+            assert_close(grads[0][k], g, terms=1024 * 6 + 8 * 28 * 28, scale=np.abs(g).max(), err_msg=k)
+        x = x[::-1].copy()
