@@ -1,9 +1,9 @@
 """Layer chains a Sequential runs as one step: a GEMM layer and the elementwise layers right after it.
 
-``Conv2D`` then ``ReLU`` (then ``MaxPool2D``), and ``Affine`` then ``ReLU`` and/or ``Dropout``, run as the GEMM layer's
-``forward_fused``: the backend applies bias, ReLU and dropout in the GEMM's epilogue and, backward,
-the masks and the bias gradient in one pass (see ``Backend.conv2d_forward`` and
-``Backend.affine_forward``: the same arithmetic as the layers one by one). The layers stay the
+``Conv2D`` then ``ReLU`` (then ``MaxPool2D``), and ``Affine`` then ``ReLU`` and/or ``Dropout``, run as the
+GEMM layer's ``forward_fused``: the backend applies bias, ReLU, max pool and dropout in the GEMM's
+epilogue and, backward, the masks (and the pool's gather) and the bias gradient in one pass (see
+``Backend.conv2d_forward`` and ``Backend.affine_forward``: the same arithmetic as the layers one by one). The layers stay the
 Sequential's own, with their parameters and names; only the order of work changes. Exact layer types
 are matched, so a subclass with its own behaviour runs on its own.
 """
