@@ -3,9 +3,9 @@
 ``Conv2D`` then ``ReLU`` (then ``MaxPool2D``), and ``Affine`` then ``ReLU`` and/or ``Dropout``, run as the
 GEMM layer's ``forward_fused``: the backend applies bias, ReLU, max pool and dropout in the GEMM's
 epilogue and, backward, the masks (and the pool's gather) and the bias gradient in one pass (see
-``Backend.conv2d_forward`` and ``Backend.affine_forward``: the same arithmetic as the layers one by one). The layers stay the
-Sequential's own, with their parameters and names; only the order of work changes. Exact layer types
-are matched, so a subclass with its own behaviour runs on its own.
+``Backend.conv2d_forward`` and ``Backend.affine_forward``: the same arithmetic as the layers one by one).
+The layers stay the Sequential's own, with their parameters and names; only the order of work changes.
+Exact layer types are matched, so a subclass with its own behaviour runs on its own.
 """
 
 from xpnet import backends
