@@ -53,6 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--d-widths", type=int, nargs=2, default=(32, 64), metavar=("W1", "W2"),
                    help="discriminator channels of its two convolutions (default 32 64)")
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr-d", type=float, default=None, help="the discriminator's learning rate (default --lr)")
     p.add_argument("--beta1", type=float, default=0.5)
     p.add_argument("--lr-decay", choices=("none", "cosine"), default="none",
                    help="cosine: both learning rates follow a cosine from lr to 0 over --epochs (default none)")
@@ -88,12 +89,14 @@ class GAN:
     ``G`` (:class:`xpnet.optim.WeightAverage`); :attr:`sampler` is the generator to draw samples from.
     The discriminator learns to give real images ``real_label`` (1, or a little less for one-sided label
     smoothing) and generated ones 0; the generator is trained towards 1. ``schedule`` (step -> factor of
-    ``lr``, as in :mod:`xpnet.optim.schedules`) drives both optimizers.
+    ``lr``, as in :mod:`xpnet.optim.schedules`) drives both optimizers; ``lr_D`` is the discriminator's
+    own learning rate (default ``lr``).
     """
 
-    def __init__(self, G, D, lr, beta1, G_average=None, ema=0.0, real_label=1.0, schedule=None):
+    def __init__(self, G, D, lr, beta1, G_average=None, ema=0.0, real_label=1.0, schedule=None, lr_D=None):
         self.G, self.D, self.bce = G, D, SigmoidBinaryCrossEntropy()
-        self.opt_G, self.opt_D = (optim.Adam(lr=lr, beta1=beta1, schedule=schedule) for _ in "GD")
+        self.opt_G, self.opt_D = (optim.Adam(lr=rate, beta1=beta1, schedule=schedule)
+                                  for rate in (lr, lr if lr_D is None else lr_D))
         self.average = optim.WeightAverage(ema) if G_average is not None and ema > 0 else None
         self.sampler = G_average if self.average is not None else G
         self.real_label = float(real_label)  # < 1: one-sided label smoothing (Salimans et al. 2016)
@@ -177,7 +180,7 @@ def main(argv=None):
     x = x[:args.limit] * 2 - 1  # tanh's range
     G, G_average, D = networks(args)
     schedule = optim.Cosine(args.epochs * (len(x) // args.batch_size)) if args.lr_decay == "cosine" else None
-    gan = GAN(G, D, args.lr, args.beta1, G_average, args.ema, args.real_label, schedule)
+    gan = GAN(G, D, args.lr, args.beta1, G_average, args.ema, args.real_label, schedule, args.lr_d)
     rng = np.random.default_rng(args.seed)
     fixed_z = G.noise(64, np.random.default_rng(args.seed + 2))
     source = f"the weight average (decay {args.ema:g})" if gan.average else "the trained generator"
