@@ -7,7 +7,7 @@ the sigmoid binary cross-entropy on logits. Both with Adam (lr 2e-4, beta1 0.5),
 Samples come from an exponential moving average of the generator's weights (--ema, default 0.999;
 xpnet.optim.WeightAverage, which warms up over the first updates), the standard practice of Yazici et
 al. 2019: the trained generator's weights keep circling under the adversarial updates and their average
-draws cleaner digits. ``--ema 0`` samples from the trained generator itself. Both are scored.
+draws digits the classifier is surer of. ``--ema 0`` samples from the trained generator itself. Both are scored.
 
 The --minutes budget counts this process's CPU time (all its threads, so 15 minutes is at most what 15
 minutes of wall time on an otherwise idle machine give), not wall time: the run's work then does not
