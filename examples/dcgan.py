@@ -61,6 +61,9 @@ def parse_args(argv=None):
     p.add_argument("--ema", type=float, default=0.999, metavar="DECAY",
                    help="sample from a moving average of the generator's weights with this decay, in [0, 1) "
                         "(default 0.999; 0: from the trained generator)")
+    p.add_argument("--ema-start", type=int, default=None, metavar="STEPS",
+                   help="copy the generator for the first STEPS steps, then average with --ema's decay "
+                        "(BigGAN's ema_start; default: average from the start, with a warm-up)")
     p.add_argument("--real-label", type=float, default=1.0,
                    help="the discriminator's target for real images, in (0.5, 1] (default 1; 0.9 is one-sided "
                         "label smoothing, Salimans et al. 2016)")
@@ -78,6 +81,8 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 0.5 < args.real_label <= 1:
         p.error(f"--real-label must be in (0.5, 1], got {args.real_label}")
+    if args.ema_start is not None and args.ema_start < 0:
+        p.error(f"--ema-start must be >= 0, got {args.ema_start}")
     if not 0 <= args.ema < 1:
         p.error(f"--ema must be in [0, 1), got {args.ema}")
     return args
@@ -94,11 +99,12 @@ class GAN:
     own learning rate (default ``lr``).
     """
 
-    def __init__(self, G, D, lr, beta1, G_average=None, ema=0.0, real_label=1.0, schedule=None, lr_D=None):
+    def __init__(self, G, D, lr, beta1, G_average=None, ema=0.0, real_label=1.0, schedule=None, lr_D=None,
+                 ema_start=None):
         self.G, self.D, self.bce = G, D, SigmoidBinaryCrossEntropy()
         self.opt_G, self.opt_D = (optim.Adam(lr=rate, beta1=beta1, schedule=schedule)
                                   for rate in (lr, lr if lr_D is None else lr_D))
-        self.average = optim.WeightAverage(ema) if G_average is not None and ema > 0 else None
+        self.average = optim.WeightAverage(ema, ema_start) if G_average is not None and ema > 0 else None
         self.sampler = G_average if self.average is not None else G
         self.real_label = float(real_label)  # < 1: one-sided label smoothing (Salimans et al. 2016)
 
@@ -181,7 +187,8 @@ def main(argv=None):
     x = x[:args.limit] * 2 - 1  # tanh's range
     G, G_average, D = networks(args)
     schedule = optim.Cosine(args.epochs * (len(x) // args.batch_size)) if args.lr_decay == "cosine" else None
-    gan = GAN(G, D, args.lr, args.beta1, G_average, args.ema, args.real_label, schedule, args.lr_d)
+    gan = GAN(G, D, args.lr, args.beta1, G_average, args.ema, args.real_label, schedule, args.lr_d,
+              args.ema_start)
     rng = np.random.default_rng(args.seed)
     fixed_z = G.noise(64, np.random.default_rng(args.seed + 2))
     source = f"the weight average (decay {args.ema:g})" if gan.average else "the trained generator"
