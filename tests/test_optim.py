@@ -405,3 +405,22 @@ def test_weight_average_rejects_another_architecture():
 
     with pytest.raises(ValueError, match="averaged model has arrays"):
         optim.WeightAverage().update(Generator(z_dim=2, widths=(3, 2)), Discriminator(widths=(2, 3)))
+
+
+def test_weight_average_with_start_copies_then_decays(backend):
+    """start=2, decay 0.5, the trained model at 1, 2, 4, 8: copies 1, 2, then 0.5*2 + 0.5*4 = 3, 0.5*3 + 0.5*8."""
+    from xpnet.models import Generator
+
+    average, current = (Generator(z_dim=2, widths=(3, 2), seed=s) for s in (0, 1))
+    ema = optim.WeightAverage(decay=0.5, start=2)
+    for k, (value, want) in enumerate(zip([1.0, 2.0, 4.0, 8.0], [1.0, 2.0, 3.0, 5.5]), 1):
+        ema.update(average, _filled(current, value))
+        for name, a in {**average.params, **average.buffers}.items():
+            assert_close(backend.asnumpy(a), np.full(a.shape, want), terms=2 * k + 1, scale=8.0, dtype=a.dtype,
+                         err_msg=f"{name} after {k} updates")
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_weight_average_rejects_bad_start(bad):
+    with pytest.raises(ValueError, match="WeightAverage: start"):
+        optim.WeightAverage(start=bad)
