@@ -98,3 +98,8 @@ class BatchSplitter:
                 return [first] + [f.result() for f in futures]
         finally:
             self._lock.release()
+
+
+def runner(split):
+    """``run(fn, n)`` over slices of the batch: the splitter's threads, or one call in place."""
+    return split.run if split is not None else (lambda fn, n: [fn(0, 0, n)])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tolerance import assert_close
 
-from xpnet.backends import numpy_conv, numpy_conv_plan, numpy_split
+from xpnet.backends import numpy_conv, numpy_conv_plan, numpy_split, stage_clock
 from xpnet.backends.cpu_threads import BatchSplitter
 
 
@@ -102,7 +102,7 @@ def test_bad_thread_setting_is_named(monkeypatch):
 
 def _conv(x, W, b, stride, pad, ws=None, split=None, keep=True):
     """The NumPy convolution's forward through the plan kept in ``ws`` (a fresh one when None)."""
-    return numpy_conv_plan.plan_for(ws, x, W, stride, pad, split).forward(x, W, b, keep)
+    return numpy_conv_plan.plan_for(ws, x, W, stride, pad, split, algorithm="im2col").forward(x, W, b, keep)
 
 
 def _conv_backward(dout, cache, W):
@@ -231,7 +231,7 @@ def test_stage_times_put_every_matrix_product_in_a_gemm_stage(C, FN, stages, mon
     # A fake clock that advances 1 ms per np.matmul call and not otherwise: each stage's recorded time is
     # then the number of products it ran, so the copies' stages must read 0 and the GEMM stages one each.
     now, real = [0.0], np.matmul
-    monkeypatch.setattr(numpy_conv_plan, "time", type("Clock", (), {"perf_counter": lambda: now[0] / 1e3}))
+    monkeypatch.setattr(stage_clock, "time", type("Clock", (), {"perf_counter": lambda: now[0] / 1e3}))
     monkeypatch.setattr(np, "matmul", lambda *a, **kw: now.__setitem__(0, now[0] + 1) or real(*a, **kw))
     clock = numpy_conv_plan.StageClock()
     rng = np.random.default_rng(5)

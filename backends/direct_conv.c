@@ -1,0 +1,274 @@
+/* Direct stride-1 convolution on the CPU, float32, NCHW: forward (also dx, as the full convolution of dout
+ * with the flipped filters) and the filter gradient, in AVX-512 register blocks.
+ *
+ * Why not im2col + GEMM: the 9x-expanded column matrix of a 3x3 layer is written and read back through
+ * memory for every product, and at DeepConvNet's sizes (16-64 channels) moving it costs more than the
+ * multiply-adds. Here each image is expanded only KW times, into a per-thread scratch that stays in L2:
+ *
+ *     S[c][kw][hp][w] = x_padded[c][hp][w + kw]      (C, KW, Hp, OW)
+ *
+ * so that for tap (kh, kw) the inputs of ALL output pixels q = oh*OW + ow are one contiguous run,
+ * S[c][kw] + kh*OW + q. An output channel's whole OH*OW plane is then a few 16-float vectors, whatever
+ * the width (no half-empty vectors on 8x8 or 14x14 maps), and a block of FB output channels x R vectors
+ * keeps its FB*R accumulators in registers: per input channel and tap, R loads and FB broadcasts feed
+ * FB*R fused multiply-adds. The filter gradient is the same correlation read the other way: each (f, c,
+ * tap) entry is a dot product of dout's plane with S's shifted run.
+ *
+ * The kernels are compiled for AVX-512F whatever the build flags say (target pragma) and are only run
+ * where the CPU has it (xpnet_dc_supported); everything else stays on the NumPy im2col path.
+ *
+ * Python sees this file through ctypes (backends/direct_conv.py); the module init below only makes it
+ * importable, so that the package's build and loader find it like any extension.
+ */
+#include <Python.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_direct_conv", "xpnet's direct convolution kernels "
+                                    "(called through ctypes by xpnet.backends.direct_conv)", -1, NULL};
+
+PyMODINIT_FUNC PyInit__direct_conv(void) { return PyModule_Create(&module); }
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define XPNET_DC_X86 1
+#endif
+
+#ifndef XPNET_DC_X86
+
+int xpnet_dc_supported(void) { return 0; }
+int xpnet_dc_forward(void) { return -1; }
+int xpnet_dc_weight_grad(void) { return -1; }
+
+#else
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,fma")
+#include <immintrin.h>
+
+#define AI __attribute__((always_inline)) static inline
+#define FWD_FB 8  /* output channels per register block */
+#define FWD_R 3   /* 16-float vectors of output pixels per register block */
+#define WG_FB 4   /* filter gradient: output channels ... */
+#define WG_CB 5   /* ... times input channels per register block, one tap at a time */
+
+int xpnet_dc_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+
+typedef struct {
+    int C, H, W, F, KH, KW, ph, pw;  /* input (C, H, W), filters (F, C, KH, KW), zero padding */
+    int Hp, OH, OW, Q, K;            /* padded height, output OH x OW = Q pixels, K = C*KH*KW */
+} geom;
+
+static geom make_geom(int C, int H, int W, int F, int KH, int KW, int ph, int pw) {
+    geom g = {C, H, W, F, KH, KW, ph, pw, H + 2 * ph, H + 2 * ph - KH + 1, W + 2 * pw - KW + 1, 0, C * KH * KW};
+    g.Q = g.OH * g.OW;
+    return g;
+}
+
+static size_t scratch_floats(const geom *g) { return (size_t)g->C * g->KW * g->Hp * g->OW + 16; }
+
+/* S (C, KW, Hp, OW) of one image x (C, H, W): S[c][kw][hp][w] = x[c][hp - ph][w + kw - pw], 0 outside */
+static void shifted_rows(const float *x, float *S, const geom *g) {
+    for (int c = 0; c < g->C; c++)
+        for (int kw = 0; kw < g->KW; kw++) {
+            float *s = S + ((size_t)c * g->KW + kw) * g->Hp * g->OW;
+            int w0 = g->pw - kw > 0 ? g->pw - kw : 0;                    /* first w whose input is >= 0 */
+            int w1 = g->W + g->pw - kw < g->OW ? g->W + g->pw - kw : g->OW; /* one past the last < W */
+            for (int hp = 0; hp < g->Hp; hp++) {
+                float *row = s + (size_t)hp * g->OW;
+                int h = hp - g->ph;
+                if (h < 0 || h >= g->H || w1 <= w0) {
+                    memset(row, 0, sizeof(float) * g->OW);
+                    continue;
+                }
+                memset(row, 0, sizeof(float) * w0);
+                memcpy(row + w0, x + ((size_t)c * g->H + h) * g->W + (w0 + kw - g->pw), sizeof(float) * (w1 - w0));
+                memset(row + w1, 0, sizeof(float) * (g->OW - w1));
+            }
+        }
+}
+
+static __mmask16 tail_mask(int Q) { return (Q % 16) ? (__mmask16)((1u << (Q % 16)) - 1) : (__mmask16)0xFFFF; }
+
+/* ---- forward: out[f][q] = b[f] + sum_{c,kh,kw} Wt[f][c][kh][kw] * S[c][kw][kh*OW + q] ---- */
+
+AI void fwd_block(const float *S, const float *Wt, const float *bias, float *o, const geom *g, const int KH,
+                  const int KW, int f0, int q0, __mmask16 last, const int FB, const int R) {
+    __m512 acc[FWD_FB][8];
+#pragma GCC unroll 8
+    for (int i = 0; i < FB; i++)
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) acc[i][r] = _mm512_setzero_ps();
+    const size_t plane = (size_t)g->Hp * g->OW;
+    for (int c = 0; c < g->C; c++) {
+        const float *wc = Wt + (size_t)f0 * g->K + (size_t)c * KH * KW;
+#pragma GCC unroll 3
+        for (int kh = 0; kh < KH; kh++)
+#pragma GCC unroll 3
+            for (int kw = 0; kw < KW; kw++) {
+                const float *s = S + ((size_t)c * KW + kw) * plane + (size_t)kh * g->OW + q0;
+                __m512 xv[8];
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++)
+                    xv[r] = r == R - 1 ? _mm512_maskz_loadu_ps(last, s + 16 * r) : _mm512_loadu_ps(s + 16 * r);
+#pragma GCC unroll 8
+                for (int i = 0; i < FB; i++) {
+                    __m512 wb = _mm512_set1_ps(wc[(size_t)i * g->K + kh * KW + kw]);
+#pragma GCC unroll 8
+                    for (int r = 0; r < R; r++) acc[i][r] = _mm512_fmadd_ps(wb, xv[r], acc[i][r]);
+                }
+            }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < FB; i++) {
+        __m512 b = _mm512_set1_ps(bias ? bias[f0 + i] : 0.f);
+        float *oo = o + (size_t)(f0 + i) * g->Q + q0;
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m512 v = _mm512_add_ps(acc[i][r], b);
+            if (r == R - 1)
+                _mm512_mask_storeu_ps(oo + 16 * r, last, v);
+            else
+                _mm512_storeu_ps(oo + 16 * r, v);
+        }
+    }
+}
+
+AI void fwd_channels(const float *S, const float *Wt, const float *bias, float *o, const geom *g, const int KH,
+                     const int KW, int q0, __mmask16 last, const int R) {
+    int f0 = 0;
+    for (; f0 + FWD_FB <= g->F; f0 += FWD_FB) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, FWD_FB, R);
+    for (; f0 + 4 <= g->F; f0 += 4) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, 4, R);
+    for (; f0 + 2 <= g->F; f0 += 2) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, 2, R);
+    for (; f0 < g->F; f0++) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, 1, R);
+}
+
+AI void fwd_image(const float *S, const float *Wt, const float *bias, float *o, const geom *g, const int KH,
+                  const int KW) {
+    const int nv = (g->Q + 15) / 16;
+    const __mmask16 full = 0xFFFF, tail = tail_mask(g->Q);
+    int v = 0;
+    for (; v + FWD_R < nv; v += FWD_R) fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, full, FWD_R);
+    switch (nv - v) { /* the last 1..FWD_R vectors, the final one masked */
+    case 3: fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, tail, 3); break;
+    case 2: fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, tail, 2); break;
+    case 1: fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, tail, 1); break;
+    }
+}
+
+/* Images n0..n1 of x (N, C, H, W) convolved with Wt (F, C, KH, KW) (+ bias (F,) unless NULL) into
+ * out (N, F, OH, OW); all C-contiguous float32. Returns 0, or -1 if the scratch could not be allocated. */
+int xpnet_dc_forward(const float *x, const float *Wt, const float *bias, float *out, int n0, int n1, int C, int H,
+                     int W, int F, int KH, int KW, int ph, int pw) {
+    geom g = make_geom(C, H, W, F, KH, KW, ph, pw);
+    float *S = malloc(sizeof(float) * scratch_floats(&g));
+    if (!S) return -1;
+    for (int n = n0; n < n1; n++) {
+        shifted_rows(x + (size_t)n * C * H * W, S, &g);
+        float *o = out + (size_t)n * F * g.Q;
+        if (KH == 3 && KW == 3)
+            fwd_image(S, Wt, bias, o, &g, 3, 3);
+        else
+            fwd_image(S, Wt, bias, o, &g, KH, KW);
+    }
+    free(S);
+    return 0;
+}
+
+/* ---- filter gradient: dW[f][c][kh][kw] += sum_n sum_q dout[n][f][q] * S_n[c][kw][kh*OW + q] ---- */
+
+AI float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+AI void wg_step(const float *d, const float *s, __m512 acc[WG_FB][WG_CB], int Q, size_t kwplane, int q,
+                __mmask16 mk, const int FB, const int CB) {
+    __m512 dv[WG_FB], sv[WG_CB];
+#pragma GCC unroll 8
+    for (int i = 0; i < FB; i++) dv[i] = _mm512_maskz_loadu_ps(mk, d + (size_t)i * Q + q);
+#pragma GCC unroll 8
+    for (int j = 0; j < CB; j++) sv[j] = _mm512_maskz_loadu_ps(mk, s + j * kwplane + q);
+#pragma GCC unroll 8
+    for (int i = 0; i < FB; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < CB; j++) acc[i][j] = _mm512_fmadd_ps(dv[i], sv[j], acc[i][j]);
+}
+
+/* one tap, FB output x CB input channels, summed over the m images of a chunk */
+AI void wg_block(const float *const *S, const float *dout, float *dW, const geom *g, int m, int kh, int kw, int f0,
+                 int c0, const int FB, const int CB) {
+    __m512 acc[WG_FB][WG_CB];
+#pragma GCC unroll 8
+    for (int i = 0; i < FB; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < CB; j++) acc[i][j] = _mm512_setzero_ps();
+    const int nv = (g->Q + 15) / 16;
+    const __mmask16 tail = tail_mask(g->Q);
+    const size_t plane = (size_t)g->Hp * g->OW, kwplane = (size_t)g->KW * plane;
+    for (int n = 0; n < m; n++) {
+        const float *d = dout + (size_t)n * g->F * g->Q + (size_t)f0 * g->Q;
+        const float *s = S[n] + ((size_t)c0 * g->KW + kw) * plane + (size_t)kh * g->OW;
+        int v = 0;
+        for (; v + 1 < nv; v++) wg_step(d, s, acc, g->Q, kwplane, 16 * v, (__mmask16)0xFFFF, FB, CB);
+        wg_step(d, s, acc, g->Q, kwplane, 16 * v, tail, FB, CB);
+    }
+    const int taps = g->KH * g->KW;
+#pragma GCC unroll 8
+    for (int i = 0; i < FB; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < CB; j++) dW[(size_t)(f0 + i) * g->K + (size_t)(c0 + j) * taps + kh * g->KW + kw] += hsum(acc[i][j]);
+}
+
+/* all taps of one FB x CB block, kw outer and kh inner: the CB shifted-row planes of one kw stay in L1
+ * for its KH taps, and the FB rows of dout for the whole block */
+AI void wg_taps(const float *const *S, const float *dout, float *dW, const geom *g, int m, int f0, int c0,
+                const int FB, const int CB) {
+    for (int kw = 0; kw < g->KW; kw++)
+        for (int kh = 0; kh < g->KH; kh++) wg_block(S, dout, dW, g, m, kh, kw, f0, c0, FB, CB);
+}
+
+AI void wg_inputs(const float *const *S, const float *dout, float *dW, const geom *g, int m, int f0, const int FB) {
+    int c0 = 0;
+    for (; c0 + WG_CB <= g->C; c0 += WG_CB) wg_taps(S, dout, dW, g, m, f0, c0, FB, WG_CB);
+    for (; c0 + 2 <= g->C; c0 += 2) wg_taps(S, dout, dW, g, m, f0, c0, FB, 2);
+    for (; c0 < g->C; c0++) wg_taps(S, dout, dW, g, m, f0, c0, FB, 1);
+}
+
+static void wg_chunk(const float *const *S, const float *dout, float *dW, const geom *g, int m) {
+    int f0 = 0;
+    for (; f0 + WG_FB <= g->F; f0 += WG_FB) wg_inputs(S, dout, dW, g, m, f0, WG_FB);
+    for (; f0 + 2 <= g->F; f0 += 2) wg_inputs(S, dout, dW, g, m, f0, 2);
+    for (; f0 < g->F; f0++) wg_inputs(S, dout, dW, g, m, f0, 1);
+}
+
+#define WG_BLOCK_BYTES (32 << 10) /* a block's dout rows and shifted-row planes over a chunk's images: L1 */
+
+/* dW (F, C, KH, KW) += the filter gradient of images n0..n1 (x (N, C, H, W), dout (N, F, OH, OW)).
+ * Returns 0, or -1 if the scratch could not be allocated. */
+int xpnet_dc_weight_grad(const float *x, const float *dout, float *dW, int n0, int n1, int C, int H, int W, int F,
+                         int KH, int KW, int ph, int pw) {
+    geom g = make_geom(C, H, W, F, KH, KW, ph, pw);
+    size_t per = scratch_floats(&g);
+    int m = (int)(WG_BLOCK_BYTES / (sizeof(float) * ((size_t)WG_FB * g.Q + (size_t)WG_CB * g.Hp * g.OW)));
+    if (m < 1) m = 1;
+    if (m > n1 - n0) m = n1 - n0;
+    float *buf = malloc(sizeof(float) * per * (m > 0 ? m : 1));
+    const float **S = malloc(sizeof(float *) * (m > 0 ? m : 1));
+    if (!buf || !S) {
+        free(buf);
+        free(S);
+        return -1;
+    }
+    for (int i = 0; i < m; i++) S[i] = buf + per * i;
+    for (int n = n0; n < n1; n += m) {
+        int k = n1 - n < m ? n1 - n : m;
+        for (int i = 0; i < k; i++) shifted_rows(x + (size_t)(n + i) * C * H * W, (float *)S[i], &g);
+        wg_chunk(S, dout + (size_t)n * F * g.Q, dW, &g, k);
+    }
+    free(buf);
+    free(S);
+    return 0;
+}
+
+#pragma GCC pop_options
+#endif
