@@ -1,10 +1,12 @@
-"""The package's one compiled part: the CPU's direct convolution kernels (backends/direct_conv.c).
+"""The package's one compiled part: the CPU kernels in one extension module, direct convolution
+(backends/direct_conv.c) and max pooling / ReLU (backends/cpu_kernels.c).
 
 Everything else is in setup.cfg. The extension is optional: where no C compiler is found the build goes on
-without it and the NumPy backend keeps its im2col path (xpnet.backends.direct_conv.unavailable() says so).
+without it and the NumPy backend keeps its im2col path and its NumPy pooling and ReLU
+(xpnet.backends.direct_conv.unavailable() and xpnet.backends.cpu_kernels.unavailable() say so).
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("xpnet.backends._direct_conv", ["backends/direct_conv.c"], optional=True,
-                             extra_compile_args=["-O3"])])
+setup(ext_modules=[Extension("xpnet.backends._direct_conv", ["backends/direct_conv.c", "backends/cpu_kernels.c"],
+                             optional=True, extra_compile_args=["-O3"])])
