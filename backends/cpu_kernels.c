@@ -7,7 +7,8 @@
  *   propagates; padding reads as -inf; the window maximum folds the taps in (kh, kw) order;
  * - the pooling gradient goes to the first tap in (kh, kw) order equal to the maximum (none if it is
  *   NaN), as dout * 1 or dout * 0 (so an inf or NaN dout gives NaN elsewhere in its window, as in NumPy),
- *   summed over overlapping windows in tap order, the positions no window covers 0;
+ *   summed over overlapping windows in tap order, the positions no window covers 0 (which of two NaNs
+ *   a sum keeps is left to the compiler's operand order, here as in NumPy's loops);
  * - ReLU is y = maximum(x, 0), mask = x > 0, and its gradient dout * mask.
  *
  * Arrays are addressed as planes: image n, channel c of an array starts at n*sn + c*sc floats, and each

@@ -2,7 +2,7 @@
 
 Max pooling and ReLU are exact, so the check is bit for bit: the same numpy_split calls with the kernels
 turned off give the reference, and results, gradients, dtypes and memory order must agree to the last bit
-(float32 compared as uint32, so a -0/+0 or a NaN payload would show). The inputs are small integers, so
+(float32 compared as uint32, so a -0 for a +0 would show; NaN must be NaN, any payload). The inputs are small integers, so
 windows have ties, with zeros of both signs, NaN and infinities among them, and gradients with inf and
 NaN (NumPy's ``dout * 0`` of those is NaN, not 0). Both the AVX-512 kernels and the portable loops are
 run, on one thread and on slices over three. Skipped where the extension is not built, unless
@@ -56,8 +56,12 @@ def split(request, monkeypatch):
 
 
 def assert_same_bits(got, want, what):
+    """Same dtype, shape, memory order and bits; NaN as NaN whatever its payload (which of two NaNs a sum
+    keeps is up to the compiler's operand order, in NumPy's loops as in the kernels)."""
     assert got.dtype == want.dtype and got.shape == want.shape, what
     assert got.strides == want.strides, f"{what}: memory order {got.strides}, NumPy's {want.strides}"
+    if got.dtype.kind == "f":
+        got, want = np.where(np.isnan(got), np.nan, got), np.where(np.isnan(want), np.nan, want)
     bits = {4: np.uint32, 8: np.uint64, 2: np.uint16, 1: np.uint8}[got.itemsize]
     mismatch = np.flatnonzero(got.view(bits) != want.view(bits))
     assert mismatch.size == 0, f"{what}: {mismatch.size} elements differ, first at {mismatch[0]}: " \
@@ -65,8 +69,10 @@ def assert_same_bits(got, want, what):
 
 
 def tricky(shape, rng, dtype=np.float32):
-    """Small integers (ties), -0 and +0, a few NaN and infinities."""
+    """Small integers (ties), -0 and +0, a few NaN and infinities, the last row all -inf (so that padded
+    windows there have padding, -inf too, as their maximum)."""
     a = rng.integers(-2, 3, shape).astype(dtype)
+    a[..., -1, :] = -np.inf
     zeros = np.flatnonzero(a == 0)
     a.flat[zeros[rng.random(zeros.size) < 0.5]] = -0.0
     for value in (np.nan, np.inf, -np.inf):
@@ -161,6 +167,9 @@ def test_other_dtypes_stay_on_numpy_and_a_strided_gradient_is_copied(split, monk
             m.setattr(cpu_kernels, name, refuse)
         pooled, cache = numpy_split.max_forward(split, x64, 2, 2, (2, 2), (0, 0), 3, 3)
         dx = numpy_split.max_backward(split, d64, cache, x64.shape, 2, 2, (2, 2), (0, 0))
+        dots = x64[:, :, :1, :1]  # 1x1 planes: no stride tells the dtype apart
+        numpy_split.max_backward(split, dots, numpy_split.max_forward(split, dots, 1, 1, (1, 1), (0, 0), 1, 1)[1],
+                                 dots.shape, 1, 1, (1, 1), (0, 0))
         y, mask = numpy_split.relu_forward(split, x64)
         relu_dx = numpy_split.relu_backward(split, x64, mask)
         half = x64.astype(np.float16)
