@@ -1,4 +1,4 @@
-/* Max pooling and ReLU on the CPU, float32: the NumPy backend's element-wise layers in one pass each.
+/* Max pooling and ReLU on the CPU, float32: the NumPy backend's two in one pass each.
  *
  * The NumPy code they replace (backends/pooling.py, numpy_split.relu_*) makes one array pass per window
  * tap or per ufunc; here each output reads its inputs once. They give the same bits as that code:
