@@ -9,27 +9,19 @@ convolution's; unlike those they need no AVX-512 (they have portable loops).
 """
 
 import ctypes
+import functools
 from collections import namedtuple
 
 import numpy as np
 
+from xpnet.backends import extension
+
 PoolCache = namedtuple("PoolCache", "x pooled")  # what the compiled backward needs: it finds the argmax itself
 
-_LIB = None
-_WHY = None
+OFF = None  # a reason to leave the kernels unused (the tests' reference runs set it), or None
 
 
-def _load():
-    """The kernels' ctypes library, or None with the reason in ``_WHY``."""
-    global _LIB, _WHY
-    if _LIB is not None or _WHY is not None:
-        return _LIB
-    try:
-        from xpnet.backends import _direct_conv
-    except ImportError as e:
-        _WHY = f"the compiled kernels are not built ({e}); reinstall with a C compiler: pip install -e ."
-        return None
-    lib = ctypes.CDLL(_direct_conv.__file__)
+def _declare(lib):
     ptr, i32, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
     lib.xpnet_ck_max_forward.argtypes = [ptr, ptr, i32, i32, ptr, ptr]
     lib.xpnet_ck_max_forward.restype = None
@@ -39,14 +31,23 @@ def _load():
     lib.xpnet_ck_relu_backward.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64]
     lib.xpnet_ck_relu_forward.restype = lib.xpnet_ck_relu_backward.restype = None
     lib.xpnet_ck_use_vector.argtypes, lib.xpnet_ck_use_vector.restype = [i32], i32
-    _LIB = lib
     return lib
+
+
+@functools.cache
+def _library():
+    """``(the kernels' ctypes library, None)``, or ``(None, why)``."""
+    lib, why = extension.library()
+    return (None if lib is None else _declare(lib)), why
+
+
+def _load():
+    return _library()[0]
 
 
 def unavailable():
     """Why the compiled pooling and ReLU can't run in this process (a sentence), or None where they can."""
-    _load()
-    return _WHY
+    return OFF or _library()[1]
 
 
 def use_vector(on):

@@ -18,6 +18,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from xpnet.backends import extension
 from xpnet.backends.cpu_threads import runner
 from xpnet.backends.stage_clock import StageClock
 
@@ -32,12 +33,9 @@ def _load():
     global _LIB, _WHY
     if _LIB is not None or _WHY is not None:
         return _LIB
-    try:
-        from xpnet.backends import _direct_conv
-    except ImportError as e:
-        _WHY = f"the compiled kernels are not built ({e}); reinstall with a C compiler: pip install -e ."
+    lib, _WHY = extension.library()
+    if lib is None:
         return None
-    lib = ctypes.CDLL(_direct_conv.__file__)
     if not lib.xpnet_dc_supported():
         _WHY = "this CPU has no AVX-512F"
         return None

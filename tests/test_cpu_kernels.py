@@ -2,11 +2,11 @@
 
 Max pooling and ReLU are exact, so the check is bit for bit: the same numpy_split calls with the kernels
 turned off give the reference, and results, gradients, dtypes and memory order must agree to the last bit
-(float32 compared as uint32, so a -0 for a +0 would show; NaN must be NaN, any payload). The inputs are small integers, so
-windows have ties, with zeros of both signs, NaN and infinities among them, and gradients with inf and
-NaN (NumPy's ``dout * 0`` of those is NaN, not 0). Both the AVX-512 kernels and the portable loops are
-run, on one thread and on slices over three. Skipped where the extension is not built, unless
-``XPNET_REQUIRE_DIRECT_CONV=1`` (CI) makes that a failure.
+(float32 compared as uint32, so a -0 for a +0 would show; NaN must be NaN, whatever its payload). The
+inputs are small integers, so windows have ties, with zeros of both signs, NaN and infinities among them,
+and gradients with inf and NaN (NumPy's ``dout * 0`` of those is NaN, not 0). Both the AVX-512 kernels and
+the portable loops are run, on one thread and on slices over three. Skipped where the extension is not
+built, unless ``XPNET_REQUIRE_DIRECT_CONV=1`` (CI) makes that a failure.
 """
 
 import os
@@ -29,12 +29,12 @@ pytestmark = [pytest.mark.skipif(bool(WHY), reason=f"compiled kernels unavailabl
 @contextmanager
 def numpy_code():
     """numpy_split with the kernels turned off: the reference."""
-    saved = cpu_kernels._WHY
-    cpu_kernels._WHY = "turned off by the test"
+    saved = cpu_kernels.OFF
+    cpu_kernels.OFF = "turned off by the test"
     try:
         yield
     finally:
-        cpu_kernels._WHY = saved
+        cpu_kernels.OFF = saved
 
 
 @pytest.fixture(params=["vector", "portable"])
