@@ -81,13 +81,16 @@ class BatchSplitter:
         """Context manager: NumPy's BLAS on one thread inside, the caller's thread count restored after."""
         return self.blas.limit(limits=1) if self.blas is not None else nullcontext()
 
-    def run(self, fn, n, min_per_thread=1):
-        """Call ``fn(k, start, stop)`` for each slice of ``range(n)``; returns their results in order."""
+    def run(self, fn, n, min_per_thread=1, blas=True):
+        """Call ``fn(k, start, stop)`` for each slice of ``range(n)``; returns their results in order.
+
+        ``blas=False``: ``fn`` calls no BLAS (a compiled kernel), so its thread count is left alone.
+        """
         slices = self.slices(n, min_per_thread)
         if len(slices) == 1 or not self._lock.acquire(blocking=False):
             return [fn(k, a, b) for k, (a, b) in enumerate(slices)]  # nested or concurrent use: run in place
         try:
-            with self.one_blas_thread():
+            with self.one_blas_thread() if blas else nullcontext():
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="xpnet-cpu")
                 futures = [self._pool.submit(fn, k, a, b) for k, (a, b) in enumerate(slices[1:], start=1)]
@@ -100,6 +103,11 @@ class BatchSplitter:
             self._lock.release()
 
 
-def runner(split):
-    """``run(fn, n)`` over slices of the batch: the splitter's threads, or one call in place."""
-    return split.run if split is not None else (lambda fn, n: [fn(0, 0, n)])
+def runner(split, blas=True):
+    """``run(fn, n)`` over slices of the batch: the splitter's threads, or one call in place.
+
+    ``blas``: as in :meth:`BatchSplitter.run`.
+    """
+    if split is None:
+        return lambda fn, n: [fn(0, 0, n)]
+    return lambda fn, n: split.run(fn, n, blas=blas)

@@ -48,8 +48,10 @@ int xpnet_dc_weight_grad(void) { return -1; }
 #define AI __attribute__((always_inline)) static inline
 #define FWD_FB 8  /* output channels per register block */
 #define FWD_R 3   /* 16-float vectors of output pixels per register block */
+#ifndef WG_FB
 #define WG_FB 4   /* filter gradient: output channels ... */
 #define WG_CB 4   /* ... times input channels per register block, one tap at a time */
+#endif
 
 int xpnet_dc_supported(void) {
     __builtin_cpu_init();
@@ -248,7 +250,9 @@ static void wg_chunk(const float *const *S, const float *dout, float *dW, const 
     for (; f0 < g->F; f0++) wg_inputs(S, dout, dW, g, m, f0, 1);
 }
 
+#ifndef WG_BLOCK_BYTES
 #define WG_BLOCK_BYTES (32 << 10) /* a block's dout rows and shifted-row planes over a chunk's images: L1 */
+#endif
 
 /* dW (F, C, KH, KW) += the filter gradient of images n0..n1 (x (N, C, H, W), dout (N, F, OH, OW)).
  * Returns 0, or -1 if the scratch could not be allocated. */
