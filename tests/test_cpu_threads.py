@@ -57,8 +57,11 @@ def test_slices_run_at_the_same_time_and_the_split_goes_on_after_an_error(split)
     assert all(inner == [True] * 3 for _, inner in seen)  # a nested call runs its slices in place
     with pytest.raises(ZeroDivisionError):
         split.run(lambda k, a, b: 1 / 0, 6)
+    with pytest.raises(ZeroDivisionError):
+        split.run(lambda k, a, b: 1 / (k - 2), 6)  # only the last slice, on a worker, fails
     together.reset()
     assert len(split.run(lambda k, a, b: (together.wait(), k), 6)) == 3  # still splits after the error
+    assert split.run(lambda k, a, b: (k, a, b), 6) == [(0, 0, 2), (1, 2, 4), (2, 4, 6)]  # results in order
 
 
 _STEP = """
