@@ -91,7 +91,7 @@ class BatchSplitter:
             return [fn(k, a, b) for k, (a, b) in enumerate(slices)]  # nested or concurrent use: run in place
         try:
             with self.one_blas_thread() if blas else nullcontext():
-                if self._pool is None:
+                if self._pool is None or self._pool.pid != os.getpid():  # none yet, or a forked child's copy
                     self._pool = _Workers(self.threads - 1)
                 return self._pool.run(fn, slices)
         finally:
@@ -103,6 +103,7 @@ class _Workers:
     ThreadPoolExecutor's future ~35 us (a training step hands over ~45 times)."""
 
     def __init__(self, n):
+        self.pid = os.getpid()  # a fork copies this object but not its threads
         self._inboxes = [queue.SimpleQueue() for _ in range(n)]
         self._done = queue.SimpleQueue()
         for i, inbox in enumerate(self._inboxes):
