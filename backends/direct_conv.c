@@ -48,8 +48,10 @@ int xpnet_dc_weight_grad(void) { return -1; }
 #define AI __attribute__((always_inline)) static inline
 #define FWD_FB 8  /* output channels per register block */
 #define FWD_R 3   /* 16-float vectors of output pixels per register block */
+#ifndef WG_FB
 #define WG_FB 4   /* filter gradient: output channels ... */
-#define WG_CB 5   /* ... times input channels per register block, one tap at a time */
+#define WG_CB 4   /* ... times input channels per register block, one tap at a time */
+#endif
 
 int xpnet_dc_supported(void) {
     __builtin_cpu_init();
@@ -149,9 +151,16 @@ AI void fwd_image(const float *S, const float *Wt, const float *bias, float *o, 
                   const int KW) {
     const int nv = (g->Q + 15) / 16;
     const __mmask16 full = 0xFFFF, tail = tail_mask(g->Q);
+    /* blocks of FWD_R = 3 vectors; a remainder of one becomes two blocks of two (a block of one vector
+     * would need FB broadcasts per FB multiply-adds) */
+    const int last = nv % 3 == 0 ? 3 : nv % 3 == 2 ? 2 : nv == 1 ? 1 : 4;
     int v = 0;
-    for (; v + FWD_R < nv; v += FWD_R) fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, full, FWD_R);
-    switch (nv - v) { /* the last 1..FWD_R vectors, the final one masked */
+    for (; v < nv - last; v += FWD_R) fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, full, FWD_R);
+    switch (last) { /* the last 1..4 vectors, the final one masked */
+    case 4:
+        fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, full, 2);
+        fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v + 32, tail, 2);
+        break;
     case 3: fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, tail, 3); break;
     case 2: fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, tail, 2); break;
     case 1: fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, tail, 1); break;
@@ -241,7 +250,9 @@ static void wg_chunk(const float *const *S, const float *dout, float *dW, const 
     for (; f0 < g->F; f0++) wg_inputs(S, dout, dW, g, m, f0, 1);
 }
 
+#ifndef WG_BLOCK_BYTES
 #define WG_BLOCK_BYTES (32 << 10) /* a block's dout rows and shifted-row planes over a chunk's images: L1 */
+#endif
 
 /* dW (F, C, KH, KW) += the filter gradient of images n0..n1 (x (N, C, H, W), dout (N, F, OH, OW)).
  * Returns 0, or -1 if the scratch could not be allocated. */

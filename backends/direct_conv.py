@@ -87,7 +87,7 @@ class DirectPlan:
     def __init__(self, g, split=None, clock=None, prefix=""):
         self.g, self.split = g, split
         self.clock, self.prefix = clock if clock is not None else StageClock(), prefix
-        self._run = runner(split)
+        self._run = runner(split, blas=False)  # the kernels call no BLAS
         self._lib = _load()
 
     def __repr__(self):
