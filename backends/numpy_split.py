@@ -33,7 +33,7 @@ def max_forward(split, x, KH, KW, stride, pad, OH, OW):
     out = _empty(x, (N, C, OH, OW), x.dtype)
     if cpu_kernels.plane_strides(x) and cpu_kernels.plane_strides(out):
         dims = cpu_kernels.pool_dims(x.shape, KH, KW, stride, pad, OH, OW)
-        split.run(lambda k, n0, n1: cpu_kernels.max_forward(x, out, dims, n0, n1), N, _per_thread(x))
+        split.run(lambda k, n0, n1: cpu_kernels.max_forward(x, out, dims, n0, n1), N, _per_thread(x), blas=False)
         return out, cpu_kernels.PoolCache(x, out)
     return out, (_max_caches(split, x, KH, KW, stride, pad, out), x)
 
@@ -68,7 +68,7 @@ def _compiled_max_backward(split, dout, cache, x_shape, KH, KW, stride, pad):
         dout = np.ascontiguousarray(dout)
     dims = cpu_kernels.pool_dims(x_shape, KH, KW, stride, pad, *cache.pooled.shape[2:])
     split.run(lambda k, n0, n1: cpu_kernels.max_backward(cache, dout, dx, dims, n0, n1), x_shape[0],
-              _per_thread(cache.x))
+              _per_thread(cache.x), blas=False)
     return dx
 
 
@@ -91,7 +91,8 @@ def relu(split, x):
     y = _empty(x, x.shape, x.dtype)
     layout = x.dtype == np.float32 and cpu_kernels.run_layout(x, y)
     if layout:
-        split.run(lambda k, n0, n1: cpu_kernels.relu_forward(x, y, None, layout, n0, n1), len(x), _per_thread(x))
+        split.run(lambda k, n0, n1: cpu_kernels.relu_forward(x, y, None, layout, n0, n1), len(x), _per_thread(x),
+                  blas=False)
     else:
         split.run(lambda k, n0, n1: np.maximum(x[n0:n1], 0, out=y[n0:n1]), len(x), _per_thread(x))
     return y
@@ -108,7 +109,7 @@ def relu_forward(split, x):
         np.greater(x[n0:n1], 0, out=mask[n0:n1])
         np.maximum(x[n0:n1], 0, out=y[n0:n1])
 
-    split.run(part, len(x), _per_thread(x))
+    split.run(part, len(x), _per_thread(x), blas=not layout)
     return y, mask
 
 
@@ -117,7 +118,7 @@ def relu_backward(split, dout, mask):
     layout = dout.dtype == np.float32 and mask.dtype == np.bool_ and cpu_kernels.run_layout(dout, mask, dx)
     if layout:
         split.run(lambda k, n0, n1: cpu_kernels.relu_backward(dout, mask, dx, layout, n0, n1), len(dout),
-                  _per_thread(dout))
+                  _per_thread(dout), blas=False)
     else:
         split.run(lambda k, n0, n1: np.multiply(dout[n0:n1], mask[n0:n1], out=dx[n0:n1]), len(dout),
                   _per_thread(dout))
