@@ -8,5 +8,6 @@ without it and the NumPy backend keeps its im2col path and its NumPy pooling and
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("xpnet.backends._direct_conv", ["backends/direct_conv.c", "backends/cpu_kernels.c"],
+setup(ext_modules=[Extension("xpnet.backends._native",
+                             ["backends/native_module.c", "backends/direct_conv.c", "backends/cpu_kernels.c"],
                              optional=True, extra_compile_args=["-O3"])])

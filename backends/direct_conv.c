@@ -17,17 +17,11 @@
  * The kernels are compiled for AVX-512F whatever the build flags say (target pragma) and are only run
  * where the CPU has it (xpnet_dc_supported); everything else stays on the NumPy im2col path.
  *
- * Python sees this file through ctypes (backends/direct_conv.py); the module init below only makes it
- * importable, so that the package's build and loader find it like any extension.
+ * Python sees this file through ctypes (backends/direct_conv.py), in the extension module native_module.c
+ * makes importable.
  */
-#include <Python.h>
 #include <stdlib.h>
 #include <string.h>
-
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_direct_conv", "xpnet's direct convolution kernels "
-                                    "(called through ctypes by xpnet.backends.direct_conv)", -1, NULL};
-
-PyMODINIT_FUNC PyInit__direct_conv(void) { return PyModule_Create(&module); }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define XPNET_DC_X86 1

@@ -26,6 +26,7 @@ DirectCache = namedtuple("DirectCache", "plan x")
 
 _LIB = None
 _WHY = None
+NO_AVX512 = "this CPU has no AVX-512F"
 
 
 def _load():
@@ -37,7 +38,7 @@ def _load():
     if lib is None:
         return None
     if not lib.xpnet_dc_supported():
-        _WHY = "this CPU has no AVX-512F"
+        _WHY = NO_AVX512
         return None
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
     lib.xpnet_dc_forward.argtypes = [ptr, ptr, ptr, ptr] + [i32] * 10

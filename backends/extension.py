@@ -1,4 +1,4 @@
-"""The package's one extension module (direct_conv.c and cpu_kernels.c), opened for ctypes once."""
+"""The package's one extension module, xpnet.backends._native (direct_conv.c, cpu_kernels.c), opened for ctypes once."""
 
 import ctypes
 
@@ -11,9 +11,9 @@ def library():
     global _LIB, _WHY
     if _LIB is None and _WHY is None:
         try:
-            from xpnet.backends import _direct_conv
+            from xpnet.backends import _native
         except ImportError as e:
             _WHY = f"the compiled kernels are not built ({e}); reinstall with a C compiler: pip install -e ."
         else:
-            _LIB = ctypes.CDLL(_direct_conv.__file__)
+            _LIB = ctypes.CDLL(_native.__file__)
     return _LIB, _WHY

@@ -6,7 +6,7 @@ turned off give the reference, and results, gradients, dtypes and memory order m
 inputs are small integers, so windows have ties, with zeros of both signs, NaN and infinities among them,
 and gradients with inf and NaN (NumPy's ``dout * 0`` of those is NaN, not 0). Both the AVX-512 kernels and
 the portable loops are run, on one thread and on slices over three. Skipped where the extension is not
-built, unless ``XPNET_REQUIRE_DIRECT_CONV=1`` (CI) makes that a failure.
+built, unless ``XPNET_REQUIRE_NATIVE=1`` (CI) makes that a failure.
 """
 
 import os
@@ -20,8 +20,8 @@ from xpnet.backends.cpu_threads import BatchSplitter
 from xpnet.backends.shapes import out_size
 
 WHY = cpu_kernels.unavailable()
-if WHY and os.environ.get("XPNET_REQUIRE_DIRECT_CONV") == "1":
-    raise RuntimeError(f"XPNET_REQUIRE_DIRECT_CONV=1 but the compiled pooling and ReLU are unavailable: {WHY}")
+if WHY and os.environ.get("XPNET_REQUIRE_NATIVE") == "1":
+    raise RuntimeError(f"XPNET_REQUIRE_NATIVE=1 but the compiled pooling and ReLU are unavailable: {WHY}")
 pytestmark = [pytest.mark.skipif(bool(WHY), reason=f"compiled kernels unavailable: {WHY}"),
               pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")]  # inf * 0 is meant
 
