@@ -1,5 +1,6 @@
 """The interface every backend implements, and pieces they share."""
 
+import collections
 import contextlib
 import time
 
@@ -9,6 +10,23 @@ from xpnet import precision
 from xpnet.backends import pooling
 from xpnet.backends.shapes import out_size
 from xpnet.errors import BackendError
+
+Activated = collections.namedtuple("Activated", "inner mask")  # a convolution's cache with its fused ReLU's mask
+Pooled = collections.namedtuple("Pooled", "inner cache shape window")  # ... with its fused max pool's
+
+
+def store(out, *arrays):
+    """``arrays``, each copied into its destination in ``out`` when one is given (same shape and dtype)."""
+    if out is None:
+        return arrays
+    result = []
+    for dest, a in zip(out, arrays, strict=True):
+        if dest is None or dest is a:
+            result.append(a)
+        else:
+            dest[...] = a
+            result.append(dest)
+    return tuple(result)
 
 
 class CPUTimer:
@@ -102,12 +120,16 @@ class Backend:
         raise NotImplementedError
 
     # -- convolution -------------------------------------------------------------------------
-    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True):
+    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True, relu=False, reuse=False, pool=None):
         """Convolution by im2col + one GEMM. Returns ``(out (N, FN, OH, OW), cache for backward)``.
 
         ``ws`` is a dict the calling layer owns; a backend may keep reusable buffers in it. ``keep=False``
         says no backward pass is expected (inference): a backend may then keep less and rebuild it in
-        :meth:`conv2d_backward` if one comes after all.
+        :meth:`conv2d_backward` if one comes after all. ``relu=True``: the output is ``max(conv, 0)`` (a
+        ReLU fused after the bias) and :meth:`conv2d_backward` applies the ReLU's mask first.
+        ``reuse=True``: the caller is done with the output of the previous call with this ``ws`` (see
+        ``Layer.reuse_output``), so a backend may write this one into the same buffer. ``pool``: ``(KH, KW,
+        stride, pad)`` of a max pool fused after the ReLU: the output is the pooled one.
         """
         N, _, H, Wd = x.shape
         FN, _, KH, KW = W.shape
@@ -117,19 +139,77 @@ class Backend:
         out = col @ Wc.T + b
         # Inference keeps x (alive anyway as the previous layer's output), not its KH*KW times larger columns.
         cache = (col, None, x.shape) if keep else (None, x, x.shape)
-        return out.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2), cache
+        return self._activated(out.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2), cache, relu, pool)
 
-    def conv2d_backward(self, dout, cache, W, stride, pad, ws=None):
-        """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward` given dL/dout (N, FN, OH, OW)."""
+    def _activated(self, out, cache, relu, pool=None):
+        """``(out, cache)``, through a fused ReLU when ``relu`` (its mask joins the cache), then a fused max
+        pool when ``pool`` is ``(KH, KW, stride, pad)`` (its cache joins too)."""
+        if relu:
+            out, mask = self.relu_forward(out)
+            cache = Activated(cache, mask)
+        if pool is None:
+            return out, cache
+        KH, KW, stride, pad = pool
+        OH, OW = out_size(out.shape[2], out.shape[3], KH, KW, stride, pad)
+        pooled, pcache = self.maxpool2d_forward(out, KH, KW, stride, pad, OH, OW)
+        return pooled, Pooled(cache, pcache, out.shape, pool)
+
+    def _deactivated(self, dout, cache):
+        """``(dout, cache)`` before a fused max pool and ReLU: dout through their backward (new arrays), the
+        convolution's own cache."""
+        if isinstance(cache, Pooled):
+            dout, cache = self.maxpool2d_backward(dout, cache.cache, cache.shape, *cache.window), cache.inner
+        if isinstance(cache, Activated):
+            return self.relu_backward(dout, cache.mask), cache.inner
+        return dout, cache
+
+    def conv2d_backward(self, dout, cache, W, stride, pad, ws=None, input_grad=True, out=None, reuse=False):
+        """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward` given dL/dout (N, FN, OH, OW).
+
+        ``input_grad=False``: dx is not needed (the network's first layer) and comes back None. ``out``:
+        ``(dW, db)`` arrays to write the gradients into (None, or either None: new arrays). ``reuse``: as in
+        :meth:`conv2d_forward`, for dx.
+        """
+        dout, cache = self._deactivated(dout, cache)
         col, x, x_shape = cache
         FN, _, KH, KW = W.shape
         if col is None:  # forward ran with keep=False: rebuild the columns from x
             col = self.im2col(x, KH, KW, stride, pad)
         d = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
         dW = (d.T @ col).reshape(W.shape)
-        dcol = d @ W.reshape(FN, -1)
         db = d.sum(axis=0, dtype=precision.compute_dtype(d.dtype)).astype(d.dtype, copy=False)
-        return self.col2im(dcol, x_shape, KH, KW, stride, pad), dW, db
+        dx = self.col2im(d @ W.reshape(FN, -1), x_shape, KH, KW, stride, pad) if input_grad else None
+        return dx, *store(out, dW, db)
+
+    # -- affine layers -----------------------------------------------------------------------
+    def affine_forward(self, x, W, b, relu=False, dropout=0.0, rng=None, ws=None, reuse=False):
+        """``y = x @ W + b`` (x (N, I), W (I, O), b (O,)), then ReLU if ``relu``, then inverted dropout of
+        ``dropout`` (a ratio; 0: none) drawn from ``rng``: ``(y (N, O), cache)`` for :meth:`affine_backward`.
+
+        The same arithmetic as the separate ReLU and dropout steps (:meth:`relu_forward`,
+        :meth:`dropout_forward`), so a fused chain gives what the layers give one by one. ``ws`` and
+        ``reuse`` as in :meth:`conv2d_forward`.
+        """
+        y = self.matmul(x, W)
+        y += b
+        mask = drop = None
+        if relu:
+            y, mask = self.relu_forward(y)
+        if dropout:
+            y, drop = self.dropout_forward(y, dropout, rng)
+        return y, (mask, drop)
+
+    def affine_backward(self, dout, cache, x, W, input_grad=True, out=None, ws=None, reuse=False):
+        """``(dx (N, I) or None, dW, db)`` of :meth:`affine_forward` given dL/dy (N, O); ``input_grad`` and
+        ``out`` as in :meth:`conv2d_backward`. ``dout`` is never written."""
+        mask, drop = cache
+        if drop is not None:
+            dout = dout * drop
+        if mask is not None:
+            dout = self.relu_backward(dout, mask)
+        dW, db = self.matmul(x.T, dout), precision.sum_axis0(dout)
+        dx = self.matmul(dout, W.T) if input_grad else None
+        return dx, *store(out, dW, db)
 
     def conv_gemm_probe(self, x_shape, W_shape, stride, pad):
         """``(forward, backward)`` callables running only the matrix products of this backend's conv for a
@@ -148,11 +228,12 @@ class Backend:
         return contextlib.nullcontext({})
 
     # -- pooling -----------------------------------------------------------------------------
-    def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
-        """Max over each window: ``(out (N, C, OH, OW), cache)``; padding counts as -inf."""
+    def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW, ws=None, reuse=False):
+        """Max over each window: ``(out (N, C, OH, OW), cache)``; padding counts as -inf. ``ws``, ``reuse``:
+        as in :meth:`conv2d_forward`."""
         return pooling.max_forward(self.xp, x, KH, KW, stride, pad, OH, OW)
 
-    def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad):
+    def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad, ws=None, reuse=False):
         """dL/dx of :meth:`maxpool2d_forward`; ties send the gradient to the first maximum in (kh, kw) order."""
         return pooling.max_backward(self.xp, dout, cache, x_shape, KH, KW, stride, pad)
 
@@ -183,8 +264,12 @@ class Backend:
         return dout * mask
 
     # -- batches -----------------------------------------------------------------------------
-    def gather_batch(self, x, t, idx):
-        """``(x[idx], t[idx])``: the examples and labels at integer positions ``idx`` (arrays of this backend)."""
+    def gather_batch(self, x, t, idx, ws=None):
+        """``(x[idx], t[idx])``: the examples and labels at integer positions ``idx`` (arrays of this backend).
+
+        ``ws``: a dict the caller owns and is done with the previous batch made with it: a backend may write
+        this batch into the same buffers.
+        """
         return x[idx], t[idx]
 
     # -- dropout -----------------------------------------------------------------------------
@@ -199,11 +284,13 @@ class Backend:
         return x * mask, mask
 
     # -- loss --------------------------------------------------------------------------------
-    def softmax_cross_entropy(self, y, t):
+    def softmax_cross_entropy(self, y, t, ws=None, reuse=False):
         """Mean cross-entropy of softmax(y) against integer labels: ``(loss 0-d, p (N, K))``.
 
         y (N, K) scores; t (N,) integer labels in [0, K). Computed in :func:`xpnet.precision.compute_dtype`
-        of y (float32 for float16), which is the dtype of ``loss`` and ``p``.
+        of y (float32 for float16), which is the dtype of ``loss`` and ``p``. ``ws``: a dict the caller
+        owns, where a backend may keep ``p`` (the caller's cache: the previous one is done with) and, when
+        ``reuse``, the loss (the caller is done with the previous one).
         """
         xp = self.xp
         y = precision.widen(y)
@@ -212,8 +299,9 @@ class Backend:
         loss = -xp.take_along_axis(logp, t[:, None].astype(xp.intp), axis=1).sum() / y.dtype.type(y.shape[0])
         return loss, xp.exp(logp)
 
-    def softmax_cross_entropy_backward(self, p, t, dout, out_dtype):
-        """dL/dy of :meth:`softmax_cross_entropy` times ``dout`` (a Python number), in ``out_dtype``."""
+    def softmax_cross_entropy_backward(self, p, t, dout, out_dtype, ws=None, reuse=False):
+        """dL/dy of :meth:`softmax_cross_entropy` times ``dout`` (a Python number), in ``out_dtype``; ``ws``,
+        ``reuse`` as in :meth:`conv2d_forward`."""
         N = p.shape[0]
         dy = p.copy()
         dy[self.xp.arange(N), t] -= 1
@@ -266,6 +354,12 @@ class Backend:
     def nccl_communicator(self, size, uid, rank):
         """An NCCL communicator with ``allreduce_(buf)`` and ``bcast_(buf, root)`` for this backend's arrays."""
         raise BackendError(f"backend '{self.name}' has no NCCL; NCCL reduces GPU arrays")
+
+    # -- counting ----------------------------------------------------------------------------
+    def launch_counter(self):
+        """An object whose ``counting()`` context counts the device work queued inside it (launches,
+        allocations, syncs; see ``backends/cuda_graph_counts.py``), or None where this device has none."""
+        return None
 
     # -- errors ------------------------------------------------------------------------------
     def is_out_of_memory(self, exc):

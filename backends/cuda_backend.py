@@ -4,10 +4,10 @@ import base64
 
 import numpy as np
 
-from xpnet import precision
 from xpnet.backends import cuda_optim_src, cuda_timing
 from xpnet.backends.base import Backend
 from xpnet.backends.cuda_collectives import CudaCollectives
+from xpnet.backends.cuda_fused import CudaFusedLayers
 from xpnet.backends.shapes import out_size
 from xpnet.errors import BackendError
 
@@ -146,7 +146,7 @@ class CupyRNG:
             self.key, self.offset = (int(v) for v in state["counter"])
 
 
-class CudaBackend(CudaCollectives, Backend):
+class CudaBackend(CudaFusedLayers, CudaCollectives, Backend):
     """Arrays on an NVIDIA GPU through CuPy.
 
     Args:
@@ -191,42 +191,49 @@ class CudaBackend(CudaCollectives, Backend):
     def im2col(self, x, KH, KW, stride=(1, 1), pad=(0, 0), pad_value=0):
         """(N, C, H, W) -> (N*OH*OW, C*KH*KW), columns ordered (c, kh, kw) as in the book."""
         N, C, H, W = x.shape
-        (SH, SW), (PH, PW) = stride, pad
         OH, OW = out_size(H, W, KH, KW, stride, pad)
         col = self.xp.empty((N * OH * OW, C * KH * KW), dtype=x.dtype)
+        return self._im2col_into(x, KH, KW, stride, pad, pad_value, col)
+
+    def _im2col_into(self, x, KH, KW, stride, pad, pad_value, col):
+        _, C, H, W = x.shape
+        (SH, SW), (PH, PW) = stride, pad
+        OH, OW = out_size(H, W, KH, KW, stride, pad)
         self._kernels.im2col_kernel(
             x, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, x.dtype.type(pad_value), col
         )
         return col
 
-    def col2im(self, col, x_shape, KH, KW, stride=(1, 1), pad=(0, 0)):
-        """Sum windows back into (N, C, H, W): one thread per image element (a gather)."""
+    def col2im(self, col, x_shape, KH, KW, stride=(1, 1), pad=(0, 0), out=None):
+        """Sum windows back into (N, C, H, W) (into ``out`` if given): one thread per image element (a gather)."""
         N, C, H, W = x_shape
         (SH, SW), (PH, PW) = stride, pad
         OH, OW = out_size(H, W, KH, KW, stride, pad)
         col = self.xp.ascontiguousarray(col)
-        img = self.xp.empty((N, C, H, W), dtype=col.dtype)
+        img = self.xp.empty((N, C, H, W), dtype=col.dtype) if out is None else out
         self._kernels.col2im_kernel(col, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, img)
         return img
 
-    def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
-        """One kernel: the maxima and, as the cache, each window's argmax (an int32 index in its plane)."""
+    def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW, ws=None, reuse=False):
+        """One kernel: the maxima and, as the cache, each window's argmax (an int32 index in its plane, kept
+        in ``ws``)."""
         N, C, H, W = x.shape
         (SH, SW), (PH, PW) = stride, pad
-        out = self.xp.empty((N, C, OH, OW), dtype=x.dtype)
-        arg = self.xp.empty((N, C, OH, OW), dtype=self.xp.int32)
+        out = self._scratch(ws if reuse else None, "out", (N, C, OH, OW), x.dtype)
+        arg = self._scratch(ws, "arg", (N, C, OH, OW), np.dtype(np.int32))
         self._kernels.maxpool_forward(x, H, W, OH, OW, KH, KW, SH, SW, PH, PW, out, arg)  # x: any order
         return out, (arg, _channels_last(x))
 
-    def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad):
+    def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad, ws=None, reuse=False):
         """One kernel: each input element gathers the gradients of the windows whose maximum it is."""
         N, C, H, W = x_shape
         arg, channels_last = cache
         _, _, OH, OW = arg.shape
         (SH, SW), (PH, PW) = stride, pad
         # dx in the input's memory order: a convolution's output (channels last) then needs no transpose
-        dx = (self.xp.empty((N, H, W, C), dtype=dout.dtype).transpose(0, 3, 1, 2) if channels_last
-              else self.xp.empty(x_shape, dtype=dout.dtype))
+        keep = ws if reuse else None
+        dx = (self._scratch(keep, "dx_cl", (N, H, W, C), dout.dtype).transpose(0, 3, 1, 2) if channels_last
+              else self._scratch(keep, "dx", x_shape, dout.dtype))
         self._kernels.maxpool_backward(dout, arg, H, W, OH, OW, KH, KW, SH, SW, PH, PW, dx)
         return dx
 
@@ -242,14 +249,15 @@ class CudaBackend(CudaCollectives, Backend):
         self.xp.multiply(dout, mask, out=dx)
         return dx
 
-    def gather_batch(self, x, t, idx):
-        """One kernel for the examples and their labels (two takes when a label row is longer than an example)."""
+    def gather_batch(self, x, t, idx, ws=None):
+        """One kernel for the examples and their labels (two takes when a label row is longer than an example);
+        into the buffers kept in ``ws`` when given."""
         n = len(x)
         row, trow = (x.size // n if n else 0), (t.size // n if n else 0)
         if not n or not len(idx) or trow > row:
             return super().gather_batch(x, t, idx)
-        xb = self.xp.empty((len(idx), *x.shape[1:]), dtype=x.dtype)
-        tb = self.xp.empty((len(idx), *t.shape[1:]), dtype=t.dtype)
+        xb = self._scratch(ws, "x", (len(idx), *x.shape[1:]), x.dtype)
+        tb = self._scratch(ws, "t", (len(idx), *t.shape[1:]), t.dtype)
         self._kernels.batch_gather(self.xp.ascontiguousarray(x), idx, self.xp.ascontiguousarray(t), row, trow, xb, tb)
         return xb, tb
 
@@ -261,21 +269,10 @@ class CudaBackend(CudaCollectives, Backend):
         self._kernels.dropout_forward(x, np.uint64(key), np.uint64(offset), float(ratio), scale, y, mask)
         return y, mask
 
-    def softmax_cross_entropy(self, y, t):
-        """One kernel for the probabilities and each row's share of the mean, one reduction for the loss.
-
-        A label outside [0, K) makes the loss NaN (raising would need a host sync).
-        """
-        N, K = y.shape
-        p = self.xp.empty((N, K), dtype=precision.compute_dtype(y.dtype))
-        row = self.xp.empty(N, dtype=p.dtype)
-        self._kernels.softmax_xent_forward(self.xp.ascontiguousarray(y), t, K, p.dtype.type(1.0 / N), p, row)
-        return row.sum(), p
-
-    def softmax_cross_entropy_backward(self, p, t, dout, out_dtype):
+    def softmax_cross_entropy_backward(self, p, t, dout, out_dtype, ws=None, reuse=False):
         """One kernel: (p - onehot(t)) * dout / N in ``out_dtype``."""
         N, K = p.shape
-        dy = self.xp.empty((N, K), dtype=out_dtype)
+        dy = self._scratch(ws if reuse else None, "dy", (N, K), np.dtype(out_dtype))
         self._kernels.softmax_xent_backward(p, t, K, p.dtype.type(dout / N), dy)
         return dy
 
@@ -286,6 +283,12 @@ class CudaBackend(CudaCollectives, Backend):
         kernel = getattr(self._kernels, f"fused_{rule}")
         kernel(g, g if sumsq is None else sumsq, *scalars, p, *(state[k] for k in cuda_optim_src.STATE[rule]))
         return True
+
+    def launch_counter(self):
+        """A :class:`~xpnet.backends.cuda_graph_counts.GraphCounter`: counts by CUDA graph capture."""
+        from xpnet.backends.cuda_graph_counts import GraphCounter
+
+        return GraphCounter(self.xp)
 
     def is_out_of_memory(self, exc):
         """True when ``exc`` is CuPy's out-of-memory error (a failed device allocation)."""

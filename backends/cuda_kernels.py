@@ -1,4 +1,4 @@
-"""CUDA kernels (CuPy ElementwiseKernel) for im2col and col2im.
+"""CUDA kernels (CuPy ElementwiseKernel) for im2col and col2im, and the registry of every kernel.
 
 Every kernel xpnet runs is in :data:`KERNELS` (CI compiles each with NVRTC for sm_80 and sm_90);
 :func:`build` makes them with a given CuPy module. col2im gathers: one thread per image element sums
@@ -10,7 +10,7 @@ NumPy's (``tests/test_backends.py`` shows both).
 
 import types
 
-from xpnet.backends import cuda_layer_src, cuda_optim_src
+from xpnet.backends import cuda_fused_src, cuda_layer_src, cuda_optim_src
 
 _INDEX = """
     const long long KW_ = KW, KH_ = KH, C_ = C, OW_ = OW, OH_ = OH;
@@ -78,6 +78,7 @@ KERNELS = {
     "im2col_kernel": ("ElementwiseKernel", IM2COL),
     "col2im_kernel": ("ElementwiseKernel", COL2IM),
     **cuda_layer_src.kernels(),
+    **cuda_fused_src.kernels(),
     **cuda_optim_src.kernels(),
     "spin_kernel": ("ElementwiseKernel", SPIN),
     "probe_kernel": ("ElementwiseKernel", PROBE),

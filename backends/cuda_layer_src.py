@@ -7,6 +7,8 @@ first maximum in (kh, kw) order; a pooled input's gradient sums its windows in (
 Built by :mod:`xpnet.backends.cuda_kernels` (``KERNELS``).
 """
 
+from xpnet.backends.cuda_fused_src import KEEP, LOAD
+
 _WINDOW = "int32 H, int32 W, int32 OH, int32 OW, int32 KH, int32 KW, int32 SH, int32 SW, int32 PH, int32 PW"
 
 # one thread per output: the window's maximum and where it is (h * W + w in its image plane)
@@ -62,10 +64,11 @@ MAXPOOL_BACKWARD = (
 )
 
 # one thread per row: log-softmax by a stable log-sum-exp in the compute type W, the probabilities, and
-# the row's share of the mean loss (NaN for a label outside [0, K): checking would need a host sync)
+# the row's share of the mean loss (NaN for a label outside [0, K): checking would need a host sync); the
+# last row to finish sums the shares in row order into loss (see cuda_fused_src: count is reset to 0)
 SOFTMAX_XENT_FORWARD = (
     "raw T y, I t, int32 K, W inv_n",
-    "raw W p, W row",
+    "raw W p, raw W row, raw W loss, raw int32 count",
     """
     const long long r0 = i * (long long)K;
     W m = (W)y[r0];
@@ -75,9 +78,13 @@ SOFTMAX_XENT_FORWARD = (
     const W lse = log(s);
     for (int k = 0; k < K; ++k) p[r0 + k] = exp(((W)y[r0 + k] - m) - lse);
     const long long c = (long long)(double)t;
-    row = (c >= 0 && c < K) ? -(((W)y[r0 + c] - m) - lse) * inv_n : W(0) / W(0);
+    const W share = (c >= 0 && c < K) ? -(((W)y[r0 + c] - m) - lse) * inv_n : W(0) / W(0);
+    W total;
+    if (xpnet_last_of(&row[0], &count[0], i, _ind.size(), 1, 0, share, &total)) loss[0] = total;
     """,
     "xpnet_softmax_xent_forward",
+    True,
+    LOAD,
 )
 
 # dL/dy = (p - onehot(t)) * scale, scale = dout / N, cast to the scores' dtype T
@@ -96,20 +103,17 @@ SOFTMAX_XENT_BACKWARD = (
 RELU_FORWARD = ("T x", "T y, bool mask", "mask = x > T(0); y = mask ? x : T(0);", "xpnet_relu_forward")
 
 # inverted dropout in one pass from a counter-based generator: element i's number is a hash of
-# (key, offset + i) (SplitMix64's finaliser), so no generator state lives on the device
+# (key, offset + i), so no generator state lives on the device (the fused chains draw the same numbers)
 DROPOUT_FORWARD = (
     "T x, uint64 key, uint64 offset, float64 ratio, T scale",
     "T y, T mask",
     """
-    unsigned long long z = key ^ ((offset + (unsigned long long)i) * 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    const double u = (double)(z >> 11) * (1.0 / 9007199254740992.0);  // 53 bits: uniform in [0, 1)
-    mask = u >= ratio ? scale : T(0);
+    mask = xpnet_keep(key, offset + (unsigned long long)i, ratio) ? scale : T(0);
     y = x * mask;
     """,
     "xpnet_dropout_forward",
+    True,
+    KEEP,
 )
 
 # a mini-batch in one pass: thread i copies element i of the gathered inputs and, for the first trow

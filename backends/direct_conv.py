@@ -116,8 +116,8 @@ class DirectPlan:
         x, W = np.ascontiguousarray(x), np.ascontiguousarray(W)
         return self._conv("direct", x, W, b, self.g.pad, self.g.FN), DirectCache(self, x)
 
-    def backward(self, dout, cache, W):
-        """``(dx, dW, db)`` for :meth:`forward`'s ``cache``."""
+    def backward(self, dout, cache, W, input_grad=True):
+        """``(dx, dW, db)`` for :meth:`forward`'s ``cache``; dx None (not computed) unless ``input_grad``."""
         g, x, lib = self.g, cache.x, self._lib
         dout = np.ascontiguousarray(dout, np.float32)
 
@@ -130,6 +130,8 @@ class DirectPlan:
         parts = self._run(part, g.N)
         dW = sum((p[0] for p in parts[1:]), parts[0][0])
         db = sum((p[1] for p in parts[1:]), parts[0][1])
+        if not input_grad:
+            return None, dW, db
         flipped = np.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), np.float32)  # (C, FN, KH, KW)
         dx = self._conv("direct dx", dout, flipped, None, (g.KH - 1 - g.pad[0], g.KW - 1 - g.pad[1]), g.C)
         return dx, dW, db

@@ -6,7 +6,7 @@ import platform
 import numpy as np
 
 from xpnet.backends import direct_conv, numpy_im2col, numpy_split
-from xpnet.backends.base import Backend
+from xpnet.backends.base import Backend, store
 from xpnet.backends.cpu_threads import BatchSplitter
 from xpnet.backends.numpy_conv_plan import ALGORITHMS, plan_for
 from xpnet.backends.stage_clock import StageClock
@@ -99,14 +99,17 @@ class NumpyBackend(Backend):
     def col2im(self, col, x_shape, KH, KW, stride=(1, 1), pad=(0, 0)):
         return numpy_im2col.col2im(col, x_shape, KH, KW, stride, pad)
 
-    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True):
+    def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True, relu=False, reuse=False, pool=None):
         """By the layer shape's plan (see numpy_conv_plan), kept in ``ws``: the compiled direct convolution
-        or strided-copy im2col + BLAS GEMMs."""
-        return plan_for(ws, x, W, stride, pad, self.splitter, self._clock, self.conv).forward(x, W, b, keep)
+        or strided-copy im2col + BLAS GEMMs; then the fused ReLU / max pool as the backend's own ops."""
+        out, cache = plan_for(ws, x, W, stride, pad, self.splitter, self._clock, self.conv).forward(x, W, b, keep)
+        return self._activated(out, cache, relu, pool)
 
-    def conv2d_backward(self, dout, cache, W, stride, pad, ws=None):
+    def conv2d_backward(self, dout, cache, W, stride, pad, ws=None, input_grad=True, out=None, reuse=False):
         """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward`, by the plan that ran it."""
-        return cache.plan.backward(dout, cache, W)
+        dout, cache = self._deactivated(dout, cache)
+        dx, dW, db = cache.plan.backward(dout, cache, W, input_grad)
+        return dx, *store(out, dW, db)
 
     def conv_stages(self):
         """Record the stages of the convolutions run inside: ``with be.conv_stages() as ms: ...``.
@@ -117,10 +120,10 @@ class NumpyBackend(Backend):
         """
         return self._clock.recording()
 
-    def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):
+    def maxpool2d_forward(self, x, KH, KW, stride, pad, OH, OW, ws=None, reuse=False):
         return numpy_split.max_forward(self.splitter, x, KH, KW, stride, pad, OH, OW)
 
-    def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad):
+    def maxpool2d_backward(self, dout, cache, x_shape, KH, KW, stride, pad, ws=None, reuse=False):
         return numpy_split.max_backward(self.splitter, dout, cache, x_shape, KH, KW, stride, pad)
 
     def avgpool2d_forward(self, x, KH, KW, stride, pad, OH, OW):

@@ -137,23 +137,24 @@ class ConvPlan:
         self._run(part, self.g.N)
         return self.layout.output(out), ConvCache(self, col, None if keep else x)
 
-    def backward(self, dout, cache, W):
-        """``(dx, dW, db)`` for :meth:`forward`'s ``cache``."""
+    def backward(self, dout, cache, W, input_grad=True):
+        """``(dx, dW, db)`` for :meth:`forward`'s ``cache``; dx None (not computed) unless ``input_grad``."""
         col = cache.col
         if col is None:  # the forward pass ran with keep=False: make the columns now
             col = self._batch_columns()
             self._run(lambda k, n0, n1: self._stage("im2col", k, self.layout.im2col, cache.x, col, n0, n1, 0),
                       self.g.N)
         d, acc, Wc = self.layout.dout_matrix(dout), nc.acc_dtype(dout), W.reshape(self.g.FN, -1)
-        dx = None if self.full_conv_dx else self.layout.dx_buffer(dout.dtype)
+        by_col2im = input_grad and not self.full_conv_dx
+        dx = self.layout.dx_buffer(dout.dtype) if by_col2im else None
 
         def part(k, n0, n1):
-            if dx is not None:
+            if by_col2im:
                 self._dx_by_col2im(Wc, d, dx, k, n0, n1)
             return self._stage("gemm dW", k, self.layout.weight_grads, d, col, n0, n1, acc)
 
         dW, db = _sum_parts(self._run(part, self.g.N), dout.dtype)
-        if dx is None:
+        if input_grad and self.full_conv_dx:
             dx = self._dx_by_full_conv(dout, W)
         return dx, dW.reshape(W.shape), db
 

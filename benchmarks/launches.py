@@ -1,15 +1,18 @@
 """Kernel launches, device allocations and host syncs per DeepConvNet training step, by phase.
 
-Counted on the emulated CUDA device (``tests/emulated_cupy``: CuPy's API over NumPy, the kernels' own
-CUDA C compiled for the host), so it runs without a GPU and gives the same counts on every machine.
-What counts as a launch, an allocation and a sync is in ``tests/emulated_cupy/counters.py``; composite
-CuPy routines count one launch, so the launch counts are a lower bound.
+``python -m benchmarks.launches`` counts on the emulated CUDA device (``tests/emulated_cupy``: CuPy's API
+over NumPy, the kernels' own CUDA C compiled for the host), so it runs without a GPU and gives the same
+counts on every machine. What counts as a launch, an allocation and a sync is in
+``tests/emulated_cupy/counters.py``; composite CuPy routines count one launch, so the launch counts are
+a lower bound. As a suite of ``python -m benchmarks`` with the cuda backend measured, it counts on the
+GPU instead, by CUDA graph capture (``backends/cuda_graph_counts.py``).
 
     python -m benchmarks.launches [--batch-size 100] [--json PATH]
 """
 
 import argparse
 import collections
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -35,29 +38,43 @@ def _emulator():
 
 
 def step_counts(batch_size=100, steps=2, seed=0):
-    """``{phase: {"launches", "allocations", "syncs", "h2d"}}`` for the last of ``steps`` training steps
-    (the first creates the optimizer's state), plus ``"step"``, their sum. Trains the book's DeepConvNet
-    with Adam on random MNIST-shaped data, making the calls the Trainer's step makes; the Trainer's
-    running metric sums (a few launches per step, a sync every ``log_every`` steps) are not included."""
+    """``{phase: {"launches", "allocations", "syncs", "h2d", "kernels"}}`` for the last of ``steps`` training
+    steps (the first creates the optimizer's state and the workspaces), plus ``"step"``, their sum,
+    counted on the emulated device. Trains the book's DeepConvNet with Adam on random MNIST-shaped
+    data, making the calls the Trainer's step makes; the Trainer's running metric sums (a few launches
+    per step, a sync every ``log_every`` steps) are not included."""
     _, counters, device = _emulator()
+    with device.as_cuda() as be:
+        return _count(be, counters.counting, contextlib.nullcontext(), batch_size, steps, seed)
+
+
+def gpu_step_counts(backend, batch_size=100, steps=2, seed=0):
+    """:func:`step_counts` on a real GPU (``backend``: xpnet's cuda backend), counted by CUDA graph capture
+    (``backends/cuda_graph_counts.py``): ``kernels`` are then the graph's nodes by type."""
+    counter = backend.launch_counter()
+    return _count(backend, counter.counting, counter.stream, batch_size, steps, seed)
+
+
+def _count(be, counting, stream, batch_size, steps, seed):
     rng = np.random.default_rng(seed)
     x = rng.random((batch_size * steps, 1, 28, 28), dtype=np.float32)
     t = rng.integers(0, 10, batch_size * steps)
-    with device.as_cuda() as be:
+    with stream:
         model, opt = DeepConvNet(seed=seed, backend=be), optim.Adam(lr=0.001)
-        batches = BatchIterator(x, t, batch_size=batch_size, backend=be).epoch()
-        for _ in range(steps):
+        batches = BatchIterator(x, t, batch_size=batch_size, backend=be, reuse_buffers=True).epoch()
+        for k in range(steps):
+            last = k == steps - 1
             counts = {}
-            with counters.counting() as counts["batch"]:
+            with _phase(counting, last, counts, "batch"):
                 xb, tb = next(batches)
-            with counters.counting() as counts["forward+loss"]:
-                model.forward_loss(xb, tb, train=True)
-            with counters.counting() as counts["backward"]:
+            with _phase(counting, last, counts, "forward+loss"):
+                model.forward_loss(xb, tb, train=True, reuse=True)
+            with _phase(counting, last, counts, "backward"):
                 model.backward()
-            with counters.counting() as counts["optimizer"]:
+            with _phase(counting, last, counts, "optimizer"):
                 opt.step(model.trainable_params, model.grads)
     result = {k: v.as_dict() for k, v in counts.items()}
-    result["step"] = {k: sum(result[p][k] for p in PHASES) for k in NUMBERS}
+    result["step"] = {k: _total(result[p][k] for p in PHASES) for k in NUMBERS}
     result["step"]["kernels"] = dict(sum((collections.Counter(result[p]["kernels"]) for p in PHASES),
                                          collections.Counter()))
     for c in result.values():
@@ -65,13 +82,29 @@ def step_counts(batch_size=100, steps=2, seed=0):
     return result
 
 
+@contextlib.contextmanager
+def _phase(counting, last, counts, name):
+    """Count the block into ``counts[name]`` on the last step; earlier steps just run."""
+    if not last:
+        yield
+        return
+    with counting() as counts[name]:
+        yield
+
+
+def _total(values):
+    values = list(values)
+    return None if any(v is None for v in values) else sum(values)
+
+
 def table(counts, top=6):
     """The counts as text lines, one row per phase, then each phase's most launched kernels."""
     lines = [f"{'phase':<14}{'launches':>10}{'allocations':>13}{'syncs':>7}{'h2d':>5}"]
     for phase in (*PHASES, "step"):
         c = counts[phase]
-        lines.append(f"{phase:<14}{c['launches']:>10}{c['allocations']:>13}{c['syncs']:>7}{c['h2d']:>5}")
-    lines.append("launches by kernel or CuPy routine:")
+        h2d = "-" if c["h2d"] is None else c["h2d"]
+        lines.append(f"{phase:<14}{c['launches']:>10}{c['allocations']:>13}{c['syncs']:>7}{h2d:>5}")
+    lines.append("launches by kernel or CuPy routine (counted on a GPU: CUDA graph nodes by type):")
     for phase in PHASES:
         most = list(counts[phase]["kernels"].items())
         shown = ", ".join(f"{name} {n}" for name, n in most[:top]) + (", ..." if len(most) > top else "")
@@ -81,9 +114,22 @@ def table(counts, top=6):
 
 # -- as a suite of ``python -m benchmarks`` ------------------------------------------------------------
 def run(settings):
-    """The counts per phase at the suite's DeepConvNet batch size (CUDA backend, emulated device)."""
+    """The counts per phase at the suite's DeepConvNet batch size: on the GPU when the cuda backend is
+    measured (CUDA graph capture), else on the emulated device."""
     batch = settings.batch("deep_convnet")
-    return {"batch_size": batch, "device": "emulated CUDA device (tests/emulated_cupy)", "counts": step_counts(batch)}
+    if "cuda" in settings.backends:
+        from xpnet import backends
+
+        be = backends.get("cuda")
+        try:
+            return {"batch_size": batch, "device": f"{be.device}, counted by CUDA graph capture",
+                    "counts": gpu_step_counts(be, batch)}
+        except Exception as e:  # say why, then count on the emulated device
+            failed = f"counting on {be.device} failed ({type(e).__name__}: {str(e)[:300]}); "
+    else:
+        failed = ""
+    return {"batch_size": batch, "device": f"{failed}emulated CUDA device (tests/emulated_cupy)",
+            "counts": step_counts(batch)}
 
 
 def render(result, unavailable=None):

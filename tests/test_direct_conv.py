@@ -161,3 +161,17 @@ def test_a_deep_convnet_step_agrees_with_the_im2col_backend():
         scale = np.abs(grads[1][name]).max() + 1e-30
         assert_close(grads[0][name], grads[1][name], terms=6 * 28 * 28 * 9, scale=scale, dtype=np.float32,
                      err_msg=name)
+
+
+@pytest.mark.parametrize("algorithm", [pytest.param("direct", marks=needs_kernels), "im2col"])
+@pytest.mark.parametrize("C, FN", [(4, 6), (16, 4)])  # im2col: dx by col2im, and by the full convolution
+def test_without_the_input_gradient_dx_is_not_computed_and_the_rest_is_the_same(algorithm, C, FN):
+    x, Wt, b = _case(3, C, 7, 6, FN, 3, 3)
+    plan = new_plan(Geometry(3, C, 7, 6, FN, 3, 3, (1, 1), (1, 1)), np.float32, algorithm=algorithm)
+    out, cache = plan.forward(x, Wt, b)
+    dout = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
+    dx, dW, db = plan.backward(dout, cache, Wt, input_grad=False)
+    _, want_dW, want_db = plan.backward(dout, cache, Wt)
+    assert dx is None
+    np.testing.assert_array_equal(dW, want_dW)
+    np.testing.assert_array_equal(db, want_db)

@@ -9,6 +9,7 @@ from emulated_cupy.kernels import host_compiler_problem
 
 from benchmarks import launches
 from xpnet import optim
+from xpnet.backends import cuda_graph_counts
 
 pytestmark = pytest.mark.skipif(bool(host_compiler_problem()), reason="the emulated device needs g++ here")
 
@@ -47,12 +48,55 @@ def test_step_counts_follow_the_code_that_runs(monkeypatch, tmp_path):
 
 def test_fused_step_one_optimizer_launch_no_host_sync():
     """The flat optimizer is one kernel over the one parameter buffer, with nothing allocated; a step never
-    waits for the device; each max-pool layer is one kernel each way, the loss one forward and one back."""
+    waits for the device; each conv + ReLU + max pool is one kernel each way after its GEMMs, the loss one
+    forward and one back."""
     counts = launches.step_counts(batch_size=4)
     assert counts["optimizer"]["kernels"] == {"xpnet_fused_adam": 1}
     assert counts["optimizer"]["allocations"] == 0
     assert counts["step"]["syncs"] == 0
-    assert counts["forward+loss"]["kernels"]["xpnet_maxpool_forward"] == 3  # DeepConvNet's three pools
-    assert counts["backward"]["kernels"]["xpnet_maxpool_backward"] == 3
+    assert counts["forward+loss"]["kernels"]["xpnet_bias_relu_pool"] == 3  # DeepConvNet's three pools
+    assert counts["backward"]["kernels"]["xpnet_pool_act_grad"] == 3
     assert counts["forward+loss"]["kernels"]["xpnet_softmax_xent_forward"] == 1
     assert counts["backward"]["kernels"]["xpnet_softmax_xent_backward"] == 1
+
+
+@pytest.fixture(scope="module")
+def batch_100():
+    return launches.step_counts(batch_size=100)
+
+
+def test_deepconvnet_step_at_batch_100_fits_the_budget(batch_100):
+    """The issue's budget: at most 60 launches, no host sync and, after the first step, no allocation."""
+    step = batch_100["step"]
+    assert step["launches"] <= 60, batch_100
+    assert step["allocations"] == 0 and step["syncs"] == 0 and step["h2d"] == 0, step
+
+
+def test_each_layer_chain_runs_its_fused_kernels(batch_100):
+    """What runs, kernel by kernel: three conv + ReLU chains (im2col, GEMM, bias + ReLU), three conv + ReLU +
+    pool chains (im2col, GEMM, bias + ReLU + pool), two affine chains (GEMM, bias + ReLU + dropout), the loss
+    in one kernel; backward one mask (and pool) + bias-gradient kernel per chain, two GEMMs per chain (one
+    for conv1, whose input gradient nobody needs), col2im for five convs."""
+    assert batch_100["batch"]["kernels"] == {"xpnet_batch_gather": 1}
+    assert batch_100["forward+loss"]["kernels"] == {
+        "matmul": 8, "xpnet_im2col": 6, "xpnet_bias_act": 5, "xpnet_bias_relu_pool": 3,
+        "xpnet_softmax_xent_forward": 1}
+    assert batch_100["backward"]["kernels"] == {
+        "matmul": 15, "xpnet_act_grad": 5, "xpnet_col2im": 5, "xpnet_pool_act_grad": 3,
+        "xpnet_softmax_xent_backward": 1}
+
+
+def test_graph_node_tally_counts_the_work_the_device_runs():
+    launched, by_type = cuda_graph_counts.tally(["kernel", "memset", "kernel", "empty", "memcpy", "event_record"])
+    assert launched == 4 and by_type == {"kernel": 2, "memset": 1, "empty": 1, "memcpy": 1, "event_record": 1}
+
+
+@pytest.mark.gpu
+def test_a_gpu_counts_the_same_budget_by_graph_capture(real_gpu):
+    """On a real GPU the step is captured into a CUDA graph: a sync would fail the capture, an allocation
+    shows as a memory-pool request; cuBLAS may run a GEMM as more than one kernel."""
+    emulated = launches.step_counts(batch_size=4)
+    counted = launches.gpu_step_counts(real_gpu, batch_size=4)
+    assert counted["step"]["allocations"] == 0 and counted["step"]["syncs"] == 0, counted
+    assert counted["step"]["launches"] >= emulated["step"]["launches"], counted
+    assert counted["optimizer"]["launches"] == 1 and counted["batch"]["launches"] == 1, counted

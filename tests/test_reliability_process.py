@@ -55,12 +55,12 @@ def _interrupt_on_step(monkeypatch, n, exc=KeyboardInterrupt):
     """Raise ``exc`` from the ``n``-th training-mode loss (as a Ctrl-C would, mid-epoch)."""
     calls, real = [], Model.forward_loss
 
-    def forward_loss(self, x, t, train=True):
+    def forward_loss(self, x, t, train=True, **kw):
         if train:
             calls.append(1)
             if len(calls) == n:
                 raise exc()
-        return real(self, x, t, train)
+        return real(self, x, t, train, **kw)
 
     monkeypatch.setattr(Model, "forward_loss", forward_loss)
 
@@ -219,10 +219,10 @@ def test_out_of_memory_while_evaluating_and_at_batch_size_one(fake_oom):
 
     real = Model.forward_loss
 
-    def forward_loss(self, x, t, train=True):
+    def forward_loss(self, x, t, train=True, **kw):
         if not train:
             raise _FakeOOM()
-        return real(self, x, t, train)
+        return real(self, x, t, train, **kw)
 
     with fake_oom.context() as m:
         m.setattr(Model, "forward_loss", forward_loss)

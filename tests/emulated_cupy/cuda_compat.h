@@ -48,6 +48,9 @@ inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __half2float(half h) { return (float)h; }
 inline half __float2half(float f) { return (half)f; }
+// threads run one at a time: memory is always in order
+inline void __threadfence() {}
+template <class T> inline T __ldcg(const T* p) { return *p; }
 template <class T> inline T atomicAdd(T* p, T v) { T old = *p; *p += v; return old; }
 template <class T> inline T atomicMax(T* p, T v) { T old = *p; *p = std::max(old, v); return old; }
 template <class T> inline T atomicMin(T* p, T v) { T old = *p; *p = std::min(old, v); return old; }

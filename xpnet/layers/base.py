@@ -11,17 +11,25 @@ class Layer:
         params: learnable arrays by name (``"W"``, ``"b"``...).
         grads: gradients of the last backward pass, keyed like ``params``.
         buffers: non-learned state that is saved with the model (BatchNorm's running statistics).
+        grad_out: where the owner wants gradients written, keyed like ``params`` (a model's flat gradient
+            buffer, see :class:`xpnet.models.flat.FlatStore`); layers that support it write there.
         name: set by the container that holds the layer; used in error messages.
         classifies: for a loss layer, True when its inputs are class scores compared with class labels
             (the Trainer then reports accuracy); False otherwise.
     """
 
     classifies = False
+    #: Set by the Sequential that runs this layer: its training-mode output (``reuse_output``) or input
+    #: gradient (``reuse_input_grad``) only ever goes to a neighbour that reads it and keeps no view of
+    #: it past its next call, so a backend may hand back the same buffer every step (no allocation).
+    reuse_output = False
+    reuse_input_grad = False
 
     def __init__(self):
         self.params = {}
         self.grads = {}
         self.buffers = {}
+        self.grad_out = {}
         self.name = type(self).__name__.lower()
 
     def __call__(self, x, train=False):
@@ -39,6 +47,15 @@ class Layer:
     def backward(self, dout):
         raise NotImplementedError
 
+    def backward_params(self, dout):
+        """:meth:`backward` where nothing needs the input gradient (a model's first layer): the parameters'
+        gradients only; returns None. Layers that can skip computing dx override it."""
+        self.backward(dout)
+
+    def grad_dests(self, *names):
+        """The arrays in :attr:`grad_out` for these gradient names (None where there is none)."""
+        return tuple(self.grad_out.get(n) for n in names)
+
     # -- device and dtype -----------------------------------------------------------------------
     def _arrays(self):
         return {**self.params, **self.buffers}
@@ -49,7 +66,7 @@ class Layer:
         for store in (self.params, self.buffers):
             for k, v in store.items():
                 store[k] = be.asarray(v)
-        self.grads = {}
+        self.grads, self.grad_out = {}, {}
         return self
 
     def astype(self, dtype):
@@ -57,7 +74,7 @@ class Layer:
         for store in (self.params, self.buffers):
             for k, v in store.items():
                 store[k] = v.astype(dtype)
-        self.grads = {}
+        self.grads, self.grad_out = {}, {}
         return self
 
     # -- checks shared by layers -------------------------------------------------------------

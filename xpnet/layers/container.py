@@ -2,6 +2,7 @@
 
 from collections import OrderedDict
 
+from xpnet.layers import fusion
 from xpnet.layers.base import Layer
 
 
@@ -19,6 +20,7 @@ class Container(Layer):
         # Layer.__init__ is not called: params, grads and buffers are views over the children.
         self.name = type(self).__name__.lower()
         self.layers = OrderedDict()
+        self._steps = None  # Sequential's run plan, rebuilt after add()
 
     def add(self, name, layer):
         """Adopt ``layer`` under ``name`` (unique, without '.'); returns the layer."""
@@ -27,6 +29,7 @@ class Container(Layer):
         if not isinstance(layer, Layer):
             raise TypeError(f"{type(self).__name__}: expected a Layer for {name!r}, got {type(layer).__name__}")
         self.layers[name] = layer
+        self._steps = None
         self._qualify()
         return layer
 
@@ -124,12 +127,27 @@ class Sequential(Container):
                 name = f"{base}{counts[base]}"
             self.add(name, layer)
 
+    def steps(self):
+        """The layers as they run: a Conv2D or Affine with the ReLU/Dropout after it is one step (see
+        :mod:`xpnet.layers.fusion`; the same results as the layers one by one)."""
+        if self._steps is None:
+            self._steps = fusion.chains(list(self.layers.values()))
+        return self._steps
+
     def forward(self, x, train=False):
-        for layer in self.layers.values():
-            x = layer.forward(x, train)
+        for step in self.steps():
+            x = step.forward(x, train)
         return x
 
     def backward(self, dout):
-        for layer in reversed(self.layers.values()):
-            dout = layer.backward(dout)
+        for step in reversed(self.steps()):
+            dout = step.backward(dout)
         return dout
+
+    def backward_params(self, dout):
+        """:meth:`backward` without the input gradient: the first step computes its parameters' only."""
+        steps = self.steps()
+        for step in reversed(steps[1:]):
+            dout = step.backward(dout)
+        if steps:
+            steps[0].backward_params(dout)

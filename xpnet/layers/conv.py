@@ -55,6 +55,12 @@ class Conv2D(Layer):
         return N, self.FN, OH, OW
 
     def forward(self, x, train=False):
+        return self.forward_fused(x, train)
+
+    def forward_fused(self, x, train=False, relu=False, pool=None):
+        """:meth:`forward`, with ``relu=True`` a ReLU after the bias in the same step, and with ``pool`` (a
+        MaxPool2D) that max pool after the ReLU (see :mod:`xpnet.layers.fusion`); :meth:`backward` then
+        takes dL/d(the last one's output)."""
         self.check_input(x, 4, "(N, C, H, W)")
         if x.shape[1] != self.C:
             raise ShapeError(f"{self._label()}: expected {self.C} input channels, got shape {tuple(x.shape)}")
@@ -63,14 +69,23 @@ class Conv2D(Layer):
             raise ShapeError(f"{self._label()}: input {tuple(x.shape)} is smaller than the kernel "
                              f"({self.KH}, {self.KW}) with pad {self.pad}")
         self.x_shape = x.shape
+        self._out_shape = (N, FN, OH, OW) if pool is None else pool.output_shape((N, FN, OH, OW))
         # train=False lets the backend skip what only backward needs (it rebuilds it if backward comes anyway)
         out, self.cache = backends.of(x).conv2d_forward(x, self.params["W"], self.params["b"], self.stride,
-                                                        self.pad, self._ws, keep=train)
+                                                        self.pad, self._ws, keep=train, relu=relu,
+                                                        reuse=train and self.reuse_output,
+                                                        pool=None if pool is None else pool.window())
         return out
 
     def backward(self, dout):
-        N, FN, OH, OW = self.output_shape(self.x_shape)
-        self.check_grad(dout, (N, FN, OH, OW))
+        return self._backward(dout, True)
+
+    def backward_params(self, dout):
+        self._backward(dout, False)
+
+    def _backward(self, dout, input_grad):
+        self.check_grad(dout, self._out_shape)
         dx, self.grads["W"], self.grads["b"] = backends.of(dout).conv2d_backward(
-            dout, self.cache, self.params["W"], self.stride, self.pad, self._ws)
+            dout, self.cache, self.params["W"], self.stride, self.pad, self._ws, input_grad=input_grad,
+            out=self.grad_dests("W", "b"), reuse=self.reuse_input_grad)
         return dx

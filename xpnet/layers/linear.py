@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from xpnet import backends, checks, init, precision
+from xpnet import backends, checks, init
 from xpnet.layers.base import Layer, xp_of
 
 
@@ -31,11 +31,17 @@ class Affine(Layer):
         W = init.initialize(weight_init, (self.in_features, self.out_features), self.in_features, rng)
         self.params["W"] = be.asarray(W, dtype=dtype)
         self.params["b"] = be.xp.zeros(self.out_features, dtype=dtype)
+        self._ws = {}  # scratch buffers the backend reuses across steps
 
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}"
 
     def forward(self, x, train=False):
+        return self.forward_fused(x, train)
+
+    def forward_fused(self, x, train=False, relu=False, dropout=0.0, rng=None):
+        """:meth:`forward`, then (in the same step) ReLU if ``relu`` and inverted dropout of ratio ``dropout``
+        drawn from ``rng`` (see :mod:`xpnet.layers.fusion`); :meth:`backward` then takes dL/d(the last)."""
         self.check_input(x)
         if x.ndim < 2 or int(np.prod(x.shape[1:])) != self.in_features:
             from xpnet.errors import ShapeError
@@ -46,16 +52,22 @@ class Affine(Layer):
             )
         self.x_shape = x.shape
         self.x = x.reshape(x.shape[0], -1)
-        out = backends.of(x).matmul(self.x, self.params["W"])
-        out += self.params["b"]
+        out, self.cache = backends.of(x).affine_forward(self.x, self.params["W"], self.params["b"], relu, dropout,
+                                                         rng, ws=self._ws, reuse=train and self.reuse_output)
         return out
 
     def backward(self, dout):
+        return self._backward(dout, True)
+
+    def backward_params(self, dout):
+        self._backward(dout, False)
+
+    def _backward(self, dout, input_grad):
         self.check_grad(dout, (self.x.shape[0], self.out_features))
-        be = backends.of(dout)
-        self.grads["W"] = be.matmul(self.x.T, dout)
-        self.grads["b"] = precision.sum_axis0(dout)
-        return be.matmul(dout, self.params["W"].T).reshape(self.x_shape)
+        dx, self.grads["W"], self.grads["b"] = backends.of(dout).affine_backward(
+            dout, self.cache, self.x, self.params["W"], input_grad=input_grad, out=self.grad_dests("W", "b"),
+            ws=self._ws, reuse=self.reuse_input_grad)
+        return None if dx is None else dx.reshape(self.x_shape)
 
 
 class Flatten(Layer):

@@ -25,6 +25,10 @@ class SoftmaxCrossEntropy(Layer):
 
     classifies = True  # y are class scores: accuracy means something
 
+    def __init__(self):
+        super().__init__()
+        self._ws = {}  # the probabilities' buffer, which the backend may reuse across steps
+
     def forward(self, y, t, train=False):
         self.check_input(y, 2, "(N, classes)")
         be = backends.of(y)
@@ -52,7 +56,7 @@ class SoftmaxCrossEntropy(Layer):
         if host is not None:
             self._check_labels(host, K)
         self.t = t
-        loss, self.p = be.softmax_cross_entropy(y, t)
+        loss, self.p = be.softmax_cross_entropy(y, t, ws=self._ws, reuse=train and self.reuse_output)
         return loss
 
     def _check_labels(self, t, K):
@@ -65,7 +69,8 @@ class SoftmaxCrossEntropy(Layer):
         be = backends.of(self.p)
         N = self.p.shape[0]
         if self.t.ndim == 1 and not hasattr(dout, "shape"):
-            return be.softmax_cross_entropy_backward(self.p, self.t, dout, self.out_dtype)
+            return be.softmax_cross_entropy_backward(self.p, self.t, dout, self.out_dtype, ws=self._ws,
+                                                     reuse=self.reuse_input_grad)
         if self.t.ndim == 2:
             dy = self.p - self.t
         else:

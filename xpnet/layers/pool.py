@@ -24,11 +24,18 @@ class _Pool2D(Layer):
     def extra_repr(self):
         return f"size=({self.KH}, {self.KW}), stride={self.stride}, pad={self.pad}"
 
+    def output_shape(self, x_shape):
+        N, C, H, W = x_shape
+        return N, C, out_length(H, self.KH, self.stride[0], self.pad[0]), out_length(W, self.KW, self.stride[1],
+                                                                                    self.pad[1])
+
+    def window(self):
+        """``(KH, KW, stride, pad)``, as a backend's fused pool takes it."""
+        return self.KH, self.KW, self.stride, self.pad
+
     def _setup(self, x):
         self.check_input(x, 4, "(N, C, H, W)")
-        N, C, H, W = x.shape
-        OH = out_length(H, self.KH, self.stride[0], self.pad[0])
-        OW = out_length(W, self.KW, self.stride[1], self.pad[1])
+        N, C, OH, OW = self.output_shape(x.shape)
         if OH < 1 or OW < 1:
             raise ShapeError(f"{self._label()}: input {tuple(x.shape)} is smaller than the window "
                              f"({self.KH}, {self.KW}) with pad {self.pad}")
@@ -46,15 +53,20 @@ class MaxPool2D(_Pool2D):
         x (N, C, H, W) -> (N, C, OH, OW), OH = (H + 2*PH - KH) // SH + 1.
     """
 
+    def __init__(self, size=2, stride=None, pad=0):
+        super().__init__(size, stride, pad)
+        self._ws = {}  # buffers the backend reuses across steps
+
     def forward(self, x, train=False):
         be, OH, OW = self._setup(x)
-        out, self.cache = be.maxpool2d_forward(x, self.KH, self.KW, self.stride, self.pad, OH, OW)
+        out, self.cache = be.maxpool2d_forward(x, self.KH, self.KW, self.stride, self.pad, OH, OW, ws=self._ws,
+                                               reuse=train and self.reuse_output)
         return out
 
     def backward(self, dout):
         self.check_grad(dout, self.out_shape)
         return backends.of(dout).maxpool2d_backward(dout, self.cache, self.x_shape, self.KH, self.KW, self.stride,
-                                                    self.pad)
+                                                    self.pad, ws=self._ws, reuse=self.reuse_input_grad)
 
 
 class AvgPool2D(_Pool2D):

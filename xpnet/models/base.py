@@ -6,6 +6,7 @@ import numpy as np
 
 from xpnet import backends, precision, serialization
 from xpnet.errors import DTypeError, FileFormatError, ShapeError
+from xpnet.layers import fusion
 from xpnet.models.flat import FlatStore
 from xpnet.models.selection import batched_accuracy, select_names
 
@@ -38,6 +39,10 @@ class Model:
         self._frozen = set()
         self._flat = FlatStore()  # parameters as views into one buffer per dtype (see trainable_params)
         self._flat.bind(net)
+        # the loss's input gradient goes only to the network's last step: reusable when that step only reads it
+        if loss_layer is not None:
+            steps = net.steps() if hasattr(net, "steps") else [net]
+            loss_layer.reuse_input_grad = bool(steps) and fusion.reads_only(steps[-1])
 
     def __repr__(self):
         head = f"{type(self).__name__}({self.num_params():,} parameters, {self.dtype}, {self.backend.name})"
@@ -135,16 +140,37 @@ class Model:
         """True when the outputs are class scores (the loss compares them with class labels)."""
         return self.loss_layer.classifies
 
-    def forward_loss(self, x, t, train=True):
+    def forward_loss(self, x, t, train=True, reuse=False):
         """``(loss, y)``: the mean loss over the batch (a 0-d device array) and the outputs it was computed from.
+
+        Args:
+            reuse: the caller is done with the loss and outputs of its previous call (a training loop such as
+                the Trainer's): in training mode they may then be written into the same buffers, so a step
+                allocates nothing on a GPU.
 
         Shapes:
             x (N, ...) -> y (N, outputs) on the model's device; t as the loss layer takes it.
         """
-        y = self.predict(x, train)
-        loss = self.loss_layer.forward(y, t, train)
+        heads = self._output_heads()
+        for layer in heads:
+            layer.reuse_output = bool(train and reuse)
+        try:
+            y = self.predict(x, train)
+            loss = self.loss_layer.forward(y, t, train)
+        finally:
+            for layer in heads:
+                layer.reuse_output = False
         self._has_loss = True
         return loss, y
+
+    def _output_heads(self):
+        """The layers that make what :meth:`forward_loss` returns (the net's last step, the loss layer)."""
+        steps = self.net.steps() if hasattr(self.net, "steps") else [self.net]
+        last = fusion.head(steps[-1]) if steps else None
+        heads = [self.loss_layer] if self.loss_layer is not None else []
+        if last is not None and sum(fusion.head(s) is last for s in steps) == 1:
+            heads.append(last)
+        return heads
 
     def loss(self, x, t, train=True):
         """Mean loss over the batch as a 0-d device array (``float(...)`` to read it)."""
@@ -159,7 +185,7 @@ class Model:
         """
         if not getattr(self, "_has_loss", False):
             raise RuntimeError(f"{type(self).__name__}.backward: no loss to back-propagate; call loss(x, t) first")
-        self.net.backward(self.loss_layer.backward(float(loss_scale)))
+        self.net.backward_params(self.loss_layer.backward(float(loss_scale)))  # the input's gradient: unused
         if self._flat.current(self.params):
             self._flat.gather(self.net.all_grads)
         return self.grads

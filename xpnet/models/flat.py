@@ -63,6 +63,7 @@ class FlatStore:
             gflat.append((gbuf, names))
         for n, v in views.items():
             net.set_array(n, v, "params")
+            net.set_array(n, gviews[n], "grad_out")  # layers that can write their gradients there do
         self.params = FlatArrays(((n, views[n]) for n in params), flat)
         self._grads, self._gathered = FlatArrays(((n, gviews[n]) for n in params), gflat), None
         return self.params
@@ -76,6 +77,8 @@ class FlatStore:
                 grads[n].shape != g.shape or grads[n].dtype != g.dtype for n, g in own.items()):
             return grads
         for gbuf, names in own.flat:
+            if all(grads[n] is own[n] for n in names):
+                continue  # the layers wrote their gradients here (Layer.grad_out)
             backends.of(gbuf).xp.concatenate([grads[n].reshape(-1) for n in names], out=gbuf)
         self._gathered = list(grads.values())
         return own

@@ -18,10 +18,12 @@ class BatchIterator:
             same order; each global batch of ``batch_size * world_size`` examples is split into
             ``world_size`` disjoint contiguous shards and this iterator yields shard ``rank``
             (``batch_size`` is per rank). A last global batch with fewer examples than ranks is dropped.
+        reuse_buffers: each batch may be written into the previous one's buffers (no allocation per step on
+            a GPU): for a loop done with a batch when it asks for the next, as the Trainer's is.
     """
 
     def __init__(self, x, t, batch_size=100, shuffle=True, seed=0, drop_last=False, backend=None, rank=0,
-                 world_size=1):
+                 world_size=1, reuse_buffers=False):
         if len(x) != len(t):
             raise ShapeError(f"BatchIterator: {len(x)} inputs but {len(t)} labels")
         if len(x) == 0:
@@ -38,6 +40,7 @@ class BatchIterator:
         self.x, self.t = self.be.asarray(x), self.be.asarray(t)  # the whole set stays on the device
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
         self.rng = np.random.Generator(np.random.PCG64(seed))
+        self._ws = {} if reuse_buffers else None
 
     @property
     def global_batch_size(self):
@@ -58,7 +61,7 @@ class BatchIterator:
             start = i * size
             m = min(size, n - start)  # the global batch; its shards differ by at most one example
             lo, hi = start + m * self.rank // self.world_size, start + m * (self.rank + 1) // self.world_size
-            yield self.be.gather_batch(self.x, self.t, order[lo:hi])
+            yield self.be.gather_batch(self.x, self.t, order[lo:hi], ws=self._ws)
 
     def get_state(self):
         return self.rng.bit_generator.state

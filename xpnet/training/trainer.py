@@ -73,7 +73,7 @@ class Trainer:
         self.epochs = int(epochs)
         self.out_dir, self.progress = (out_dir, progress) if self.is_root else (None, False)
         self.iterator = BatchIterator(*train, batch_size=batch_size, seed=seed, backend=be,
-                                      rank=dist.rank, world_size=dist.size)
+                                      rank=dist.rank, world_size=dist.size, reuse_buffers=True)
         self.test, self.augment = test, augment
         self.eval_batch_size = eval_batch_size
         # Reading the loss from host memory is free, so check every step; from a GPU each read is a sync.
@@ -206,7 +206,7 @@ class Trainer:
                 return None
             if self.augment is not None:
                 xb = self.augment(xb)
-            loss, y = model.forward_loss(xb, tb, train=True)
+            loss, y = model.forward_loss(xb, tb, train=True, reuse=True)  # each step is done with the last one's
             model.backward(self.precision.loss_scale)
             grads = self.distribution.average_grads(model.grads, len(xb))
             # frozen parameters stay as they are
