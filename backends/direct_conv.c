@@ -65,8 +65,15 @@ static geom make_geom(int C, int H, int W, int F, int KH, int KW, int ph, int pw
 
 static size_t scratch_floats(const geom *g) { return (size_t)g->C * g->KW * g->Hp * g->OW + 16; }
 
-/* S (C, KW, Hp, OW) of one image x (C, H, W): S[c][kw][hp][w] = x[c][hp - ph][w + kw - pw], 0 outside */
-static void shifted_rows(const float *x, float *S, const geom *g) {
+/* dst[i] = src[i] * (y[i] > 0 ? 1 : 0): a ReLU's backward, the same multiply as NumPy's dout * mask (a bool
+ * mask cast to 1.0/0.0), so -0.0 and NaN come out as there; y is the ReLU's output (> 0 where its input was) */
+static void relu_masked(float *dst, const float *src, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = src[i] * (y[i] > 0.f ? 1.f : 0.f);
+}
+
+/* S (C, KW, Hp, OW) of one image x (C, H, W): S[c][kw][hp][w] = x[c][hp - ph][w + kw - pw], 0 outside;
+ * multiplied by (mask > 0) where ``mask`` (C, H, W) is given (dx of a convolution + ReLU: dout through the mask) */
+static void shifted_rows(const float *x, const float *mask, float *S, const geom *g) {
     for (int c = 0; c < g->C; c++)
         for (int kw = 0; kw < g->KW; kw++) {
             float *s = S + ((size_t)c * g->KW + kw) * g->Hp * g->OW;
@@ -80,7 +87,11 @@ static void shifted_rows(const float *x, float *S, const geom *g) {
                     continue;
                 }
                 memset(row, 0, sizeof(float) * w0);
-                memcpy(row + w0, x + ((size_t)c * g->H + h) * g->W + (w0 + kw - g->pw), sizeof(float) * (w1 - w0));
+                size_t at = ((size_t)c * g->H + h) * g->W + (w0 + kw - g->pw);
+                if (mask)
+                    relu_masked(row + w0, x + at, mask + at, (size_t)(w1 - w0));
+                else
+                    memcpy(row + w0, x + at, sizeof(float) * (w1 - w0));
                 memset(row + w1, 0, sizeof(float) * (g->OW - w1));
             }
         }
@@ -91,7 +102,7 @@ static __mmask16 tail_mask(int Q) { return (Q % 16) ? (__mmask16)((1u << (Q % 16
 /* ---- forward: out[f][q] = b[f] + sum_{c,kh,kw} Wt[f][c][kh][kw] * S[c][kw][kh*OW + q] ---- */
 
 AI void fwd_block(const float *S, const float *Wt, const float *bias, float *o, const geom *g, const int KH,
-                  const int KW, int f0, int q0, __mmask16 last, const int FB, const int R) {
+                  const int KW, int f0, int q0, __mmask16 last, const int FB, const int R, int relu) {
     __m512 acc[FWD_FB][8];
 #pragma GCC unroll 8
     for (int i = 0; i < FB; i++)
@@ -124,6 +135,7 @@ AI void fwd_block(const float *S, const float *Wt, const float *bias, float *o, 
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
             __m512 v = _mm512_add_ps(acc[i][r], b);
+            if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps()); /* maximum(v, 0) as NumPy's: NaN stays NaN */
             if (r == R - 1)
                 _mm512_mask_storeu_ps(oo + 16 * r, last, v);
             else
@@ -133,48 +145,50 @@ AI void fwd_block(const float *S, const float *Wt, const float *bias, float *o, 
 }
 
 AI void fwd_channels(const float *S, const float *Wt, const float *bias, float *o, const geom *g, const int KH,
-                     const int KW, int q0, __mmask16 last, const int R) {
+                     const int KW, int q0, __mmask16 last, const int R, int relu) {
     int f0 = 0;
-    for (; f0 + FWD_FB <= g->F; f0 += FWD_FB) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, FWD_FB, R);
-    for (; f0 + 4 <= g->F; f0 += 4) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, 4, R);
-    for (; f0 + 2 <= g->F; f0 += 2) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, 2, R);
-    for (; f0 < g->F; f0++) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, 1, R);
+    for (; f0 + FWD_FB <= g->F; f0 += FWD_FB) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, FWD_FB, R, relu);
+    for (; f0 + 4 <= g->F; f0 += 4) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, 4, R, relu);
+    for (; f0 + 2 <= g->F; f0 += 2) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, 2, R, relu);
+    for (; f0 < g->F; f0++) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, 1, R, relu);
 }
 
 AI void fwd_image(const float *S, const float *Wt, const float *bias, float *o, const geom *g, const int KH,
-                  const int KW) {
+                  const int KW, int relu) {
     const int nv = (g->Q + 15) / 16;
     const __mmask16 full = 0xFFFF, tail = tail_mask(g->Q);
     /* blocks of FWD_R = 3 vectors; a remainder of one becomes two blocks of two (a block of one vector
      * would need FB broadcasts per FB multiply-adds) */
     const int last = nv % 3 == 0 ? 3 : nv % 3 == 2 ? 2 : nv == 1 ? 1 : 4;
     int v = 0;
-    for (; v < nv - last; v += FWD_R) fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, full, FWD_R);
+    for (; v < nv - last; v += FWD_R) fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, full, FWD_R, relu);
     switch (last) { /* the last 1..4 vectors, the final one masked */
     case 4:
-        fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, full, 2);
-        fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v + 32, tail, 2);
+        fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, full, 2, relu);
+        fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v + 32, tail, 2, relu);
         break;
-    case 3: fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, tail, 3); break;
-    case 2: fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, tail, 2); break;
-    case 1: fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, tail, 1); break;
+    case 3: fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, tail, 3, relu); break;
+    case 2: fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, tail, 2, relu); break;
+    case 1: fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, tail, 1, relu); break;
     }
 }
 
 /* Images n0..n1 of x (N, C, H, W) convolved with Wt (F, C, KH, KW) (+ bias (F,) unless NULL) into
- * out (N, F, OH, OW); all C-contiguous float32. Returns 0, or -1 if the scratch could not be allocated. */
-int xpnet_dc_forward(const float *x, const float *Wt, const float *bias, float *out, int n0, int n1, int C, int H,
-                     int W, int F, int KH, int KW, int ph, int pw) {
+ * out (N, F, OH, OW), through maximum(., 0) if ``relu``; x taken as x * (xmask > 0) where ``xmask`` (the
+ * shape of x) is given. All C-contiguous float32. Returns 0, or -1 if the scratch could not be allocated. */
+int xpnet_dc_forward(const float *x, const float *xmask, const float *Wt, const float *bias, float *out, int relu,
+                     int n0, int n1, int C, int H, int W, int F, int KH, int KW, int ph, int pw) {
     geom g = make_geom(C, H, W, F, KH, KW, ph, pw);
     float *S = malloc(sizeof(float) * scratch_floats(&g));
     if (!S) return -1;
     for (int n = n0; n < n1; n++) {
-        shifted_rows(x + (size_t)n * C * H * W, S, &g);
+        size_t at = (size_t)n * C * H * W;
+        shifted_rows(x + at, xmask ? xmask + at : NULL, S, &g);
         float *o = out + (size_t)n * F * g.Q;
         if (KH == 3 && KW == 3)
-            fwd_image(S, Wt, bias, o, &g, 3, 3);
+            fwd_image(S, Wt, bias, o, &g, 3, 3, relu);
         else
-            fwd_image(S, Wt, bias, o, &g, KH, KW);
+            fwd_image(S, Wt, bias, o, &g, KH, KW, relu);
     }
     free(S);
     return 0;
@@ -275,27 +289,50 @@ static void wg_chunk(const float *const *S, const float *dout, float *dW, const 
 #define WG_BLOCK_BYTES (32 << 10) /* a block's dout rows and shifted-row planes over a chunk's images: L1 */
 #endif
 
-/* dW (F, C, KH, KW) += the filter gradient of images n0..n1 (x (N, C, H, W), dout (N, F, OH, OW)).
- * Returns 0, or -1 if the scratch could not be allocated. */
-int xpnet_dc_weight_grad(const float *x, const float *dout, float *dW, int n0, int n1, int C, int H, int W, int F,
-                         int KH, int KW, int ph, int pw) {
+/* db[f] += the sum of rows[f][0..Q) for f < F (rows (F, Q)) */
+static void row_sums(const float *rows, float *db, int F, int Q) {
+    const __mmask16 tail = tail_mask(Q);
+    const int nv = (Q + 15) / 16;
+    for (int f = 0; f < F; f++) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int v = 0; v < nv; v++)
+            acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(v == nv - 1 ? tail : (__mmask16)0xFFFF, rows + (size_t)f * Q + 16 * v));
+        db[f] += _mm512_reduce_add_ps(acc);
+    }
+}
+
+/* dW (F, C, KH, KW) and db (F,) += the filter and bias gradients of images n0..n1 (x (N, C, H, W), dout
+ * (N, F, OH, OW)); dout taken as dout * (y > 0) where ``y`` (the shape of dout: the ReLU's output of a
+ * convolution + ReLU) is given. Returns 0, or -1 if the scratch could not be allocated. */
+int xpnet_dc_weight_grad(const float *x, const float *dout, const float *y, float *dW, float *db, int n0, int n1,
+                         int C, int H, int W, int F, int KH, int KW, int ph, int pw) {
     geom g = make_geom(C, H, W, F, KH, KW, ph, pw);
-    size_t per = scratch_floats(&g);
+    size_t per = scratch_floats(&g), dper = (size_t)F * g.Q;
     int m = (int)(WG_BLOCK_BYTES / (sizeof(float) * ((size_t)WG_FB * g.Q + (size_t)WG_CB * g.Hp * g.OW)));
     if (m < 1) m = 1;
     if (m > n1 - n0) m = n1 - n0;
-    float *buf = malloc(sizeof(float) * per * (m > 0 ? m : 1));
-    const float **S = malloc(sizeof(float *) * (m > 0 ? m : 1));
+    if (m < 1) m = 1;
+    float *buf = malloc(sizeof(float) * (per + (y ? dper : 0)) * m);
+    const float **S = malloc(sizeof(float *) * m);
     if (!buf || !S) {
         free(buf);
         free(S);
         return -1;
     }
     for (int i = 0; i < m; i++) S[i] = buf + per * i;
+    float *masked = buf + per * m; /* the chunk's dout * (y > 0), (m, F, Q), where y is given */
     for (int n = n0; n < n1; n += m) {
         int k = n1 - n < m ? n1 - n : m;
-        for (int i = 0; i < k; i++) shifted_rows(x + (size_t)(n + i) * C * H * W, (float *)S[i], &g);
-        wg_chunk(S, dout + (size_t)n * F * g.Q, dW, &g, k);
+        const float *d = dout + (size_t)n * dper;
+        if (y) {
+            relu_masked(masked, d, y + (size_t)n * dper, dper * k);
+            d = masked;
+        }
+        for (int i = 0; i < k; i++) {
+            shifted_rows(x + (size_t)(n + i) * C * H * W, NULL, (float *)S[i], &g);
+            row_sums(d + i * dper, db, F, g.Q);
+        }
+        wg_chunk(S, d, dW, &g, k);
     }
     free(buf);
     free(S);

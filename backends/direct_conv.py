@@ -22,7 +22,7 @@ from xpnet.backends import extension
 from xpnet.backends.cpu_threads import runner
 from xpnet.backends.stage_clock import StageClock
 
-DirectCache = namedtuple("DirectCache", "plan x")
+DirectCache = namedtuple("DirectCache", "plan x y")  # y: the output, where a ReLU was fused (its mask is y > 0)
 
 _LIB = None
 _WHY = None
@@ -41,8 +41,8 @@ def _load():
         _WHY = NO_AVX512
         return None
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
-    lib.xpnet_dc_forward.argtypes = [ptr, ptr, ptr, ptr] + [i32] * 10
-    lib.xpnet_dc_weight_grad.argtypes = [ptr, ptr, ptr] + [i32] * 10
+    lib.xpnet_dc_forward.argtypes = [ptr, ptr, ptr, ptr, ptr] + [i32] * 11
+    lib.xpnet_dc_weight_grad.argtypes = [ptr, ptr, ptr, ptr, ptr] + [i32] * 10
     lib.xpnet_dc_forward.restype = lib.xpnet_dc_weight_grad.restype = i32
     _LIB = lib
     return lib
@@ -78,12 +78,22 @@ def _check(rc):
         raise MemoryError("direct convolution: could not allocate its per-thread scratch")
 
 
+def _opt(a):
+    return None if a is None else a.ctypes.data
+
+
 class DirectPlan:
     """The direct convolution of one layer shape; same interface as ConvPlan (see the module docstring).
+
+    It can also run a ReLU after the convolution (:attr:`fuses_relu`): in the kernel's epilogue forward, and
+    backward as dout * (y > 0) inside the dW and dx kernels, the same multiply as the ReLU layer's, so the
+    fused pair gives the unfused pair's values.
 
     Args:
         g: the Geometry (stride 1). split: a BatchSplitter or None. clock: the StageClock of the backend.
     """
+
+    fuses_relu = True
 
     def __init__(self, g, split=None, clock=None, prefix=""):
         self.g, self.split = g, split
@@ -97,35 +107,40 @@ class DirectPlan:
     def _stage(self, name, k, fn, *args):
         return self.clock.run(self.prefix + name, k, fn, *args)
 
-    def _conv(self, stage, x, W, b, pad, out_channels):
-        """Stride-1 convolution of ``x`` (N, C, H, W) with ``W`` (F, C, KH, KW), ``pad``; bias ``b`` or None."""
+    def _conv(self, stage, x, W, b, pad, out_channels, relu=False, xmask=None):
+        """Stride-1 convolution of ``x`` (N, C, H, W) (times ``xmask > 0`` if given) with ``W`` (F, C, KH, KW),
+        ``pad``; bias ``b`` or None; then maximum(., 0) if ``relu``."""
         N, C, H, Wd = x.shape
         KH, KW = W.shape[2:]
         out = np.empty((N, out_channels, H + 2 * pad[0] - KH + 1, Wd + 2 * pad[1] - KW + 1), np.float32)
         lib, bias = self._lib, None if b is None else np.ascontiguousarray(b, np.float32)
 
         def part(k, n0, n1):
-            _check(self._stage(stage, k, lib.xpnet_dc_forward, _ptr(x), _ptr(W), None if bias is None else _ptr(bias),
-                               _ptr(out), n0, n1, C, H, Wd, out_channels, KH, KW, *pad))
+            _check(self._stage(stage, k, lib.xpnet_dc_forward, _ptr(x), _opt(xmask), _ptr(W), _opt(bias), _ptr(out),
+                               int(relu), n0, n1, C, H, Wd, out_channels, KH, KW, *pad))
 
         self._run(part, N)
         return out
 
-    def forward(self, x, W, b, keep=True):
-        """``(out (N, FN, OH, OW), DirectCache)``; ``b`` may be None. ``keep`` is moot: nothing but x is kept."""
+    def forward(self, x, W, b, keep=True, relu=False):
+        """``(out (N, FN, OH, OW), DirectCache)``; ``b`` may be None; ``relu``: out = maximum(conv, 0).
+
+        ``keep`` is moot: nothing is kept but x (and out, for a fused ReLU's backward).
+        """
         x, W = np.ascontiguousarray(x), np.ascontiguousarray(W)
-        return self._conv("direct", x, W, b, self.g.pad, self.g.FN), DirectCache(self, x)
+        out = self._conv("direct", x, W, b, self.g.pad, self.g.FN, relu)
+        return out, DirectCache(self, x, out if relu else None)
 
     def backward(self, dout, cache, W, input_grad=True):
         """``(dx, dW, db)`` for :meth:`forward`'s ``cache``; dx None (not computed) unless ``input_grad``."""
-        g, x, lib = self.g, cache.x, self._lib
+        g, x, y, lib = self.g, cache.x, cache.y, self._lib
         dout = np.ascontiguousarray(dout, np.float32)
 
         def part(k, n0, n1):
-            dW = np.zeros((g.FN, g.C, g.KH, g.KW), np.float32)
-            _check(self._stage("direct dW", k, lib.xpnet_dc_weight_grad, _ptr(x), _ptr(dout), _ptr(dW), n0, n1,
-                               g.C, g.H, g.W, g.FN, g.KH, g.KW, *g.pad))
-            return dW, dout[n0:n1].sum(axis=(0, 2, 3), dtype=np.float32)
+            dW, db = np.zeros((g.FN, g.C, g.KH, g.KW), np.float32), np.zeros(g.FN, np.float32)
+            _check(self._stage("direct dW", k, lib.xpnet_dc_weight_grad, _ptr(x), _ptr(dout), _opt(y), _ptr(dW),
+                               _ptr(db), n0, n1, g.C, g.H, g.W, g.FN, g.KH, g.KW, *g.pad))
+            return dW, db
 
         parts = self._run(part, g.N)
         dW = sum((p[0] for p in parts[1:]), parts[0][0])
@@ -133,5 +148,5 @@ class DirectPlan:
         if not input_grad:
             return None, dW, db
         flipped = np.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), np.float32)  # (C, FN, KH, KW)
-        dx = self._conv("direct dx", dout, flipped, None, (g.KH - 1 - g.pad[0], g.KW - 1 - g.pad[1]), g.C)
+        dx = self._conv("direct dx", dout, flipped, None, (g.KH - 1 - g.pad[0], g.KW - 1 - g.pad[1]), g.C, xmask=y)
         return dx, dW, db

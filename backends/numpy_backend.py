@@ -102,7 +102,11 @@ class NumpyBackend(Backend):
     def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True, relu=False, reuse=False, pool=None):
         """By the layer shape's plan (see numpy_conv_plan), kept in ``ws``: the compiled direct convolution
         or strided-copy im2col + BLAS GEMMs; then the fused ReLU / max pool as the backend's own ops."""
-        out, cache = plan_for(ws, x, W, stride, pad, self.splitter, self._clock, self.conv).forward(x, W, b, keep)
+        plan = plan_for(ws, x, W, stride, pad, self.splitter, self._clock, self.conv)
+        if relu and plan.fuses_relu:  # the ReLU in the plan's kernels; its backward there too (conv2d_backward)
+            out, cache = plan.forward(x, W, b, keep, relu=True)
+            return self._activated(out, cache, False, pool)
+        out, cache = plan.forward(x, W, b, keep)
         return self._activated(out, cache, relu, pool)
 
     def conv2d_backward(self, dout, cache, W, stride, pad, ws=None, input_grad=True, out=None, reuse=False):

@@ -88,6 +88,8 @@ class ConvPlan:
         clock: the :class:`StageClock` the stages run through (None: a private one that never records).
     """
 
+    fuses_relu = False  # a ReLU after it runs as the backend's own op
+
     def __init__(self, g, dtype, split=None, clock=None, prefix=""):
         self.g, self.dtype, self.split = g, np.dtype(dtype), split
         self.clock, self.prefix = clock if clock is not None else StageClock(), prefix

@@ -175,3 +175,23 @@ def test_without_the_input_gradient_dx_is_not_computed_and_the_rest_is_the_same(
     assert dx is None
     np.testing.assert_array_equal(dW, want_dW)
     np.testing.assert_array_equal(db, want_db)
+
+
+@needs_kernels
+@pytest.mark.parametrize("N, C, H, W, FN, KH, KW, pad", [SHAPES[1], SHAPES[4], SHAPES[5]])
+def test_a_fused_relu_gives_the_bits_of_the_convolution_then_the_relu(split, N, C, H, W, FN, KH, KW, pad):
+    from xpnet.backends import numpy_split
+
+    x, Wt, b = _case(N, C, H, W, FN, KH, KW, seed=4)
+    plan = new_plan(Geometry(N, C, H, W, FN, KH, KW, (1, 1), pad), np.float32, split, algorithm="direct")
+    fused, fcache = plan.forward(x, Wt, b, relu=True)
+    conv, ccache = plan.forward(x, Wt, b)
+    one = BatchSplitter(threads=1)
+    y, mask = numpy_split.relu_forward(one, conv)
+    assert mask.any() and not mask.all()  # the ReLU cuts somewhere: the test means something
+    np.testing.assert_array_equal(fused.view(np.uint32), y.view(np.uint32))
+    dout = np.random.default_rng(5).standard_normal(fused.shape).astype(np.float32)
+    got = plan.backward(dout, fcache, Wt)
+    want = plan.backward(numpy_split.relu_backward(one, dout, mask), ccache, Wt)
+    for name, g, w in zip(("dx", "dW", "db"), got, want):
+        np.testing.assert_array_equal(g.view(np.uint32), w.view(np.uint32), err_msg=name)
