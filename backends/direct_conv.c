@@ -71,9 +71,8 @@ static void relu_masked(float *dst, const float *src, const float *y, size_t n) 
     for (size_t i = 0; i < n; i++) dst[i] = src[i] * (y[i] > 0.f ? 1.f : 0.f);
 }
 
-/* S (C, KW, Hp, OW) of one image x (C, H, W): S[c][kw][hp][w] = x[c][hp - ph][w + kw - pw], 0 outside;
- * multiplied by (mask > 0) where ``mask`` (C, H, W) is given (dx of a convolution + ReLU: dout through the mask) */
-static void shifted_rows(const float *x, const float *mask, float *S, const geom *g) {
+/* S (C, KW, Hp, OW) of one image x (C, H, W): S[c][kw][hp][w] = x[c][hp - ph][w + kw - pw], 0 outside */
+static void shifted_rows(const float *x, float *S, const geom *g) {
     for (int c = 0; c < g->C; c++)
         for (int kw = 0; kw < g->KW; kw++) {
             float *s = S + ((size_t)c * g->KW + kw) * g->Hp * g->OW;
@@ -87,11 +86,7 @@ static void shifted_rows(const float *x, const float *mask, float *S, const geom
                     continue;
                 }
                 memset(row, 0, sizeof(float) * w0);
-                size_t at = ((size_t)c * g->H + h) * g->W + (w0 + kw - g->pw);
-                if (mask)
-                    relu_masked(row + w0, x + at, mask + at, (size_t)(w1 - w0));
-                else
-                    memcpy(row + w0, x + at, sizeof(float) * (w1 - w0));
+                memcpy(row + w0, x + ((size_t)c * g->H + h) * g->W + (w0 + kw - g->pw), sizeof(float) * (w1 - w0));
                 memset(row + w1, 0, sizeof(float) * (g->OW - w1));
             }
         }
@@ -179,11 +174,17 @@ AI void fwd_image(const float *S, const float *Wt, const float *bias, float *o, 
 int xpnet_dc_forward(const float *x, const float *xmask, const float *Wt, const float *bias, float *out, int relu,
                      int n0, int n1, int C, int H, int W, int F, int KH, int KW, int ph, int pw) {
     geom g = make_geom(C, H, W, F, KH, KW, ph, pw);
-    float *S = malloc(sizeof(float) * scratch_floats(&g));
+    const size_t image = (size_t)C * H * W;
+    float *S = malloc(sizeof(float) * (scratch_floats(&g) + (xmask ? image : 0)));
     if (!S) return -1;
+    float *masked = S + scratch_floats(&g); /* one image of x * (xmask > 0), where xmask is given */
     for (int n = n0; n < n1; n++) {
-        size_t at = (size_t)n * C * H * W;
-        shifted_rows(x + at, xmask ? xmask + at : NULL, S, &g);
+        const float *xn = x + (size_t)n * image;
+        if (xmask) { /* whole image at once: long runs vectorise, the rows' 8-28 floats would not */
+            relu_masked(masked, xn, xmask + (size_t)n * image, image);
+            xn = masked;
+        }
+        shifted_rows(xn, S, &g);
         float *o = out + (size_t)n * F * g.Q;
         if (KH == 3 && KW == 3)
             fwd_image(S, Wt, bias, o, &g, 3, 3, relu);
@@ -329,7 +330,7 @@ int xpnet_dc_weight_grad(const float *x, const float *dout, const float *y, floa
             d = masked;
         }
         for (int i = 0; i < k; i++) {
-            shifted_rows(x + (size_t)(n + i) * C * H * W, NULL, (float *)S[i], &g);
+            shifted_rows(x + (size_t)(n + i) * C * H * W, (float *)S[i], &g);
             row_sums(d + i * dper, db, F, g.Q);
         }
         wg_chunk(S, d, dW, &g, k);
