@@ -83,9 +83,16 @@ def split(request, monkeypatch):
     return s
 
 
+@pytest.fixture(params=["taps", "pixels"])
+def weight_grad(request, monkeypatch):
+    """Both filter-gradient kernels on every shape, whichever by_pixels would pick for it."""
+    monkeypatch.setattr(direct_conv, "by_pixels", lambda g: request.param == "pixels")
+    return request.param
+
+
 @needs_kernels
 @pytest.mark.parametrize("N, C, H, W, FN, KH, KW, pad", SHAPES)
-def test_direct_convolution_and_its_gradients_match_the_definition(split, N, C, H, W, FN, KH, KW, pad):
+def test_direct_convolution_and_its_gradients_match_the_definition(split, weight_grad, N, C, H, W, FN, KH, KW, pad):
     x, Wt, b = _case(N, C, H, W, FN, KH, KW)
     plan = new_plan(Geometry(N, C, H, W, FN, KH, KW, (1, 1), pad), np.float32, split, algorithm="direct")
     assert isinstance(plan, direct_conv.DirectPlan)
@@ -179,7 +186,8 @@ def test_without_the_input_gradient_dx_is_not_computed_and_the_rest_is_the_same(
 
 @needs_kernels
 @pytest.mark.parametrize("N, C, H, W, FN, KH, KW, pad", [SHAPES[1], SHAPES[4], SHAPES[5]])
-def test_a_fused_relu_gives_the_bits_of_the_convolution_then_the_relu(split, N, C, H, W, FN, KH, KW, pad):
+def test_a_fused_relu_gives_the_bits_of_the_convolution_then_the_relu(split, weight_grad, N, C, H, W, FN, KH, KW,
+                                                                      pad):
     from xpnet.backends import numpy_split
 
     x, Wt, b = _case(N, C, H, W, FN, KH, KW, seed=4)
