@@ -9,5 +9,6 @@ without it and the NumPy backend keeps its im2col path and its NumPy pooling and
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("xpnet.backends._native",
-                             ["backends/native_module.c", "backends/direct_conv.c", "backends/cpu_kernels.c"],
-                             optional=True, extra_compile_args=["-O3"])])
+                             ["backends/native_module.c", "backends/direct_conv.c", "backends/direct_conv_taps.c",
+                              "backends/direct_conv_pixels.c", "backends/cpu_kernels.c"],
+                             depends=["backends/direct_conv_common.h"], optional=True, extra_compile_args=["-O3"])])
