@@ -33,25 +33,6 @@ int xpnet_dc_forward(void) { return -1; }
 #define FWD_FB 8  /* output channels per register block */
 #define FWD_R 3   /* 16-float vectors of output pixels per register block */
 
-int xpnet_dc_supported(void) { return 0; }
-int xpnet_dc_forward(void) { return -1; }
-int xpnet_dc_weight_grad_taps(void) { return -1; }
-int xpnet_dc_weight_grad_pixels(void) { return -1; }
-
-#else
-
-#pragma GCC push_options
-#pragma GCC target("avx512f,fma")
-#include <immintrin.h>
-
-#define AI __attribute__((always_inline)) static inline
-#define FWD_FB 8  /* output channels per register block */
-#define FWD_R 3   /* 16-float vectors of output pixels per register block */
-#ifndef WG_FB
-#define WG_FB 4   /* filter gradient: output channels ... */
-#define WG_CB 4   /* ... times input channels per register block, one tap at a time */
-#endif
-
 int xpnet_dc_supported(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f");

@@ -72,5 +72,26 @@ static inline void row_sums(const float *rows, float *db, int F, int Q) {
     }
 }
 
+/* Images per chunk: as many as fit ``budget`` bytes at ``per_image`` each, at least one, at most ``n``. */
+static inline int chunk_images(size_t budget, size_t per_image, int n) {
+    int m = (int)(budget / per_image);
+    if (m > n) m = n;
+    return m < 1 ? 1 : m;
+}
+
+/* The k images of dout from image n on, (k, F, Q): dout itself, or dout * (y > 0) written to ``masked`` where
+ * ``y`` is given; their bias gradient is added to db on the way. */
+static inline const float *chunk_dout(const float *dout, const float *y, float *masked, float *db, size_t n, int k,
+                                      const geom *g) {
+    const size_t dper = (size_t)g->F * g->Q;
+    const float *d = dout + n * dper;
+    if (y) {
+        relu_masked(masked, d, y + n * dper, dper * k);
+        d = masked;
+    }
+    for (int i = 0; i < k; i++) row_sums(d + i * dper, db, g->F, g->Q);
+    return d;
+}
+
 #endif
 #endif

@@ -103,9 +103,7 @@ int xpnet_dc_weight_grad_pixels(const float *x, const float *dout, const float *
     geom g = make_geom(C, H, W, F, KH, KW, ph, pw);
     const int Kp = padded_k(&g);
     const size_t per = (size_t)g.Q * Kp, dper = (size_t)F * g.Q, image = (size_t)C * H * W;
-    int m = (int)(G_CHUNK_BYTES / (sizeof(float) * per));
-    if (m > n1 - n0) m = n1 - n0;
-    if (m < 1) m = 1;
+    const int m = chunk_images(G_CHUNK_BYTES, sizeof(float) * per, n1 - n0);
     float *buf = malloc(sizeof(float) * ((per + (y ? dper : 0)) * m + image + (size_t)F * Kp));
     const float **colT = malloc(sizeof(float *) * m);
     if (!buf || !colT) {
@@ -117,16 +115,9 @@ int xpnet_dc_weight_grad_pixels(const float *x, const float *dout, const float *
     float *masked = buf + per * m, *hwc = masked + (y ? dper * m : 0), *acc = hwc + image;
     memset(acc, 0, sizeof(float) * F * Kp);
     for (int n = n0; n < n1; n += m) {
-        int k = n1 - n < m ? n1 - n : m;
-        const float *d = dout + (size_t)n * dper;
-        if (y) {
-            relu_masked(masked, d, y + (size_t)n * dper, dper * k);
-            d = masked;
-        }
-        for (int i = 0; i < k; i++) {
-            pixel_columns(x + (size_t)(n + i) * image, hwc, (float *)colT[i], &g);
-            row_sums(d + i * dper, db, F, g.Q);
-        }
+        const int k = n1 - n < m ? n1 - n : m;
+        const float *d = chunk_dout(dout, y, masked, db, (size_t)n, k, &g);
+        for (int i = 0; i < k; i++) pixel_columns(x + (size_t)(n + i) * image, hwc, (float *)colT[i], &g);
         int f0 = 0;
         for (; f0 + G_FB <= F; f0 += G_FB) g_kblocks(colT, d, acc, &g, k, f0, G_FB);
         for (; f0 + 2 <= F; f0 += 2) g_kblocks(colT, d, acc, &g, k, f0, 2);

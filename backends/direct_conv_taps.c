@@ -65,7 +65,7 @@ AI void wg_block(const float *const *S, const float *dout, float *dW, const geom
     }
     const int taps = g->KH * g->KW;
     float sums[WG_FB * WG_CB];
-    if (FB * CB == 16) {
+    if (FB == 4 && CB == 4) { /* the full block: one tree for its 16 sums */
         __m512 v[16];
 #pragma GCC unroll 16
         for (int i = 0; i < 16; i++) v[i] = acc[i / CB][i % CB];
@@ -113,10 +113,8 @@ int xpnet_dc_weight_grad_taps(const float *x, const float *dout, const float *y,
                          int C, int H, int W, int F, int KH, int KW, int ph, int pw) {
     geom g = make_geom(C, H, W, F, KH, KW, ph, pw);
     size_t per = scratch_floats(&g), dper = (size_t)F * g.Q;
-    int m = (int)(WG_BLOCK_BYTES / (sizeof(float) * ((size_t)WG_FB * g.Q + (size_t)WG_CB * g.Hp * g.OW)));
-    if (m < 1) m = 1;
-    if (m > n1 - n0) m = n1 - n0;
-    if (m < 1) m = 1;
+    const int m = chunk_images(WG_BLOCK_BYTES, sizeof(float) * ((size_t)WG_FB * g.Q + (size_t)WG_CB * g.Hp * g.OW),
+                               n1 - n0);
     float *buf = malloc(sizeof(float) * (per + (y ? dper : 0)) * m);
     const float **S = malloc(sizeof(float *) * m);
     if (!buf || !S) {
@@ -127,16 +125,9 @@ int xpnet_dc_weight_grad_taps(const float *x, const float *dout, const float *y,
     for (int i = 0; i < m; i++) S[i] = buf + per * i;
     float *masked = buf + per * m; /* the chunk's dout * (y > 0), (m, F, Q), where y is given */
     for (int n = n0; n < n1; n += m) {
-        int k = n1 - n < m ? n1 - n : m;
-        const float *d = dout + (size_t)n * dper;
-        if (y) {
-            relu_masked(masked, d, y + (size_t)n * dper, dper * k);
-            d = masked;
-        }
-        for (int i = 0; i < k; i++) {
-            shifted_rows(x + (size_t)(n + i) * C * H * W, (float *)S[i], &g);
-            row_sums(d + i * dper, db, F, g.Q);
-        }
+        const int k = n1 - n < m ? n1 - n : m;
+        const float *d = chunk_dout(dout, y, masked, db, (size_t)n, k, &g);
+        for (int i = 0; i < k; i++) shifted_rows(x + (size_t)(n + i) * C * H * W, (float *)S[i], &g);
         wg_chunk(S, d, dW, &g, k);
     }
     free(buf);
