@@ -74,7 +74,8 @@ AI void fwd_block(const float *S, const float *Wt, const float *bias, float *o, 
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
             __m512 v = _mm512_add_ps(acc[i][r], b);
-            if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps()); /* maximum(v, 0) as NumPy's: NaN stays NaN */
+            if (relu) /* NumPy's maximum(v, 0): max_ps returns its 2nd operand on NaN and on equals (-0.0 stays) */
+                v = _mm512_max_ps(_mm512_setzero_ps(), v);
             if (r == R - 1)
                 _mm512_mask_storeu_ps(oo + 16 * r, last, v);
             else

@@ -191,8 +191,10 @@ def test_a_fused_relu_gives_the_bits_of_the_convolution_then_the_relu(split, wei
     from xpnet.backends import numpy_split
 
     x, Wt, b = _case(N, C, H, W, FN, KH, KW, seed=4)
+    x[0, 0, 1, 1] = np.nan  # NaN must come through the ReLU as NumPy's maximum lets it (a NaN loss stops training)
     plan = new_plan(Geometry(N, C, H, W, FN, KH, KW, (1, 1), pad), np.float32, split, algorithm="direct")
     fused, fcache = plan.forward(x, Wt, b, relu=True)
+    assert np.isnan(fused).any()
     conv, ccache = plan.forward(x, Wt, b)
     one = BatchSplitter(threads=1)
     y, mask = numpy_split.relu_forward(one, conv)
