@@ -264,13 +264,16 @@ class Backend:
         return dout * mask
 
     # -- batches -----------------------------------------------------------------------------
-    def gather_batch(self, x, t, idx, ws=None):
-        """``(x[idx], t[idx])``: the examples and labels at integer positions ``idx`` (arrays of this backend).
+    def gather_batch(self, x, t, idx, ws=None, start=0, count=None):
+        """``(x[i], t[i])`` for ``i = idx[start:start + count]`` (all of ``idx`` from ``start`` by default): the
+        examples and labels at those integer positions (arrays of this backend).
 
         ``ws``: a dict the caller owns and is done with the previous batch made with it: a backend may write
-        this batch into the same buffers.
+        this batch into the same buffers (and keep ``idx`` there: batch after batch of one ``idx``, each
+        starting where the last ended, then take the same arguments).
         """
-        return x[idx], t[idx]
+        i = idx[start:] if count is None else idx[start:start + count]
+        return x[i], t[i]
 
     # -- dropout -----------------------------------------------------------------------------
     def dropout_forward(self, x, ratio, rng):
@@ -311,7 +314,7 @@ class Backend:
     #: True when :meth:`fused_update` runs an optimizer rule as one kernel over a flat buffer.
     fused_optimizer = False
 
-    def fused_update(self, rule, p, g, state, scalars, sumsq=None):
+    def fused_update(self, rule, p, g, state, scalars, lr, step, sumsq=None, ws=None):
         """One optimizer step over flat buffers in one kernel; False when this backend has none (the
         optimizer then runs its per-parameter rule over the flat buffers, the same arithmetic).
 
@@ -319,8 +322,12 @@ class Backend:
             rule: ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"``, ``"adamw"``.
             p: flat parameters (updated in place). g: flat gradients (read only), same shape and dtype.
             state: the rule's flat state arrays by name (updated in place).
-            scalars: ``(lr, l2_weight_decay, clip_norm or 0, *rule's values)`` as the rule's kernel takes them.
+            scalars: ``(l2_weight_decay, clip_norm or 0, *rule's hyperparameters)``, the same every step.
+            lr: this step's learning rate. step: this step's number (1 for the first), by the parameters'
+                own counters where the rule keeps them (Adam's bias correction).
             sumsq: device scalar, the sum of squares of all gradients (needed when clipping).
+            ws: a dict the caller keeps with this buffer's state, for the backend's per-buffer data (the
+                step's values on the device); a fresh one makes the backend start from ``lr`` and ``step``.
         """
         return False
 

@@ -4,10 +4,11 @@ import base64
 
 import numpy as np
 
-from xpnet.backends import cuda_optim_src, cuda_timing
+from xpnet.backends import cuda_timing
 from xpnet.backends.base import Backend
 from xpnet.backends.cuda_collectives import CudaCollectives
 from xpnet.backends.cuda_fused import CudaFusedLayers
+from xpnet.backends.cuda_optim import CudaFusedOptimizer
 from xpnet.backends.shapes import out_size
 from xpnet.errors import BackendError
 
@@ -104,22 +105,29 @@ class CupyRNG:
     with the GPU's multiprocessor count), so a seed gives the same numbers on every GPU and the saved
     state is small: ``_STATES`` x 48 bytes, base64 in the checkpoint's JSON. Fused kernels (dropout)
     draw from a second, counter-based stream: number k is a hash of (key, k), so the state is the key,
-    from the seed, and the count already drawn (``offset``); both are saved with the XORWOW state.
+    from the seed, and the count already drawn (``offset``); both are saved with the XORWOW state. The
+    count lives on the device too (``reserve`` moves it on there, so the kernels' arguments are the same
+    every step); the host keeps the same count without reading it back.
     """
 
     _STATES = 2**14
 
-    def __init__(self, cupy, seed=None):
+    def __init__(self, cupy, reserve_kernel, seed=None):
         self._cp = cupy
         self.gen = cupy.random.Generator(cupy.random.XORWOW(seed, size=self._STATES))
         # the counter-based stream fused kernels draw from (dropout): a key from the seed, an offset
         self.key = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
         self.offset = 0
+        self._reserve = reserve_kernel
+        self._next = cupy.zeros(1, dtype=np.uint64)  # the device's copy of offset
 
-    def reserve(self, n):
-        """``(key, offset)`` for ``n`` numbers of the counter-based stream; the next call gets the ones after."""
-        offset, self.offset = self.offset, self.offset + int(n)
-        return self.key, offset
+    def reserve(self, n, slot):
+        """The key for ``n`` numbers of the counter-based stream, whose first offset the device writes into
+        ``slot`` (a 1-element uint64 device array the drawing kernels read); the next call gets the ones
+        after. One launch with the same arguments for the same ``(n, slot)``."""
+        self._reserve(np.uint64(n), self._next, slot, size=1)
+        self.offset += int(n)
+        return self.key
 
     def random(self, shape, dtype=np.float32):
         return self.gen.random(shape, dtype=dtype)
@@ -144,9 +152,10 @@ class CupyRNG:
         target[...] = self._cp.asarray(raw)
         if "counter" in state:  # states saved before the counter stream existed keep the current one
             self.key, self.offset = (int(v) for v in state["counter"])
+            self._next.set(np.array([self.offset], dtype=np.uint64), stream=self._cp.cuda.get_current_stream())
 
 
-class CudaBackend(CudaFusedLayers, CudaCollectives, Backend):
+class CudaBackend(CudaFusedLayers, CudaFusedOptimizer, CudaCollectives, Backend):
     """Arrays on an NVIDIA GPU through CuPy.
 
     Args:
@@ -186,7 +195,7 @@ class CudaBackend(CudaFusedLayers, CudaCollectives, Backend):
         return cuda_timing.CudaTimeline(self.xp, self._spinner, hold_ms)
 
     def rng(self, seed=None):
-        return CupyRNG(self.xp, seed)
+        return CupyRNG(self.xp, self._kernels.reserve, seed)
 
     def im2col(self, x, KH, KW, stride=(1, 1), pad=(0, 0), pad_value=0):
         """(N, C, H, W) -> (N*OH*OW, C*KH*KW), columns ordered (c, kh, kw) as in the book."""
@@ -249,24 +258,44 @@ class CudaBackend(CudaFusedLayers, CudaCollectives, Backend):
         self.xp.multiply(dout, mask, out=dx)
         return dx
 
-    def gather_batch(self, x, t, idx, ws=None):
+    def gather_batch(self, x, t, idx, ws=None, start=0, count=None):
         """One kernel for the examples and their labels (two takes when a label row is longer than an example);
-        into the buffers kept in ``ws`` when given."""
-        n = len(x)
+        into the buffers kept in ``ws`` when given, with the position read on the device (:meth:`_position`)."""
+        n, count = len(x), len(idx) - start if count is None else count
         row, trow = (x.size // n if n else 0), (t.size // n if n else 0)
-        if not n or not len(idx) or trow > row:
-            return super().gather_batch(x, t, idx)
-        xb = self._scratch(ws, "x", (len(idx), *x.shape[1:]), x.dtype)
-        tb = self._scratch(ws, "t", (len(idx), *t.shape[1:]), t.dtype)
-        self._kernels.batch_gather(self.xp.ascontiguousarray(x), idx, self.xp.ascontiguousarray(t), row, trow, xb, tb)
+        if not n or not count or trow > row:
+            return super().gather_batch(x, t, idx, start=start, count=count)
+        xb = self._scratch(ws, "x", (count, *x.shape[1:]), x.dtype)
+        tb = self._scratch(ws, "t", (count, *t.shape[1:]), t.dtype)
+        idx, at = self._position(idx, start, count, ws)
+        self._kernels.batch_gather(self.xp.ascontiguousarray(x), idx, at, self.xp.ascontiguousarray(t), row, trow,
+                                   xb, tb)
         return xb, tb
+
+    def _position(self, idx, start, count, ws):
+        """``(indices, word)``: the device word holds ``start``. With ``ws``, the indices are copied once into
+        its buffer and the position moves on on the device (``reserve``: the same arguments every
+        batch); the host writes it only when the caller did not continue where the last batch ended."""
+        if ws is None:
+            return idx, self.xp.asarray(np.array([start], dtype=np.uint64))
+        if ws.get("order_of") is not idx:  # a new epoch's order: into the kept buffer (one copy)
+            self.xp.copyto(self._scratch(ws, "order", idx.shape, idx.dtype), idx)
+            ws["order_of"], ws["next_held"] = idx, None
+        nxt = self._scratch(ws, "next", (1,), np.dtype(np.uint64))
+        at = self._scratch(ws, "start", (1,), np.dtype(np.uint64))
+        if ws["next_held"] != start:
+            nxt.set(np.array([start], dtype=np.uint64), stream=self.xp.cuda.get_current_stream())
+        self._kernels.reserve(np.uint64(count), nxt, at, size=1)
+        ws["next_held"] = start + count
+        return ws["order"], at
 
     def dropout_forward(self, x, ratio, rng):
         """One kernel: the mask from the generator's counter-based stream (:meth:`CupyRNG.reserve`) and x * mask."""
-        key, offset = rng.reserve(x.size)
+        slot = self.xp.empty(1, dtype=np.uint64)
+        key = rng.reserve(x.size, slot)
         y, mask = self.xp.empty_like(x), self.xp.empty_like(x)
         scale = x.dtype.type(1.0 / (1.0 - ratio))
-        self._kernels.dropout_forward(x, np.uint64(key), np.uint64(offset), float(ratio), scale, y, mask)
+        self._kernels.dropout_forward(x, np.uint64(key), slot, float(ratio), scale, y, mask)
         return y, mask
 
     def softmax_cross_entropy_backward(self, p, t, dout, out_dtype, ws=None, reuse=False):
@@ -275,14 +304,6 @@ class CudaBackend(CudaFusedLayers, CudaCollectives, Backend):
         dy = self._scratch(ws if reuse else None, "dy", (N, K), np.dtype(out_dtype))
         self._kernels.softmax_xent_backward(p, t, K, p.dtype.type(dout / N), dy)
         return dy
-
-    fused_optimizer = True
-
-    def fused_update(self, rule, p, g, state, scalars, sumsq=None):
-        """The rule's fused kernel (:mod:`~xpnet.backends.cuda_optim_src`) over the flat buffers: one launch."""
-        kernel = getattr(self._kernels, f"fused_{rule}")
-        kernel(g, g if sumsq is None else sumsq, *scalars, p, *(state[k] for k in cuda_optim_src.STATE[rule]))
-        return True
 
     def launch_counter(self):
         """A :class:`~xpnet.backends.cuda_graph_counts.GraphCounter`: counts by CUDA graph capture."""

@@ -18,10 +18,10 @@ from xpnet.backends.shapes import out_size
 
 # y: the output, where a fused ReLU's mask is read; pool: (acc, b, arg, window) of a fused ReLU + max pool
 ConvCache = namedtuple("ConvCache", "col x x_shape y pool", defaults=(None,))
-AffineCache = namedtuple("AffineCache", "y drop")  # drop: (key, offset, ratio, scale) of a fused dropout
+AffineCache = namedtuple("AffineCache", "y drop")  # drop: (key, offset slot, ratio, scale) of a fused dropout
 
 _ROWS = 256  # rows of one thread's slice in a bias-gradient reduction (partial sums of <= 256 terms)
-_NO_DROP = (0, 0, 0.0, 1.0)
+_NO_DROP = (0, None, 0.0, 1.0)  # None: the backend's zero offset word
 
 
 class CudaFusedLayers:
@@ -57,9 +57,17 @@ class CudaFusedLayers:
             buf = parts[np.dtype(dtype)] = self.xp.empty(max(int(n), 4096), dtype=dtype)
         return buf
 
+    def _offset(self, slot):
+        """A dropout's offset word, or for no dropout the backend's own (unread: ratio is 0)."""
+        if slot is None:
+            slot = getattr(self, "_no_offset", None)
+            if slot is None:
+                slot = self._no_offset = self.xp.zeros(1, dtype=np.uint64)
+        return slot
+
     def _bias_act(self, y, b, relu, drop=_NO_DROP):
         key, offset, ratio, scale = drop
-        self._kernels.bias_act(b, y.shape[-1], int(relu), np.uint64(key), np.uint64(offset), float(ratio),
+        self._kernels.bias_act(b, y.shape[-1], int(relu), np.uint64(key), self._offset(offset), float(ratio),
                                y.dtype.type(scale), y)
 
     def _act_grad(self, dout, y, F, P, d, db, relu, drop=_NO_DROP):
@@ -69,7 +77,7 @@ class CudaFusedLayers:
         key, offset, ratio, scale = drop
         wide = precision.compute_dtype(d.dtype)
         self._kernels.act_grad(dout, d if y is None else y, F, P, M, _ROWS, int(relu), np.uint64(key),
-                               np.uint64(offset), float(ratio), d.dtype.type(scale), d, db,
+                               self._offset(offset), float(ratio), d.dtype.type(scale), d, db,
                                self._partials(S * F, wide), self._counters(F), size=S * F)
 
     def _grad_buffers(self, out, shapes, dtype):
@@ -143,12 +151,13 @@ class CudaFusedLayers:
 
     # -- affine layers -----------------------------------------------------------------------
     def affine_forward(self, x, W, b, relu=False, dropout=0.0, rng=None, ws=None, reuse=False):
-        """One GEMM, one kernel for bias, ReLU and dropout (the mask from ``rng``'s counter-based stream)."""
+        """One GEMM, one kernel for bias, ReLU and dropout (the mask from ``rng``'s counter-based stream, whose
+        reservation is one more launch)."""
         y = self.xp.matmul(x, W, out=self._reused(ws, reuse, "y", (x.shape[0], W.shape[1]), x.dtype))
         drop = _NO_DROP
-        if dropout:
-            key, offset = rng.reserve(y.size)
-            drop = (key, offset, float(dropout), 1.0 / (1.0 - dropout))
+        if dropout:  # the draw's offset in a word of the workspace: the same arguments every step
+            slot = self._scratch(ws, "offset", (1,), np.dtype(np.uint64))
+            drop = (rng.reserve(y.size, slot), slot, float(dropout), 1.0 / (1.0 - dropout))
         self._bias_act(y, b, relu, drop)
         return y, AffineCache(y if relu else None, drop)
 

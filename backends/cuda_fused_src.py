@@ -45,14 +45,15 @@ template <class W> __device__ __forceinline__ bool xpnet_last_of(W* part, int* c
 }
 """
 
-# in place on a GEMM's (rows, F) output: + bias, then ReLU, then inverted dropout (element i of the output)
+# in place on a GEMM's (rows, F) output: + bias, then ReLU, then inverted dropout (element i of the output;
+# offset: the device word where RESERVE put this draw's first number, so the arguments are the same every step)
 BIAS_ACT = (
-    "raw T b, int32 F, int32 relu, uint64 key, uint64 offset, float64 ratio, T scale",
+    "raw T b, int32 F, int32 relu, uint64 key, raw uint64 offset, float64 ratio, T scale",
     "T y",
     """
     T v = y + b[i % F];
     if (relu) v = v > T(0) ? v : T(0);
-    if (ratio > 0.0) v = xpnet_keep(key, offset + (unsigned long long)i, ratio) ? T(v * scale) : T(0);
+    if (ratio > 0.0) v = xpnet_keep(key, offset[0] + (unsigned long long)i, ratio) ? T(v * scale) : T(0);
     y = v;
     """,
     "xpnet_bias_act",
@@ -64,7 +65,7 @@ BIAS_ACT = (
 # convolution's NCHW gradient, P = OH * OW; P = 1 for an affine layer), y and d as (N * P, F). d = dout
 # through the chain's dropout (scale where kept) and ReLU (where y > 0); db[f] = the sum of d over rows.
 ACT_GRAD = (
-    "raw T dout, raw T y, int32 F, int64 P, int64 M, int64 rows, int32 relu, uint64 key, uint64 offset, "
+    "raw T dout, raw T y, int32 F, int64 P, int64 M, int64 rows, int32 relu, uint64 key, raw uint64 offset, "
     "float64 ratio, T scale",
     "raw T d, raw T db, raw W part, raw int32 count",
     """
@@ -75,7 +76,7 @@ ACT_GRAD = (
     for (long long r = s * rows; r < r1; ++r) {
         const long long o = r * F + f;
         T v = dout[((r / P) * F + f) * P + r % P];
-        if (ratio > 0.0) v = xpnet_keep(key, offset + (unsigned long long)o, ratio) ? T(v * scale) : T(0);
+        if (ratio > 0.0) v = xpnet_keep(key, offset[0] + (unsigned long long)o, ratio) ? T(v * scale) : T(0);
         if (relu && !(y[o] > T(0))) v = T(0);
         d[o] = v;
         acc += (W)v;

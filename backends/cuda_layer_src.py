@@ -103,12 +103,12 @@ SOFTMAX_XENT_BACKWARD = (
 RELU_FORWARD = ("T x", "T y, bool mask", "mask = x > T(0); y = mask ? x : T(0);", "xpnet_relu_forward")
 
 # inverted dropout in one pass from a counter-based generator: element i's number is a hash of
-# (key, offset + i), so no generator state lives on the device (the fused chains draw the same numbers)
+# (key, offset[0] + i), offset[0] the device word RESERVE wrote (the fused chains draw the same numbers)
 DROPOUT_FORWARD = (
-    "T x, uint64 key, uint64 offset, float64 ratio, T scale",
+    "T x, uint64 key, raw uint64 offset, float64 ratio, T scale",
     "T y, T mask",
     """
-    mask = xpnet_keep(key, offset + (unsigned long long)i, ratio) ? scale : T(0);
+    mask = xpnet_keep(key, offset[0] + (unsigned long long)i, ratio) ? scale : T(0);
     y = x * mask;
     """,
     "xpnet_dropout_forward",
@@ -116,14 +116,26 @@ DROPOUT_FORWARD = (
     KEEP,
 )
 
+# n consecutive positions of a device counter, one thread (size=1): where they start goes to *slot for
+# the kernels that use them (a dropout's numbers of a counter-based stream, a mini-batch's rows), the
+# counter moves on by n. The host passes the same arguments every step (a step can be captured as a
+# CUDA graph) and keeps its own count, so it never reads the counter back.
+RESERVE = (
+    "uint64 n",
+    "raw uint64 next, raw uint64 slot",
+    "slot[0] = next[0]; next[0] += n;",
+    "xpnet_reserve",
+)
+
 # a mini-batch in one pass: thread i copies element i of the gathered inputs and, for the first trow
-# elements of its row, that row's labels (row >= trow: the caller checks)
+# elements of its row, that row's labels (row >= trow: the caller checks); the batch's rows are
+# idx[start[0]:], start a device word (so the arguments are the same batch after batch)
 BATCH_GATHER = (
-    "raw X x, raw I idx, raw L t, int64 row, int64 trow",
+    "raw X x, raw I idx, raw uint64 start, raw L t, int64 row, int64 trow",
     "X xb, raw L tb",
     """
     const long long r = i / row, c = i % row;
-    const long long src = (long long)(double)idx[r];
+    const long long src = (long long)(double)idx[start[0] + r];
     xb = x[src * row + c];
     if (c < trow) tb[r * trow + c] = t[src * trow + c];
     """,
@@ -139,6 +151,7 @@ def kernels():
         "relu_forward": ("ElementwiseKernel", RELU_FORWARD),
         "batch_gather": ("ElementwiseKernel", BATCH_GATHER),
         "dropout_forward": ("ElementwiseKernel", DROPOUT_FORWARD),
+        "reserve": ("ElementwiseKernel", RESERVE),
         "softmax_xent_forward": ("ElementwiseKernel", SOFTMAX_XENT_FORWARD),
         "softmax_xent_backward": ("ElementwiseKernel", SOFTMAX_XENT_BACKWARD),
     }

@@ -5,10 +5,22 @@ import platform
 
 import numpy as np
 
-from xpnet.backends import numpy_im2col, numpy_split
+from xpnet.backends import direct_conv, numpy_im2col, numpy_split
 from xpnet.backends.base import Backend, store
 from xpnet.backends.cpu_threads import BatchSplitter
-from xpnet.backends.numpy_conv_plan import StageClock, plan_for
+from xpnet.backends.numpy_conv_plan import ALGORITHMS, plan_for
+from xpnet.backends.stage_clock import StageClock
+
+
+def _conv_algorithm(conv):
+    """The convolution algorithm asked for (``XPNET_CONV`` where ``conv`` is None), checked."""
+    if conv is None:
+        conv = os.environ.get("XPNET_CONV", "").strip().lower() or "auto"
+    if conv not in ALGORITHMS:
+        raise ValueError(f"XPNET_CONV must be one of {', '.join(ALGORITHMS)}, got {conv!r}")
+    if conv == "direct" and direct_conv.unavailable():
+        raise ValueError(f"convolution algorithm 'direct' asked for, but {direct_conv.unavailable()}")
+    return conv
 
 
 class NumpyRNG:
@@ -51,7 +63,10 @@ class NumpyBackend(Backend):
     host_memory = True
     _splitter = None
 
-    def __init__(self):
+    def __init__(self, conv=None):
+        """``conv``: the convolution algorithm, "auto" (default), "direct" or "im2col" (see numpy_conv_plan);
+        None reads ``XPNET_CONV``."""
+        self.conv = _conv_algorithm(conv)
         self._clock = StageClock()
 
     def preferred_eval_batch_size(self, train_batch_size=None):
@@ -85,15 +100,20 @@ class NumpyBackend(Backend):
         return numpy_im2col.col2im(col, x_shape, KH, KW, stride, pad)
 
     def conv2d_forward(self, x, W, b, stride, pad, ws=None, keep=True, relu=False, reuse=False, pool=None):
-        """Strided-copy im2col + BLAS GEMMs, by the layer shape's plan (see numpy_conv_plan), kept in ``ws``."""
-        out, cache = plan_for(ws, x, W, stride, pad, self.splitter, self._clock).forward(x, W, b, keep)
+        """By the layer shape's plan (see numpy_conv_plan), kept in ``ws``: the compiled direct convolution
+        or strided-copy im2col + BLAS GEMMs; then the fused ReLU / max pool as the backend's own ops."""
+        plan = plan_for(ws, x, W, stride, pad, self.splitter, self._clock, self.conv)
+        if relu and plan.fuses_relu:  # the ReLU in the plan's kernels; its backward there too (conv2d_backward)
+            out, cache = plan.forward(x, W, b, keep, relu=True)
+            return self._activated(out, cache, False, pool)
+        out, cache = plan.forward(x, W, b, keep)
         return self._activated(out, cache, relu, pool)
 
     def conv2d_backward(self, dout, cache, W, stride, pad, ws=None, input_grad=True, out=None, reuse=False):
         """Gradients ``(dx, dW, db)`` of :meth:`conv2d_forward`, by the plan that ran it."""
         dout, cache = self._deactivated(dout, cache)
-        dx, dW, db = cache.plan.backward(dout, cache, W)
-        return (dx if input_grad else None), *store(out, dW, db)
+        dx, dW, db = cache.plan.backward(dout, cache, W, input_grad)
+        return dx, *store(out, dW, db)
 
     def conv_stages(self):
         """Record the stages of the convolutions run inside: ``with be.conv_stages() as ms: ...``.
@@ -147,4 +167,13 @@ class NumpyBackend(Backend):
             "numpy": np.__version__,
             "blas": f"{cfg.get('name', 'unknown')} {cfg.get('version', '')}".strip(),
             "threads": f"{self.splitter.threads} (batch slices in threads; XPNET_NUM_THREADS)",
+            "conv": self.conv_description(),
         }
+
+    def conv_description(self):
+        """The convolution algorithm in a few words: what "auto" picks here, and why not direct if not."""
+        why = direct_conv.unavailable()
+        if self.conv == "im2col" or why is not None:
+            return "im2col + BLAS" + (f" (direct convolution unavailable: {why})" if why and self.conv != "im2col"
+                                       else "")
+        return "direct (compiled, AVX-512) for float32 stride-1 layers, im2col + BLAS for the rest"

@@ -21,15 +21,16 @@ Every stage runs through the backend's :class:`StageClock`, a no-op unless a cal
 benchmarks' ``conv`` suite does, through ``NumpyBackend.conv_stages``).
 """
 
-import threading
-import time
 from collections import namedtuple
 from dataclasses import dataclass
 
 import numpy as np
 
+from xpnet.backends import direct_conv
 from xpnet.backends import numpy_conv as nc
+from xpnet.backends.cpu_threads import runner
 from xpnet.backends.shapes import out_size
+from xpnet.backends.stage_clock import StageClock
 
 MAX_PLANS = 4  # per workspace: a layer sees a few shapes (training batch, last batch, evaluation batch)
 
@@ -67,56 +68,6 @@ class Geometry:
         return self.OH * self.OW
 
 
-class StageClock:
-    """Times a plan's stages while :meth:`recording`; otherwise calls them straight through."""
-
-    def __init__(self):
-        self._times = None
-        self._lock = threading.Lock()
-
-    def run(self, name, k, fn, *args):
-        """``fn(*args)``, its wall time added to stage ``name`` of batch slice ``k`` when recording."""
-        if self._times is None:
-            return fn(*args)
-        start = time.perf_counter()
-        try:
-            return fn(*args)
-        finally:
-            ms = (time.perf_counter() - start) * 1e3
-            with self._lock:
-                per_slice = self._times.setdefault(name, {})
-                per_slice[k] = per_slice.get(k, 0.0) + ms
-
-    def recording(self):
-        """Context manager yielding a dict that fills, on exit, with ``{stage: ms}`` of the plans run inside.
-
-        A stage's ms is its time summed over the calls, averaged over the batch slices (threads) that ran
-        it: with the slices running side by side, that is its share of the wall time.
-        """
-        return _Recording(self)
-
-
-class _Recording:
-    def __init__(self, clock):
-        self.clock, self.result = clock, {}
-
-    def __enter__(self):
-        if self.clock._times is not None:
-            raise RuntimeError("conv stages are already being recorded")
-        self.clock._times = {}
-        return self.result
-
-    def __exit__(self, *exc):
-        times, self.clock._times = self.clock._times, None
-        self.result.update({name: sum(s.values()) / len(s) for name, s in times.items()})
-        return False
-
-
-def _runner(split):
-    """``run(fn, n)`` over slices of the batch: the splitter's threads, or one call in place."""
-    return split.run if split is not None else (lambda fn, n: [fn(0, 0, n)])
-
-
 def dx_by_full_conv(g):
     """dx as the full convolution of dout with the flipped filters (an im2col of dout + GEMM), not dcol + col2im.
 
@@ -137,12 +88,14 @@ class ConvPlan:
         clock: the :class:`StageClock` the stages run through (None: a private one that never records).
     """
 
+    fuses_relu = False  # a ReLU after it runs as the backend's own op
+
     def __init__(self, g, dtype, split=None, clock=None, prefix=""):
         self.g, self.dtype, self.split = g, np.dtype(dtype), split
         self.clock, self.prefix = clock if clock is not None else StageClock(), prefix
         self.layout = nc.BatchedLayout(g) if g.K < nc.THIN else nc.GemmLayout(g)
         self.full_conv_dx = dx_by_full_conv(g)
-        self._run = _runner(split)
+        self._run = runner(split)
         self._col = None  # the batch's columns (keep=True)
         self._scratch = {}  # per-thread runs of columns and dcol, keyed by (what, thread, images)
         self._dx_plan = None
@@ -186,23 +139,24 @@ class ConvPlan:
         self._run(part, self.g.N)
         return self.layout.output(out), ConvCache(self, col, None if keep else x)
 
-    def backward(self, dout, cache, W):
-        """``(dx, dW, db)`` for :meth:`forward`'s ``cache``."""
+    def backward(self, dout, cache, W, input_grad=True):
+        """``(dx, dW, db)`` for :meth:`forward`'s ``cache``; dx None (not computed) unless ``input_grad``."""
         col = cache.col
         if col is None:  # the forward pass ran with keep=False: make the columns now
             col = self._batch_columns()
             self._run(lambda k, n0, n1: self._stage("im2col", k, self.layout.im2col, cache.x, col, n0, n1, 0),
                       self.g.N)
         d, acc, Wc = self.layout.dout_matrix(dout), nc.acc_dtype(dout), W.reshape(self.g.FN, -1)
-        dx = None if self.full_conv_dx else self.layout.dx_buffer(dout.dtype)
+        by_col2im = input_grad and not self.full_conv_dx
+        dx = self.layout.dx_buffer(dout.dtype) if by_col2im else None
 
         def part(k, n0, n1):
-            if dx is not None:
+            if by_col2im:
                 self._dx_by_col2im(Wc, d, dx, k, n0, n1)
             return self._stage("gemm dW", k, self.layout.weight_grads, d, col, n0, n1, acc)
 
         dW, db = _sum_parts(self._run(part, self.g.N), dout.dtype)
-        if dx is None:
+        if input_grad and self.full_conv_dx:
             dx = self._dx_by_full_conv(dout, W)
         return dx, dW.reshape(W.shape), db
 
@@ -230,19 +184,39 @@ def _sum_parts(parts, dtype):
     return dW.astype(dtype, copy=False), db.astype(dtype, copy=False)
 
 
-def plan_for(ws, x, W, stride, pad, split=None, clock=None):
+ALGORITHMS = ("auto", "direct", "im2col")
+
+
+def new_plan(g, dtype, split=None, clock=None, algorithm="auto"):
+    """The algorithm for this shape, chosen once.
+
+    ``algorithm``: "direct" (the compiled direct convolution, see direct_conv; ValueError where it can't run),
+    "im2col" (:class:`ConvPlan`), or "auto": direct where it can run, im2col elsewhere.
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"convolution algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    if algorithm != "im2col":
+        why = direct_conv.why_not(g, dtype)
+        if why is None:
+            return direct_conv.DirectPlan(g, split, clock)
+        if algorithm == "direct":
+            raise ValueError(f"convolution algorithm 'direct' can't run {g}: {why}")
+    return ConvPlan(g, dtype, split, clock)
+
+
+def plan_for(ws, x, W, stride, pad, split=None, clock=None, algorithm="auto"):
     """The plan for this convolution from the workspace dict ``ws`` (made and kept there on first use).
 
-    ``ws`` None: a fresh plan, buffers and all, that nobody keeps.
+    ``ws`` None: a fresh plan, buffers and all, that nobody keeps. ``algorithm``: see :func:`new_plan`.
     """
     g = Geometry(*x.shape, W.shape[0], *W.shape[2:], tuple(stride), tuple(pad))
     if ws is None:
-        return ConvPlan(g, x.dtype, split, clock)
+        return new_plan(g, x.dtype, split, clock, algorithm)
     plans = ws.setdefault("plans", {})
     key = (g, x.dtype.str)
     plan = plans.pop(key, None)  # re-inserted last: the dict's order is the order of last use
     if plan is None:
-        plan = ConvPlan(g, x.dtype, split, clock)
+        plan = new_plan(g, x.dtype, split, clock, algorithm)
         while len(plans) >= MAX_PLANS:
             del plans[next(iter(plans))]
     plans[key] = plan

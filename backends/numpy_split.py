@@ -1,6 +1,8 @@
 """The NumPy backend's pooling, ReLU and large matrix products, run on slices of the batch in threads.
 
-Pooling is ``pooling.py``'s tap loops on each slice; convolution's slices are in numpy_conv.
+Max pooling and ReLU run the compiled kernels of cpu_kernels on each slice where they take the arrays
+(float32, laid out as they address them; same bits as the NumPy code), else NumPy: ``pooling.py``'s tap
+loops and ufuncs. Convolution's slices are in numpy_conv.
 
 Outputs and gradients are allocated in the input's memory order (channel-major after the NumPy
 convolution, see numpy_conv), so the next layer's transpose stays free.
@@ -8,7 +10,7 @@ convolution, see numpy_conv), so the next layer's transpose stays free.
 
 import numpy as np
 
-from xpnet.backends import pooling
+from xpnet.backends import cpu_kernels, pooling
 
 MIN_SLICE = 1 << 15  # elements: a smaller slice costs more to hand to a thread than to compute
 
@@ -29,12 +31,26 @@ def _empty(like, shape, dtype):
 def max_forward(split, x, KH, KW, stride, pad, OH, OW):
     N, C = x.shape[:2]
     out = _empty(x, (N, C, OH, OW), x.dtype)
-    caches = split.run(lambda k, n0, n1: pooling.max_forward(np, x[n0:n1], KH, KW, stride, pad, OH, OW,
-                                                             out=out[n0:n1])[1], N, _per_thread(x))
-    return out, (caches, x)
+    if cpu_kernels.plane_strides(x) and cpu_kernels.plane_strides(out):
+        dims = cpu_kernels.pool_dims(x.shape, KH, KW, stride, pad, OH, OW)
+        split.run(lambda k, n0, n1: cpu_kernels.max_forward(x, out, dims, n0, n1), N, _per_thread(x), blas=False)
+        return out, cpu_kernels.PoolCache(x, out)
+    return out, (_max_caches(split, x, KH, KW, stride, pad, out), x)
+
+
+def _max_caches(split, x, KH, KW, stride, pad, out):
+    """The NumPy pooling's per-slice caches (maxima written into ``out``)."""
+    OH, OW = out.shape[2:]
+    return split.run(lambda k, n0, n1: pooling.max_forward(np, x[n0:n1], KH, KW, stride, pad, OH, OW,
+                                                           out=out[n0:n1])[1], len(x), _per_thread(x))
 
 
 def max_backward(split, dout, cache, x_shape, KH, KW, stride, pad):
+    if isinstance(cache, cpu_kernels.PoolCache):
+        if dout.dtype == np.float32:
+            return _compiled_max_backward(split, dout, cache, x_shape, KH, KW, stride, pad)
+        x = cache.x  # a gradient in another dtype: NumPy's code, from the maxima found again
+        cache = (_max_caches(split, x, KH, KW, stride, pad, _empty(x, cache.pooled.shape, x.dtype)), x)
     caches, x = cache
     dx = _empty(x, x_shape, dout.dtype)
 
@@ -43,6 +59,16 @@ def max_backward(split, dout, cache, x_shape, KH, KW, stride, pad):
                              out=dx[n0:n1])
 
     split.run(part, x_shape[0], _per_thread(x))
+    return dx
+
+
+def _compiled_max_backward(split, dout, cache, x_shape, KH, KW, stride, pad):
+    dx = _empty(cache.x, x_shape, np.float32)
+    if not cpu_kernels.plane_strides(dout):
+        dout = np.ascontiguousarray(dout)
+    dims = cpu_kernels.pool_dims(x_shape, KH, KW, stride, pad, *cache.pooled.shape[2:])
+    split.run(lambda k, n0, n1: cpu_kernels.max_backward(cache, dout, dx, dims, n0, n1), x_shape[0],
+              _per_thread(cache.x), blas=False)
     return dx
 
 
@@ -63,24 +89,39 @@ def avg_backward(split, dout, x_shape, KH, KW, stride, pad):
 
 def relu(split, x):
     y = _empty(x, x.shape, x.dtype)
-    split.run(lambda k, n0, n1: np.maximum(x[n0:n1], 0, out=y[n0:n1]), len(x), _per_thread(x))
+    layout = x.dtype == np.float32 and cpu_kernels.run_layout(x, y)
+    if layout:
+        split.run(lambda k, n0, n1: cpu_kernels.relu_forward(x, y, None, layout, n0, n1), len(x), _per_thread(x),
+                  blas=False)
+    else:
+        split.run(lambda k, n0, n1: np.maximum(x[n0:n1], 0, out=y[n0:n1]), len(x), _per_thread(x))
     return y
 
 
 def relu_forward(split, x):
     y, mask = _empty(x, x.shape, x.dtype), _empty(x, x.shape, bool)
+    layout = x.dtype == np.float32 and cpu_kernels.run_layout(x, y, mask)
 
     def part(k, n0, n1):
+        if layout:
+            cpu_kernels.relu_forward(x, y, mask, layout, n0, n1)
+            return
         np.greater(x[n0:n1], 0, out=mask[n0:n1])
         np.maximum(x[n0:n1], 0, out=y[n0:n1])
 
-    split.run(part, len(x), _per_thread(x))
+    split.run(part, len(x), _per_thread(x), blas=not layout)
     return y, mask
 
 
 def relu_backward(split, dout, mask):
     dx = _empty(dout, dout.shape, dout.dtype)
-    split.run(lambda k, n0, n1: np.multiply(dout[n0:n1], mask[n0:n1], out=dx[n0:n1]), len(dout), _per_thread(dout))
+    layout = dout.dtype == np.float32 and mask.dtype == np.bool_ and cpu_kernels.run_layout(dout, mask, dx)
+    if layout:
+        split.run(lambda k, n0, n1: cpu_kernels.relu_backward(dout, mask, dx, layout, n0, n1), len(dout),
+                  _per_thread(dout), blas=False)
+    else:
+        split.run(lambda k, n0, n1: np.multiply(dout[n0:n1], mask[n0:n1], out=dx[n0:n1]), len(dout),
+                  _per_thread(dout))
     return dx
 
 

@@ -2,7 +2,9 @@
 
 For each layer: achieved GFLOP/s (2 * N * FN * OH * OW * C * KH * KW per forward, twice that per
 backward: the dW and dx GEMMs) against the backend's measured GEMM peak (a large square float32
-matrix product), and how the layer's time splits between im2col, GEMM and the rest.
+matrix product), which algorithm the backend's plan picked (im2col + GEMM, or the compiled direct
+convolution), and how the layer's time splits between the copies, the products (GEMMs or the direct
+kernel) and the rest.
 """
 
 import os
@@ -20,15 +22,18 @@ METHOD = (
     "forward pass of the model) and a random dout, timed with the backend's timer() after warm-up calls; "
     "medians. Pieces: the backend's own stage times of those very calls (backend.conv_stages(): each stage "
     "of the layer's plan timed where it runs, summed over the stage's calls and averaged over the batch "
-    "slices that run side by side; the mean over as many calls again). im2col (forward): the column copy; "
-    "GEMM: every matrix product of the plan (backward: dW, and dx's dcol or the full convolution's); "
+    "slices that run side by side; the mean over as many calls again). algorithm: im2col (column copies + "
+    "GEMMs) or direct (the compiled direct convolution, whose kernel builds its per-image shifted rows "
+    "itself, so it has no separate copy stage). im2col (forward): the column copy; products: every matrix "
+    "product of the plan (backward: dW, and dx's dcol or the full convolution's), or the direct kernel's "
+    "calls (forward, dW, dx); "
     "dx copy (backward): col2im's strided adds or the im2col of dout for the full convolution, whichever the "
     "plan picks for the layer; rest = layer time - the pieces (bias, db, partial sums, allocations, threads "
     "handing over), floored at 0; '*' marks layers where the pieces add up to more than the layer's median. "
     "A backend that times no stages (CUDA) gets its GEMM share from conv_gemm_probe (its products on random "
     "arrays) and no copy share. Peak = median GFLOP/s of an n x n float32 A @ B through backend.matmul (all "
-    "the backend's threads). Totals: the sum over a model's conv layers; 'GEMM alone' is the time the "
-    "matrix products take inside the layers, the floor of any convolution that runs these products.")
+    "the backend's threads). Totals: the sum over a model's conv layers; 'products alone' is the time the "
+    "products take inside the layers.")
 
 def gemm_peak(backend, n, repeats, warmup):
     """Median GFLOP/s of an ``n`` x ``n`` float32 matrix product on ``backend`` (a name)."""
@@ -62,15 +67,16 @@ def _measure_layer(be, model_key, name, layer, x, settings):
     fwd_stages = _stage_means(be, lambda: layer.forward(x, True), reps)
     bwd_stages = _stage_means(be, lambda: layer.backward(dout), reps)
     if fwd_stages:
-        forward = {"im2col": fwd_stages.get("im2col", 0.0), "gemm": _gemm_ms(fwd_stages)}
+        forward = {"im2col": fwd_stages.get("im2col", 0.0), "products": _products_ms(fwd_stages)}
         backward = {"dx_copy": bwd_stages.get("col2im", 0.0) + bwd_stages.get("dx: im2col", 0.0),
-                    "gemm": _gemm_ms(bwd_stages)}
+                    "products": _products_ms(bwd_stages)}
     else:
         forward, backward = _probed_gemm(be, x, layer, reps, warm)
     return {
         "backend": be.name, "model": model_key, "layer": name, "input_shape": list(x.shape),
         "output_shape": [N, FN, OH, OW], "kernel": [layer.KH, layer.KW], "stride": list(layer.stride),
-        "pad": list(layer.pad), "gemm_mnk": [FN, N * P, K], "forward_gflop": flop / 1e9,
+        "pad": list(layer.pad), "algorithm": "direct" if "direct" in fwd_stages else "im2col",
+        "gemm_mnk": [FN, N * P, K], "forward_gflop": flop / 1e9,
         "forward_stages_ms": fwd_stages, "backward_stages_ms": bwd_stages,
         "forward": _phase(fwd, flop, forward), "backward": _phase(bwd, 2 * flop, backward),
     }
@@ -86,20 +92,21 @@ def _stage_means(be, fn, reps):
     return {name: total / reps for name, total in ms.items()}
 
 
-def _gemm_ms(stages):
-    return sum(ms for name, ms in stages.items() if "gemm" in name)
+def _products_ms(stages):
+    """The plan's multiply-add stages: its GEMMs, or the direct kernel's calls."""
+    return sum(ms for name, ms in stages.items() if "gemm" in name or "direct" in name)
 
 
 def _probed_gemm(be, x, layer, reps, warm):
     """``(forward, backward)`` pieces from conv_gemm_probe: the backend's products on random arrays."""
     gemm_f, gemm_b = be.conv_gemm_probe(x.shape, layer.params["W"].shape, layer.stride, layer.pad)
-    return ({"gemm": timing.measure(gemm_f, be.timer, reps, warm)["median_ms"]},
-            {"gemm": timing.measure(gemm_b, be.timer, reps, warm)["median_ms"]})
+    return ({"products": timing.measure(gemm_f, be.timer, reps, warm)["median_ms"]},
+            {"products": timing.measure(gemm_b, be.timer, reps, warm)["median_ms"]})
 
 
 def _phase(total, flop, pieces):
     ms = total["median_ms"]
-    out = {**total, "gflops": flop / ms / 1e6, "gemm_gflops": flop / pieces["gemm"] / 1e6}
+    out = {**total, "gflops": flop / ms / 1e6, "products_gflops": flop / pieces["products"] / 1e6}
     used = 0.0
     for key, piece_ms in pieces.items():
         out[f"{key}_ms"] = piece_ms
@@ -131,7 +138,7 @@ def run(settings):
 
 
 def totals(layers):
-    """``{backend: {model: sums}}``: each model's conv layers and their GEMMs alone, forward and backward."""
+    """``{backend: {model: sums}}``: each model's conv layers and their products alone, forward and backward."""
     sums = {}
     for r in layers:
         t = sums.setdefault(r["backend"], {}).setdefault(r["model"], {"gflop": 0.0, "layers": 0})
@@ -139,7 +146,7 @@ def totals(layers):
         t["gflop"] += 3 * r["forward_gflop"]
         for phase in ("forward", "backward"):
             t[f"{phase}_ms"] = t.get(f"{phase}_ms", 0.0) + r[phase]["median_ms"]
-            t[f"{phase}_gemm_ms"] = t.get(f"{phase}_gemm_ms", 0.0) + r[phase]["gemm_ms"]
+            t[f"{phase}_products_ms"] = t.get(f"{phase}_products_ms", 0.0) + r[phase]["products_ms"]
     return sums
 
 
@@ -162,21 +169,22 @@ def render(result, unavailable=None):
     return "\n\n".join(parts + not_measured(unavailable))
 
 
-_COMMON = ["model", "layer", "input", "kernel/s/p", "GFLOP", "ms", "GFLOP/s", "% peak", "GEMM GFLOP/s"]
-_HEADERS = {"forward": _COMMON + ["im2col %", "GEMM %", "rest %"],
-            "backward": _COMMON + ["dx copy %", "GEMM %", "rest %"]}
+_COMMON = ["model", "layer", "input", "kernel/s/p", "algorithm", "GFLOP", "ms", "GFLOP/s", "% peak",
+           "products GFLOP/s"]
+_HEADERS = {"forward": _COMMON + ["im2col %", "products %", "rest %"],
+            "backward": _COMMON + ["dx copy %", "products %", "rest %"]}
 _COPY = {"forward": "im2col_ms", "backward": "dx_copy_ms"}
 
 
-_TOTAL_HEADERS = ["model", "layers", "GFLOP", "fwd ms", "GEMM alone", "bwd ms", "GEMM alone", "fwd+bwd ms",
-                  "GEMM alone", "GEMM GFLOP/s"]
+_TOTAL_HEADERS = ["model", "layers", "GFLOP", "fwd ms", "products alone", "bwd ms", "products alone",
+                  "fwd+bwd ms", "products alone", "products GFLOP/s"]
 
 
 def _total_cells(model, t):
-    ms, gemm = t["forward_ms"] + t["backward_ms"], t["forward_gemm_ms"] + t["backward_gemm_ms"]
-    return [model, t["layers"], fmt(t["gflop"], 3), fmt(t["forward_ms"], 2), fmt(t["forward_gemm_ms"], 2),
-            fmt(t["backward_ms"], 2), fmt(t["backward_gemm_ms"], 2), fmt(ms, 2), fmt(gemm, 2),
-            fmt(t["gflop"] / gemm * 1e3, 1)]
+    ms, products = t["forward_ms"] + t["backward_ms"], t["forward_products_ms"] + t["backward_products_ms"]
+    return [model, t["layers"], fmt(t["gflop"], 3), fmt(t["forward_ms"], 2), fmt(t["forward_products_ms"], 2),
+            fmt(t["backward_ms"], 2), fmt(t["backward_products_ms"], 2), fmt(ms, 2), fmt(products, 2),
+            fmt(t["gflop"] / products * 1e3, 1)]
 
 
 def _cells(r, phase):
@@ -185,9 +193,9 @@ def _cells(r, phase):
     geometry = f"{r['kernel'][0]}x{r['kernel'][1]}/{r['stride'][0]}/{r['pad'][0]}"
     gflop = r["forward_gflop"] * (1 if phase == "forward" else 2)
     flag = "*" if p["pieces_exceed_total"] else ""
-    return [r["model"], r["layer"], shape_text(r["input_shape"]), geometry, fmt(gflop, 3), fmt(ms, 3),
-            fmt(p["gflops"], 1), pct(p["peak_fraction"]), fmt(p["gemm_gflops"], 1)] + \
-        [pct(p[_COPY[phase]] / ms) if _COPY[phase] in p else "-", pct(p["gemm_ms"] / ms),
+    return [r["model"], r["layer"], shape_text(r["input_shape"]), geometry, r.get("algorithm", "-"), fmt(gflop, 3),
+            fmt(ms, 3), fmt(p["gflops"], 1), pct(p["peak_fraction"]), fmt(p["products_gflops"], 1)] + \
+        [pct(p[_COPY[phase]] / ms) if _COPY[phase] in p else "-", pct(p["products_ms"] / ms),
          pct(p["rest_ms"] / ms) + flag]
 
 
@@ -201,11 +209,11 @@ def plot(result, settings):
                 p = r[phase]
                 labels.append(f"{r['model']} {r['layer']} {tag}")
                 copy.append(p.get(_COPY[phase], 0.0))
-                gemm.append(p["gemm_ms"])
+                gemm.append(p["products_ms"])
                 rest.append(p["rest_ms"])
                 notes.append(f"{p['gflops']:,.0f} GFLOP/s ({100 * p['peak_fraction']:.0f}%)")
         title = f"conv layers on {name}: time split; GEMM peak {peak['gflops']:,.0f} GFLOP/s"
         path = os.path.join(settings.plots_dir, f"conv_split_{name}.png")
-        paths.append(plots.split_bars(path, title, labels, {"copies (im2col, dx)": copy, "GEMM": gemm,
+        paths.append(plots.split_bars(path, title, labels, {"copies (im2col, dx)": copy, "products": gemm,
                                                             "rest": rest}, notes))
     return paths

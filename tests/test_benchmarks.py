@@ -79,15 +79,22 @@ def test_train_and_conv_results(quick_all):
     assert [r["model"] for r in layers] == ["deep_convnet"] * 6 + ["alexnet"] * 5
     for r in layers:
         # the pieces are the layer plan's own stages (NumpyBackend.conv_stages), not a stand-in
-        assert r["forward"]["im2col_ms"] == r["forward_stages_ms"]["im2col"] > 0
-        assert r["backward"]["dx_copy_ms"] > 0 and "gemm dW" in r["backward_stages_ms"]
+        if r["algorithm"] == "im2col":
+            assert r["forward"]["im2col_ms"] == r["forward_stages_ms"]["im2col"] > 0
+            assert r["backward"]["dx_copy_ms"] > 0 and "gemm dW" in r["backward_stages_ms"]
+        else:  # the direct kernel: its calls are the products, there is no copy stage
+            assert r["algorithm"] == "direct" and r["stride"] == [1, 1]
+            assert r["forward"]["products_ms"] == r["forward_stages_ms"]["direct"] > 0
+            assert set(r["backward_stages_ms"]) == {"direct dW", "direct dx"} and r["backward"]["dx_copy_ms"] == 0
         for phase in ("forward", "backward"):
             p = r[phase]
-            assert p["gflops"] > 0 and p["peak_fraction"] > 0 and p["gemm_ms"] > 0 and p["rest_ms"] >= 0
+            assert p["gflops"] > 0 and p["peak_fraction"] > 0 and p["products_ms"] > 0 and p["rest_ms"] >= 0
+    # AlexNet's strided conv1 stays on im2col wherever the direct kernel runs (stride 1 only)
+    assert layers[6]["algorithm"] == "im2col" and layers[6]["stride"] == [4, 4]
     dcn = conv["totals"]["numpy"]["deep_convnet"]
     assert dcn["layers"] == 6
     for key, want in (("gflop", 3 * sum(r["forward_gflop"] for r in layers[:6])),  # sums of 6 in float64
-                      ("forward_gemm_ms", sum(r["forward"]["gemm_ms"] for r in layers[:6])),
+                      ("forward_products_ms", sum(r["forward"]["products_ms"] for r in layers[:6])),
                       ("backward_ms", sum(r["backward"]["median_ms"] for r in layers[:6]))):
         assert_close(dcn[key], want, terms=6 + 1, scale=want, err_msg=key)
 

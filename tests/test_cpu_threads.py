@@ -4,13 +4,15 @@ Split and unsplit runs of one product may take different BLAS blockings: they ag
 :mod:`tolerance` derives (terms = the products' inner dimension), not bit for bit.
 """
 
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
 from tolerance import assert_close
 
-from xpnet.backends import numpy_conv, numpy_conv_plan, numpy_split
+from xpnet.backends import numpy_conv, numpy_conv_plan, numpy_split, stage_clock
 from xpnet.backends.cpu_threads import BatchSplitter
 
 
@@ -57,8 +59,29 @@ def test_slices_run_at_the_same_time_and_the_split_goes_on_after_an_error(split)
     assert all(inner == [True] * 3 for _, inner in seen)  # a nested call runs its slices in place
     with pytest.raises(ZeroDivisionError):
         split.run(lambda k, a, b: 1 / 0, 6)
+    with pytest.raises(ZeroDivisionError):
+        split.run(lambda k, a, b: 1 / (k - 2), 6)  # only the last slice, on a worker, fails
     together.reset()
     assert len(split.run(lambda k, a, b: (together.wait(), k), 6)) == 3  # still splits after the error
+    assert split.run(lambda k, a, b: (k, a, b), 6) == [(0, 0, 2), (1, 2, 4), (2, 4, 6)]  # results in order
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_gets_workers_of_its_own(split):
+    assert len(split.run(lambda k, a, b: k, 6)) == 3  # the parent's workers exist now
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's worker threads are not here; a split must not wait for them
+        ok = split.run(lambda k, a, b: (k, a, b), 6) == [(0, 0, 2), (1, 2, 4), (2, 4, 6)]
+        os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    pytest.fail("a split in a forked child hung waiting for the parent's workers")
 
 
 _STEP = """
@@ -83,7 +106,7 @@ assert before and after == before, (before, after)
 
 
 def test_numpys_blas_threads_are_what_they_were_after_import_and_a_training_step():
-    import os
+
     import subprocess
     import sys
 
@@ -102,7 +125,7 @@ def test_bad_thread_setting_is_named(monkeypatch):
 
 def _conv(x, W, b, stride, pad, ws=None, split=None, keep=True):
     """The NumPy convolution's forward through the plan kept in ``ws`` (a fresh one when None)."""
-    return numpy_conv_plan.plan_for(ws, x, W, stride, pad, split).forward(x, W, b, keep)
+    return numpy_conv_plan.plan_for(ws, x, W, stride, pad, split, algorithm="im2col").forward(x, W, b, keep)
 
 
 def _conv_backward(dout, cache, W):
@@ -231,7 +254,7 @@ def test_stage_times_put_every_matrix_product_in_a_gemm_stage(C, FN, stages, mon
     # A fake clock that advances 1 ms per np.matmul call and not otherwise: each stage's recorded time is
     # then the number of products it ran, so the copies' stages must read 0 and the GEMM stages one each.
     now, real = [0.0], np.matmul
-    monkeypatch.setattr(numpy_conv_plan, "time", type("Clock", (), {"perf_counter": lambda: now[0] / 1e3}))
+    monkeypatch.setattr(stage_clock, "time", type("Clock", (), {"perf_counter": lambda: now[0] / 1e3}))
     monkeypatch.setattr(np, "matmul", lambda *a, **kw: now.__setitem__(0, now[0] + 1) or real(*a, **kw))
     clock = numpy_conv_plan.StageClock()
     rng = np.random.default_rng(5)

@@ -53,19 +53,25 @@ def test_trainer_learns_and_writes_history(tmp_path, backend):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _deep_trainer(out_dir, epochs):
+OPTIMIZERS = {"adam": optim.Adam, "adamw+cosine": lambda: optim.AdamW(lr=0.002, schedule=optim.Cosine(9))}
+
+
+def _deep_trainer(out_dir, epochs, make_optimizer=optim.Adam):
     train, test = synthetic_digits(120, seed=2), synthetic_digits(40, seed=3)
     model = DeepConvNet(output_size=4, seed=7)  # has dropout: exercises the saved RNG states
-    return Trainer(model, optim.Adam(), train, test, epochs=epochs, batch_size=40, seed=5, out_dir=str(out_dir),
-                   progress=False)
+    return Trainer(model, make_optimizer(), train, test, epochs=epochs, batch_size=40, seed=5,
+                   out_dir=str(out_dir), progress=False)
 
 
-def test_resume_is_bit_identical(tmp_path, backend):
-    straight = _deep_trainer(tmp_path / "a", epochs=3)
+@pytest.mark.parametrize("opt", OPTIMIZERS)
+def test_resume_is_bit_identical(tmp_path, backend, opt):
+    """On CUDA the step count, the learning rate and the dropout offsets live on the device too: a
+    resumed run continues from them as saved (the same bias corrections, schedule and masks)."""
+    straight = _deep_trainer(tmp_path / "a", 3, OPTIMIZERS[opt])
     straight.fit()
-    first = _deep_trainer(tmp_path / "b", epochs=1)
+    first = _deep_trainer(tmp_path / "b", 1, OPTIMIZERS[opt])
     first.fit()
-    resumed = _deep_trainer(tmp_path / "b", epochs=3).resume()
+    resumed = _deep_trainer(tmp_path / "b", 3, OPTIMIZERS[opt]).resume()
     assert resumed.epoch == 1
     resumed.fit()
     for k, v in straight.model.state_dict().items():

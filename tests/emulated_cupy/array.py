@@ -269,7 +269,7 @@ class ndarray:
         return wrap(self._a.astype(dtype, order=order), launched="astype")
 
     def fill(self, value):
-        counters.launch("fill")
+        counters.launch("fill", (self, value))
         self._a.fill(unwrap(value))
 
     def __getitem__(self, key):
@@ -291,7 +291,7 @@ class ndarray:
         key = _index(key)
         if _has_mask(key):
             counters.sync()
-        counters.launch("setitem")
+        counters.launch("setitem", (self, key, value))
         self._a[key] = value
 
     # -- arithmetic --------------------------------------------------------------------------

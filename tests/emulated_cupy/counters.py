@@ -8,11 +8,16 @@ An *allocation* is one new device array (a request to CuPy's memory pool, which 
 ``cudaMalloc``). A *sync* is anything that makes the host wait for the device: ``.get()``,
 ``asnumpy``, ``int()``/``float()``/``bool()``/``.item()``/``.tolist()``/printing a device array, and
 stream, event or device ``synchronize``.
+:func:`recording` also keeps each launch's arguments: device arrays by address, shape, strides and
+dtype, scalars by type and value (what a CUDA graph would bake into the launch); a launch that makes
+a new array is recorded by name only (its output is a new allocation, which a steady step has none of).
 """
 
 import collections
 import contextlib
 import dataclasses
+
+import numpy as np
 
 
 @dataclasses.dataclass
@@ -36,12 +41,30 @@ class Counts:
 
 
 TOTAL = Counts()
+_RECORDERS = []
 
 
-def launch(name):
-    """One launch of the kernel (or CuPy routine) ``name``."""
+def launch(name, args=(), kwargs=None):
+    """One launch of the kernel (or CuPy routine) ``name`` with ``args`` and ``kwargs`` (for :func:`recording`)."""
     TOTAL.launches += 1
     TOTAL.kernels[name] += 1
+    if _RECORDERS:
+        call = (name, describe(tuple(args)), describe(dict(kwargs or {})))
+        for calls in _RECORDERS:
+            calls.append(call)
+
+
+def describe(value):
+    """A launch argument as a comparable value: an array (emulated or the NumPy one under it) by its data
+    address, shape, strides and dtype; containers item by item; anything else by type and value."""
+    a = getattr(value, "_a", value)
+    if isinstance(a, np.ndarray):
+        return ("array", a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str)
+    if isinstance(value, (list, tuple)):
+        return tuple(describe(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, describe(v)) for k, v in value.items()))
+    return (type(value).__name__, value)
 
 
 def allocation(n=1):
@@ -59,6 +82,18 @@ def h2d():
 def snapshot():
     """The running totals since the process started (a copy)."""
     return TOTAL.copy()
+
+
+@contextlib.contextmanager
+def recording():
+    """``with recording() as calls: ...`` then ``calls``: each launch in the block as ``(name, args, kwargs)``
+    (:func:`describe`), in order."""
+    calls = []
+    _RECORDERS.append(calls)
+    try:
+        yield calls
+    finally:
+        _RECORDERS.remove(calls)
 
 
 @contextlib.contextmanager

@@ -43,7 +43,7 @@ def _routine(name):
         if name in _NO_LAUNCH:
             return result
         if out is not None:
-            counters.launch(name)
+            counters.launch(name, args, kwargs)
             return out
         if isinstance(result, list):
             return [wrap(r, inputs, name) for r in result]
@@ -70,7 +70,7 @@ for _name in ROUTINES:
 def copyto(dst, src, casting="same_kind", where=None):
     if not isinstance(dst, ndarray):
         raise TypeError(f"copyto expects a cupy array as dst, got {type(dst)}")
-    counters.launch("copyto")
+    counters.launch("copyto", (dst, src), {"where": where})
     np.copyto(dst._a, unwrap(src), casting=casting, where=True if where is None else unwrap(where))
 
 

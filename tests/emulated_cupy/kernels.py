@@ -135,7 +135,7 @@ class ElementwiseKernel:
 
                 args[self.nin + k] = empty(shape, dtype=dtype[name])
         n = int(np.prod(shape)) if size is None else int(size)
-        self._run(args, dtype, types, shape, n)
+        self._run(args, dtype, types, shape, n, size)
         outs = args[self.nin:]
         return outs[0] if self.nout == 1 else tuple(outs)
 
@@ -182,7 +182,7 @@ class ElementwiseKernel:
             "}",
         ])
 
-    def _run(self, args, dtype, types, shape, n):
+    def _run(self, args, dtype, types, shape, n, size=None):
         params = self.in_params + self.out_params
         buffers, keep, writeback, kinds = [], [], [], []
         for k, ((raw, _, name), a) in enumerate(zip(params, args)):
@@ -204,7 +204,7 @@ class ElementwiseKernel:
         lib = compile_library(self._source(kinds, types))
         ptrs = (ctypes.c_void_p * len(buffers))(*buffers)
         sizes = (ctypes.c_longlong * len(keep))(*(b.size for b in keep))
-        counters.launch(self.name)
+        counters.launch(self.name, args, {"size": size})
         getattr(lib, self.name)(ptrs, sizes, ctypes.c_longlong(n))
         for dst, src in writeback:
             dst[...] = src
@@ -258,7 +258,7 @@ extern "C" void _xpnet_launch_{self.name}(const unsigned* _g, const unsigned* _b
         lib = compile_library(self._launcher())
         ptrs = (ctypes.c_void_p * len(keep))(*(k.ctypes.data for k in keep))
         dims = [(ctypes.c_uint * 3)(*d) for d in (grid, block)]
-        counters.launch(self.name)
+        counters.launch(self.name, args, {"grid": grid, "block": block})
         getattr(lib, f"_xpnet_launch_{self.name}")(dims[0], dims[1], ptrs)
 
 

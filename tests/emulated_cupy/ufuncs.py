@@ -37,7 +37,7 @@ class ufunc:
             kwargs["where"] = unwrap(kwargs["where"])
         result = self._u(*inputs, **kwargs)
         if out is not None:
-            counters.launch(self.__name__)
+            counters.launch(self.__name__, inputs, kwargs)
             return out
         return wrap(result, launched=self.__name__)
 

@@ -75,9 +75,9 @@ class Optimizer:
         """Update ``p`` in place from gradient ``g``; never modify ``g``."""
         raise NotImplementedError
 
-    def fused_args(self, lr, step):
-        """The rule's own values after ``(lr, weight decay, clip norm)`` in its fused kernel (this step's;
-        ``step``: its number, by the parameters' own counters where the rule keeps them)."""
+    def fused_args(self):
+        """The rule's own hyperparameters after ``(weight decay, clip norm)`` in its fused kernel; the
+        learning rate and the step number go to :meth:`Backend.fused_update` on their own."""
         return ()
 
     def step(self, params, grads):
@@ -128,8 +128,10 @@ class Optimizer:
                 for n in names:
                     self._update_reference(params[n], grads[n], self.state[n], lr, self._clip_scale(norm))
                 continue
-            scalars = (lr, l2, self.clip_norm or 0.0, *self.fused_args(lr, self.t if step is None else step))
-            if rule is None or not be.fused_update(rule, p, g, state, scalars, sumsq):
+            scalars = (l2, self.clip_norm or 0.0, *self.fused_args())
+            number = self.t if step is None else step
+            if rule is None or not be.fused_update(rule, p, g, state, scalars, lr, number, sumsq,
+                                                   self._flat.workspace(p)):
                 self._update_reference(p, g, state if step is None else {**state, "step": step - 1}, lr, scale)
             for n in names if step is not None else ():
                 self.state[n]["step"] = step

@@ -37,7 +37,8 @@ class FlatState:
     """An optimizer's state as flat buffers, one set per parameter buffer, with per-name views."""
 
     def __init__(self):
-        self._entries = {}  # id(param buffer) -> (param buffer, flat state, {name: state dict})
+        # id(param buffer) -> (param buffer, flat state, {name: state dict}, the backend's workspace dict)
+        self._entries = {}
 
     def get(self, opt, pbuf, names, params):
         """The flat state arrays for ``pbuf``, (re)built from ``opt.state`` when it is not their views."""
@@ -56,8 +57,12 @@ class FlatState:
                     views[n][k][...] = be.asarray(old[k])
             opt.state[n] = views[n]
             start += p.size
-        self._entries[id(pbuf)] = (pbuf, flat, views)
+        self._entries[id(pbuf)] = (pbuf, flat, views, {})  # a new workspace: the device starts afresh
         return flat
+
+    def workspace(self, pbuf):
+        """The backend's workspace dict kept with ``pbuf``'s flat state (:meth:`get` made it)."""
+        return self._entries[id(pbuf)][3]
 
     def keep_only(self, buffers):
         """Forget the state of parameter buffers not in ``buffers`` (a model re-bound its parameters)."""

@@ -32,7 +32,7 @@ class Momentum(Optimizer):
     def init_state(self, p):
         return {"v": _zeros_like(p)}
 
-    def fused_args(self, lr, step):
+    def fused_args(self):
         return (self.momentum,)
 
     def update(self, p, g, state, lr):
@@ -74,7 +74,7 @@ class AdaGrad(Optimizer):
     def init_state(self, p):
         return {"h": _zeros_like(p)}
 
-    def fused_args(self, lr, step):
+    def fused_args(self):
         return (self.eps,)
 
     def update(self, p, g, state, lr):
@@ -95,7 +95,7 @@ class RMSprop(AdaGrad):
     def hyperparams(self):
         return {**super().hyperparams(), "decay": self.decay}
 
-    def fused_args(self, lr, step):
+    def fused_args(self):
         return (self.decay, self.eps)
 
     def update(self, p, g, state, lr):
@@ -133,9 +133,9 @@ class Adam(Optimizer):
         for state in self.state.values():
             state.setdefault("step", self.t)
 
-    def fused_args(self, lr, step):
-        # step: the buffer's parameters' own update count, this step included
-        return (self.beta1, self.beta2, self.eps, lr / (1 - self.beta1**step), 1 - self.beta2**step)
+    def fused_args(self):
+        # the bias corrections of each step come from the step number fused_update is given
+        return (self.beta1, self.beta2, self.eps)
 
     def update(self, p, g, state, lr):
         m, v = state["m"], state["v"]
@@ -156,8 +156,8 @@ class AdamW(Adam):
     def __init__(self, lr=0.001, weight_decay=0.01, **kw):
         super().__init__(lr, weight_decay=weight_decay, **kw)
 
-    def fused_args(self, lr, step):
-        return (*super().fused_args(lr, step), lr * self.weight_decay)
+    def fused_args(self):
+        return (*super().fused_args(), self.weight_decay)  # the decoupled decay is lr * weight_decay
 
     def update(self, p, g, state, lr):
         if self.weight_decay:

@@ -56,12 +56,20 @@ class BatchIterator:
         """Yield one epoch of batches (this rank's shard of each global batch)."""
         n, size = len(self.x), self.global_batch_size
         order = self.rng.permutation(n) if self.shuffle else np.arange(n)
-        order = self.be.asarray(order)
+        spans = []
         for i in range(len(self)):
             start = i * size
             m = min(size, n - start)  # the global batch; its shards differ by at most one example
-            lo, hi = start + m * self.rank // self.world_size, start + m * (self.rank + 1) // self.world_size
-            yield self.be.gather_batch(self.x, self.t, order[lo:hi], ws=self._ws)
+            spans.append((start + m * self.rank // self.world_size, start + m * (self.rank + 1) // self.world_size))
+        if not spans:
+            return
+        # this rank's examples, batch after batch: each batch starts where the last ended (a backend then
+        # keeps them on the device and moves the position on there)
+        mine = self.be.asarray(np.concatenate([order[lo:hi] for lo, hi in spans]))
+        at = 0
+        for lo, hi in spans:
+            yield self.be.gather_batch(self.x, self.t, mine, ws=self._ws, start=at, count=hi - lo)
+            at += hi - lo
 
     def get_state(self):
         return self.rng.bit_generator.state

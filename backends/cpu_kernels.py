@@ -1,0 +1,122 @@
+"""The compiled max pooling and ReLU (``cpu_kernels.c``): loading them, what they take, one batch slice per call.
+
+numpy_split decides per call whether an array goes to them: float32, and laid out as the kernels address
+it (:func:`plane_strides` for pooling, :func:`run_layout` for ReLU); everything else stays on the NumPy
+code, which gives the same bits (see cpu_kernels.c for what "the same" takes: NumPy's maximum, the first
+maximum in (kh, kw) order, gradients as ``dout * hit``). Outputs are allocated by the caller, so their
+memory order stays numpy_split's. The kernels are in the package's one extension module, with the direct
+convolution's; unlike those they need no AVX-512 (they have portable loops).
+"""
+
+import ctypes
+import functools
+from collections import namedtuple
+
+import numpy as np
+
+from xpnet.backends import extension
+
+PoolCache = namedtuple("PoolCache", "x pooled")  # what the compiled backward needs: it finds the argmax itself
+
+OFF = None  # a reason to leave the kernels unused (the tests' reference runs set it), or None
+
+
+def _declare(lib):
+    ptr, i32, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
+    lib.xpnet_ck_max_forward.argtypes = [ptr, ptr, i32, i32, ptr, ptr]
+    lib.xpnet_ck_max_forward.restype = None
+    lib.xpnet_ck_max_backward.argtypes = [ptr, ptr, ptr, ptr, i32, i32, ptr, ptr]
+    lib.xpnet_ck_max_backward.restype = i32
+    lib.xpnet_ck_relu_forward.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64]
+    lib.xpnet_ck_relu_backward.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64]
+    lib.xpnet_ck_relu_forward.restype = lib.xpnet_ck_relu_backward.restype = None
+    lib.xpnet_ck_use_vector.argtypes, lib.xpnet_ck_use_vector.restype = [i32], i32
+    return lib
+
+
+@functools.cache
+def _library():
+    """``(the kernels' ctypes library, None)``, or ``(None, why)``."""
+    lib, why = extension.library()
+    return (None if lib is None else _declare(lib)), why
+
+
+def _load():
+    return _library()[0]
+
+
+def unavailable():
+    """Why the compiled pooling and ReLU can't run in this process (a sentence), or None where they can."""
+    return OFF or _library()[1]
+
+
+def use_vector(on):
+    """Run the AVX-512 kernels where the CPU has them (True) or the portable loops (False); returns which run."""
+    return bool(_load().xpnet_ck_use_vector(int(on)))
+
+
+def plane_strides(a):
+    """``(sn, sc)`` in floats, where image n, channel c of the (N, C, H, W) float32 array ``a`` starts, if each
+    (H, W) plane is contiguous and the kernels are built; else None."""
+    if a.dtype != np.float32 or a.ndim != 4 or unavailable():
+        return None
+    H, W = a.shape[2:]
+    sn, sc, sh, sw = a.strides
+    if (W > 1 and sw != 4) or (H > 1 and sh != 4 * W) or sn % 4 or sc % 4:
+        return None
+    return sn // 4, sc // 4
+
+
+def run_layout(*arrays):
+    """``(per_image, runs, stride)`` if the arrays (same shape, any itemsize) are laid out alike, C-contiguous
+    or channel-major, and the kernels are built; else None. Images n0..n1 of them are then ``runs``
+    contiguous runs of ``(n1 - n0) * per_image`` elements, run r starting at ``n0 * per_image + r * stride``."""
+    a = arrays[0]
+    steps = tuple(s // a.itemsize for s in a.strides)
+    if unavailable() or any(b.shape != a.shape or tuple(s // b.itemsize for s in b.strides) != steps
+                            for b in arrays[1:]):
+        return None
+    if a.flags.c_contiguous:
+        return a[0].size if len(a) else 0, 1, 0
+    if a.ndim == 4 and a.transpose(1, 0, 2, 3).flags.c_contiguous:
+        N, C, H, W = a.shape
+        return H * W, C, N * H * W
+    return None
+
+
+def _ptr(a):
+    return a.ctypes.data
+
+
+def _i64(*values):
+    return (ctypes.c_int64 * len(values))(*values)
+
+
+def pool_dims(x_shape, KH, KW, stride, pad, OH, OW):
+    """The window as the kernels take it."""
+    return (ctypes.c_int * 11)(x_shape[1], *x_shape[2:], KH, KW, *stride, *pad, OH, OW)
+
+
+def max_forward(x, out, dims, n0, n1):
+    """Window maxima of images n0..n1 of ``x`` into ``out`` (both with :func:`plane_strides`)."""
+    _load().xpnet_ck_max_forward(_ptr(x), _ptr(out), n0, n1, dims, _i64(*plane_strides(x), *plane_strides(out)))
+
+
+def max_backward(cache, dout, dx, dims, n0, n1):
+    """dL/dx of images n0..n1 into ``dx``, from a :class:`PoolCache` and ``dout`` (all with plane strides)."""
+    s = _i64(*plane_strides(cache.x), *plane_strides(cache.pooled), *plane_strides(dout), *plane_strides(dx))
+    if _load().xpnet_ck_max_backward(_ptr(cache.x), _ptr(cache.pooled), _ptr(dout), _ptr(dx), n0, n1, dims, s):
+        raise MemoryError("max pooling backward: could not allocate its scratch")
+
+
+def relu_forward(x, y, mask, layout, n0, n1):
+    """``y = maximum(x, 0)`` and, unless ``mask`` is None, ``mask = x > 0`` for images n0..n1 (:func:`run_layout`)."""
+    per, runs, stride = layout
+    _load().xpnet_ck_relu_forward(_ptr(x), _ptr(y), None if mask is None else _ptr(mask), n0 * per, runs,
+                                  (n1 - n0) * per, stride)
+
+
+def relu_backward(dout, mask, dx, layout, n0, n1):
+    """``dx = dout * mask`` for images n0..n1 (:func:`run_layout`)."""
+    per, runs, stride = layout
+    _load().xpnet_ck_relu_backward(_ptr(dout), _ptr(mask), _ptr(dx), n0 * per, runs, (n1 - n0) * per, stride)

@@ -1,0 +1,165 @@
+"""The compiled direct convolution (``direct_conv.c``): loading it, and the plan that runs it.
+
+:class:`DirectPlan` is the other algorithm a :func:`numpy_conv_plan.plan_for` may pick for a layer shape:
+float32, stride 1, on a CPU with AVX-512F, when the package's build compiled the kernels. It has the
+:class:`~xpnet.backends.numpy_conv_plan.ConvPlan` interface (``forward``, ``backward``, a clock's stages):
+
+- forward: the kernel on each batch slice, bias added in its epilogue;
+- dW: the kernel's filter gradient per slice, partial sums added in float32;
+- dx: the full convolution of dout with the flipped, transposed filters (the forward kernel again);
+- db: dout summed over the batch and pixels.
+
+Arrays are NCHW and C-contiguous throughout (the kernels index them so); a non-contiguous input is copied
+once. Where the kernels are not available, :func:`unavailable` says why, and plans stay on im2col.
+"""
+
+import ctypes
+from collections import namedtuple
+
+import numpy as np
+
+from xpnet.backends import extension
+from xpnet.backends.cpu_threads import runner
+from xpnet.backends.stage_clock import StageClock
+
+DirectCache = namedtuple("DirectCache", "plan x y")  # y: the output, where a ReLU was fused (its mask is y > 0)
+
+_LIB = None
+_WHY = None
+NO_AVX512 = "this CPU has no AVX-512F"
+
+
+def _load():
+    """The kernels' ctypes library, or None with the reason in ``_WHY``."""
+    global _LIB, _WHY
+    if _LIB is not None or _WHY is not None:
+        return _LIB
+    lib, _WHY = extension.library()
+    if lib is None:
+        return None
+    if not lib.xpnet_dc_supported():
+        _WHY = NO_AVX512
+        return None
+    ptr, i32 = ctypes.c_void_p, ctypes.c_int
+    lib.xpnet_dc_forward.argtypes = [ptr, ptr, ptr, ptr, ptr] + [i32] * 11
+    for fn in (lib.xpnet_dc_weight_grad_taps, lib.xpnet_dc_weight_grad_pixels):
+        fn.argtypes, fn.restype = [ptr, ptr, ptr, ptr, ptr] + [i32] * 10, i32
+    lib.xpnet_dc_forward.restype = i32
+    _LIB = lib
+    return lib
+
+
+def unavailable():
+    """Why the direct convolution can't run in this process (a sentence), or None where it can."""
+    _load()
+    return _WHY
+
+
+def why_not(g, dtype):
+    """Why the kernels can't compute this convolution (a sentence), or None where they can.
+
+    They need float32, stride 1 and a padding below the filter size (a larger one would make dx's full
+    convolution a cropped one, which the kernel doesn't do).
+    """
+    if np.dtype(dtype) != np.float32:
+        return f"the direct convolution is float32 only, not {np.dtype(dtype)}"
+    if g.stride != (1, 1):
+        return f"the direct convolution has stride 1 only, not {g.stride}"
+    if g.pad[0] >= g.KH or g.pad[1] >= g.KW:
+        return f"the direct convolution needs a padding below the filter size {g.KH}x{g.KW}, not {g.pad}"
+    return unavailable()
+
+
+def _ptr(a):
+    return a.ctypes.data
+
+
+def _check(rc):
+    if rc != 0:
+        raise MemoryError("direct convolution: could not allocate its per-thread scratch")
+
+
+def by_pixels(g):
+    """Whether dW goes by outer products over pixel columns (else by per-tap dot products), for this shape.
+
+    Pixel columns pay a (Q, K) copy per image and win where maps are small and channels many: timed on
+    DeepConvNet's layers (1 thread, batch 100, GFLOP/s pixels vs taps): 64x8x8 -> 64: 91 vs 74; 32x8x8 -> 64:
+    98 vs 68; 16 and 32 channels at 14x14 and 16x16: 53 vs 50, 70 vs 75; 16x28x28: 40 vs 56; 1x28x28: 5 vs 25.
+    """
+    return g.OH * g.OW <= 128 and g.C >= 8
+
+
+def _opt(a):
+    return None if a is None else a.ctypes.data
+
+
+class DirectPlan:
+    """The direct convolution of one layer shape; same interface as ConvPlan (see the module docstring).
+
+    It can also run a ReLU after the convolution (:attr:`fuses_relu`): in the kernel's epilogue forward, and
+    backward as dout * (y > 0) inside the dW and dx kernels, the same multiply as the ReLU layer's, so the
+    fused pair gives the unfused pair's values.
+
+    Args:
+        g: the Geometry (stride 1). split: a BatchSplitter or None. clock: the StageClock of the backend.
+    """
+
+    fuses_relu = True
+
+    def __init__(self, g, split=None, clock=None, prefix=""):
+        self.g, self.split = g, split
+        self.clock, self.prefix = clock if clock is not None else StageClock(), prefix
+        self._run = runner(split, blas=False)  # the kernels call no BLAS
+        self._lib = _load()
+        lib = self._lib
+        self._weight_grad = lib.xpnet_dc_weight_grad_pixels if by_pixels(g) else lib.xpnet_dc_weight_grad_taps
+
+    def __repr__(self):
+        return f"DirectPlan(dW by {'pixels' if by_pixels(self.g) else 'taps'}, {self.g})"
+
+    def _stage(self, name, k, fn, *args):
+        return self.clock.run(self.prefix + name, k, fn, *args)
+
+    def _conv(self, stage, x, W, b, pad, out_channels, relu=False, xmask=None):
+        """Stride-1 convolution of ``x`` (N, C, H, W) (times ``xmask > 0`` if given) with ``W`` (F, C, KH, KW),
+        ``pad``; bias ``b`` or None; then maximum(., 0) if ``relu``."""
+        N, C, H, Wd = x.shape
+        KH, KW = W.shape[2:]
+        out = np.empty((N, out_channels, H + 2 * pad[0] - KH + 1, Wd + 2 * pad[1] - KW + 1), np.float32)
+        lib, bias = self._lib, None if b is None else np.ascontiguousarray(b, np.float32)
+
+        def part(k, n0, n1):
+            _check(self._stage(stage, k, lib.xpnet_dc_forward, _ptr(x), _opt(xmask), _ptr(W), _opt(bias), _ptr(out),
+                               int(relu), n0, n1, C, H, Wd, out_channels, KH, KW, *pad))
+
+        self._run(part, N)
+        return out
+
+    def forward(self, x, W, b, keep=True, relu=False):
+        """``(out (N, FN, OH, OW), DirectCache)``; ``b`` may be None; ``relu``: out = maximum(conv, 0).
+
+        ``keep`` is moot: nothing is kept but x (and out, for a fused ReLU's backward).
+        """
+        x, W = np.ascontiguousarray(x), np.ascontiguousarray(W)
+        out = self._conv("direct", x, W, b, self.g.pad, self.g.FN, relu)
+        return out, DirectCache(self, x, out if relu else None)
+
+    def backward(self, dout, cache, W, input_grad=True):
+        """``(dx, dW, db)`` for :meth:`forward`'s ``cache``; dx None (not computed) unless ``input_grad``."""
+        g, x, y = self.g, cache.x, cache.y
+        dout = np.ascontiguousarray(dout, np.float32)
+
+        def part(k, n0, n1):
+            dW, db = np.zeros((g.FN, g.C, g.KH, g.KW), np.float32), np.zeros(g.FN, np.float32)
+            _check(self._stage("direct dW", k, self._weight_grad, _ptr(x), _ptr(dout), _opt(y), _ptr(dW),
+                               _ptr(db), n0, n1, g.C, g.H, g.W, g.FN, g.KH, g.KW, *g.pad))
+            return dW, db
+
+        parts = self._run(part, g.N)
+        dW = sum((p[0] for p in parts[1:]), parts[0][0])
+        db = sum((p[1] for p in parts[1:]), parts[0][1])
+        if not input_grad:
+            return None, dW, db
+        flipped = np.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), np.float32)  # (C, FN, KH, KW)
+        dx = self._conv("direct dx", dout, flipped, None, (g.KH - 1 - g.pad[0], g.KW - 1 - g.pad[1]), g.C, xmask=y)
+        return dx, dW, db

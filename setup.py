@@ -1,0 +1,14 @@
+"""The package's one compiled part: the CPU kernels in one extension module, direct convolution
+(backends/direct_conv.c) and max pooling / ReLU (backends/cpu_kernels.c).
+
+Everything else is in setup.cfg. The extension is optional: where no C compiler is found the build goes on
+without it and the NumPy backend keeps its im2col path and its NumPy pooling and ReLU
+(xpnet.backends.direct_conv.unavailable() and xpnet.backends.cpu_kernels.unavailable() say so).
+"""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("xpnet.backends._native",
+                             ["backends/native_module.c", "backends/direct_conv.c", "backends/direct_conv_taps.c",
+                              "backends/direct_conv_pixels.c", "backends/cpu_kernels.c"],
+                             depends=["backends/direct_conv_common.h"], optional=True, extra_compile_args=["-O3"])])
