@@ -55,6 +55,16 @@ def use_vector(on):
     return bool(_load().xpnet_ck_use_vector(int(on)))
 
 
+ANY_WINDOW = False  # the tests set it: the portable kernel on every window, not just the vectorised one
+
+
+def pools(KH, KW, stride, pad):
+    """Whether max pooling with this window runs compiled: 2x2 stride 2 without padding (DeepConvNet's), the
+    window the AVX-512 code is written for. The portable loops on other windows lose to NumPy's tap loops:
+    AlexNet's 3x3 stride 2 pooling, batch 32, took 39.3 ms compiled against 14.3 ms in NumPy."""
+    return ANY_WINDOW or (KH, KW, tuple(stride), tuple(pad)) == (2, 2, (2, 2), (0, 0))
+
+
 def plane_strides(a):
     """``(sn, sc)`` in floats, where image n, channel c of the (N, C, H, W) float32 array ``a`` starts, if each
     (H, W) plane is contiguous and the kernels are built; else None."""

@@ -116,8 +116,8 @@ AI void fwd_image(const float *S, const float *Wt, const float *bias, float *o, 
 /* Images n0..n1 of x (N, C, H, W) convolved with Wt (F, C, KH, KW) (+ bias (F,) unless NULL) into
  * out (N, F, OH, OW), through maximum(., 0) if ``relu``; x taken as x * (xmask > 0) where ``xmask`` (the
  * shape of x) is given. All C-contiguous float32. Returns 0, or -1 if the scratch could not be allocated. */
-int xpnet_dc_forward(const float *x, const float *xmask, const float *Wt, const float *bias, float *out, int relu,
-                     int n0, int n1, int C, int H, int W, int F, int KH, int KW, int ph, int pw) {
+static int forward(const float *x, const float *xmask, const float *Wt, const float *bias, float *out, int relu,
+                   int n0, int n1, int C, int H, int W, int F, int KH, int KW, int ph, int pw) {
     geom g = make_geom(C, H, W, F, KH, KW, ph, pw);
     const size_t image = (size_t)C * H * W;
     float *S = malloc(sizeof(float) * (scratch_floats(&g) + (xmask ? image : 0)));
@@ -138,6 +138,11 @@ int xpnet_dc_forward(const float *x, const float *xmask, const float *Wt, const 
     }
     free(S);
     return 0;
+}
+
+int xpnet_dc_forward(const float *x, const float *xmask, const float *Wt, const float *bias, float *out, int relu,
+                     int n0, int n1, int C, int H, int W, int F, int KH, int KW, int ph, int pw) {
+    XPNET_FLUSHED(forward(x, xmask, Wt, bias, out, relu, n0, n1, C, H, W, F, KH, KW, ph, pw));
 }
 
 #pragma GCC pop_options

@@ -98,7 +98,7 @@ AI void g_kblocks(const float *const *colT, const float *d, float *acc_out, cons
 #define G_CHUNK_BYTES (1 << 20) /* a chunk's pixel columns stay in L2 while every block reads them */
 
 /* The same as xpnet_dc_weight_grad_taps, by outer products over pixel columns (see above). */
-int xpnet_dc_weight_grad_pixels(const float *x, const float *dout, const float *y, float *dW, float *db, int n0,
+static int weight_grad(const float *x, const float *dout, const float *y, float *dW, float *db, int n0,
                                 int n1, int C, int H, int W, int F, int KH, int KW, int ph, int pw) {
     geom g = make_geom(C, H, W, F, KH, KW, ph, pw);
     const int Kp = padded_k(&g);
@@ -130,6 +130,11 @@ int xpnet_dc_weight_grad_pixels(const float *x, const float *dout, const float *
     free(buf);
     free(colT);
     return 0;
+}
+
+int xpnet_dc_weight_grad_pixels(const float *x, const float *dout, const float *y, float *dW, float *db, int n0,
+                                int n1, int C, int H, int W, int F, int KH, int KW, int ph, int pw) {
+    XPNET_FLUSHED(weight_grad(x, dout, y, dW, db, n0, n1, C, H, W, F, KH, KW, ph, pw));
 }
 
 #pragma GCC pop_options

@@ -109,7 +109,7 @@ static void wg_chunk(const float *const *S, const float *dout, float *dW, const 
 /* dW (F, C, KH, KW) and db (F,) += the filter and bias gradients of images n0..n1 (x (N, C, H, W), dout
  * (N, F, OH, OW)); dout taken as dout * (y > 0) where ``y`` (the shape of dout: the ReLU's output of a
  * convolution + ReLU) is given. Returns 0, or -1 if the scratch could not be allocated. */
-int xpnet_dc_weight_grad_taps(const float *x, const float *dout, const float *y, float *dW, float *db, int n0, int n1,
+static int weight_grad(const float *x, const float *dout, const float *y, float *dW, float *db, int n0, int n1,
                          int C, int H, int W, int F, int KH, int KW, int ph, int pw) {
     geom g = make_geom(C, H, W, F, KH, KW, ph, pw);
     size_t per = scratch_floats(&g), dper = (size_t)F * g.Q;
@@ -133,6 +133,11 @@ int xpnet_dc_weight_grad_taps(const float *x, const float *dout, const float *y,
     free(buf);
     free(S);
     return 0;
+}
+
+int xpnet_dc_weight_grad_taps(const float *x, const float *dout, const float *y, float *dW, float *db, int n0, int n1,
+                         int C, int H, int W, int F, int KH, int KW, int ph, int pw) {
+    XPNET_FLUSHED(weight_grad(x, dout, y, dW, db, n0, n1, C, H, W, F, KH, KW, ph, pw));
 }
 
 #pragma GCC pop_options

@@ -31,7 +31,7 @@ def _empty(like, shape, dtype):
 def max_forward(split, x, KH, KW, stride, pad, OH, OW):
     N, C = x.shape[:2]
     out = _empty(x, (N, C, OH, OW), x.dtype)
-    if cpu_kernels.plane_strides(x) and cpu_kernels.plane_strides(out):
+    if cpu_kernels.pools(KH, KW, stride, pad) and cpu_kernels.plane_strides(x) and cpu_kernels.plane_strides(out):
         dims = cpu_kernels.pool_dims(x.shape, KH, KW, stride, pad, OH, OW)
         split.run(lambda k, n0, n1: cpu_kernels.max_forward(x, out, dims, n0, n1), N, _per_thread(x), blas=False)
         return out, cpu_kernels.PoolCache(x, out)

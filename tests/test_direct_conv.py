@@ -205,3 +205,17 @@ def test_a_fused_relu_gives_the_bits_of_the_convolution_then_the_relu(split, wei
     want = plan.backward(numpy_split.relu_backward(one, dout, mask), ccache, Wt)
     for name, g, w in zip(("dx", "dW", "db"), got, want):
         np.testing.assert_array_equal(g.view(np.uint32), w.view(np.uint32), err_msg=name)
+
+
+@needs_kernels
+def test_denormals_are_flushed_inside_the_kernels_and_the_threads_rounding_is_restored():
+    # 1e-20 * 1e-20 = 1e-40 is below float32's normal range: inside the kernels (FTZ/DAZ) it is 0, and
+    # after the call this thread's own float32 arithmetic still makes the denormal (MXCSR restored).
+    x = np.full((1, 1, 3, 3), 1e-20, np.float32)
+    Wt = np.full((2, 1, 1, 1), 1e-20, np.float32)
+    plan = new_plan(Geometry(1, 1, 3, 3, 2, 1, 1, (1, 1), (0, 0)), np.float32, algorithm="direct")
+    out, cache = plan.forward(x, Wt, None)
+    assert not out.any()  # flushed, not 1e-40
+    dx, dW, _ = plan.backward(np.full(out.shape, 1e-20, np.float32), cache, Wt)
+    assert not dx.any() and not dW.any()
+    assert np.multiply(np.float32(1e-20), np.float32(1e-20)) > 0  # NumPy after the kernels: a denormal, not 0
