@@ -136,6 +136,13 @@ class _Workers:
         return [first] + [results[k] for k in range(1, len(slices))]
 
 
+def sum_slices(parts, dtype):
+    """The slices' ``(dW, db)`` partial sums (each accumulated in float32 at least) added up, cast to ``dtype``."""
+    dW = sum((p[0] for p in parts[1:]), parts[0][0])
+    db = sum((p[1] for p in parts[1:]), parts[0][1])
+    return dW.astype(dtype, copy=False), db.astype(dtype, copy=False)
+
+
 def runner(split, blas=True):
     """``run(fn, n)`` over slices of the batch: the splitter's threads, or one call in place.
 

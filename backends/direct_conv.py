@@ -19,7 +19,7 @@ from collections import namedtuple
 import numpy as np
 
 from xpnet.backends import extension
-from xpnet.backends.cpu_threads import runner
+from xpnet.backends.cpu_threads import runner, sum_slices
 from xpnet.backends.stage_clock import StageClock
 
 DirectCache = namedtuple("DirectCache", "plan x y")  # y: the output, where a ReLU was fused (its mask is y > 0)
@@ -155,9 +155,7 @@ class DirectPlan:
                                _ptr(db), n0, n1, g.C, g.H, g.W, g.FN, g.KH, g.KW, *g.pad))
             return dW, db
 
-        parts = self._run(part, g.N)
-        dW = sum((p[0] for p in parts[1:]), parts[0][0])
-        db = sum((p[1] for p in parts[1:]), parts[0][1])
+        dW, db = sum_slices(self._run(part, g.N), np.float32)
         if not input_grad:
             return None, dW, db
         flipped = np.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), np.float32)  # (C, FN, KH, KW)

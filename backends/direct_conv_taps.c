@@ -102,9 +102,7 @@ static void wg_chunk(const float *const *S, const float *dout, float *dW, const 
     for (; f0 < g->F; f0++) wg_inputs(S, dout, dW, g, m, f0, 1);
 }
 
-#ifndef WG_BLOCK_BYTES
 #define WG_BLOCK_BYTES (32 << 10) /* a block's dout rows and shifted-row planes over a chunk's images: L1 */
-#endif
 
 /* dW (F, C, KH, KW) and db (F,) += the filter and bias gradients of images n0..n1 (x (N, C, H, W), dout
  * (N, F, OH, OW)); dout taken as dout * (y > 0) where ``y`` (the shape of dout: the ReLU's output of a

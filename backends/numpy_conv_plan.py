@@ -28,7 +28,7 @@ import numpy as np
 
 from xpnet.backends import direct_conv
 from xpnet.backends import numpy_conv as nc
-from xpnet.backends.cpu_threads import runner
+from xpnet.backends.cpu_threads import runner, sum_slices
 from xpnet.backends.shapes import out_size
 from xpnet.backends.stage_clock import StageClock
 
@@ -155,7 +155,7 @@ class ConvPlan:
                 self._dx_by_col2im(Wc, d, dx, k, n0, n1)
             return self._stage("gemm dW", k, self.layout.weight_grads, d, col, n0, n1, acc)
 
-        dW, db = _sum_parts(self._run(part, self.g.N), dout.dtype)
+        dW, db = sum_slices(self._run(part, self.g.N), dout.dtype)
         if input_grad and self.full_conv_dx:
             dx = self._dx_by_full_conv(dout, W)
         return dx, dW.reshape(W.shape), db
@@ -175,13 +175,6 @@ class ConvPlan:
             self._dx_plan = ConvPlan(flipped, self.dtype, self.split, self.clock, prefix="dx: ")
         flipped_W = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, FN, KH, KW)
         return self._dx_plan.forward(dout, flipped_W, None, keep=False)[0]
-
-
-def _sum_parts(parts, dtype):
-    """Sum each slice's ``(dW, db)`` partial sums (accumulated in float32 at least), cast to ``dtype``."""
-    dW = sum((p[0] for p in parts[1:]), parts[0][0])
-    db = sum((p[1] for p in parts[1:]), parts[0][1])
-    return dW.astype(dtype, copy=False), db.astype(dtype, copy=False)
 
 
 ALGORITHMS = ("auto", "direct", "im2col")
