@@ -8,7 +8,7 @@ import numpy as np
 
 from xpnet import precision
 from xpnet.backends import pooling
-from xpnet.backends.shapes import out_size
+from xpnet.backends.shapes import out_size, transposed_length
 from xpnet.errors import BackendError
 
 Activated = collections.namedtuple("Activated", "inner mask")  # a convolution's cache with its fused ReLU's mask
@@ -180,6 +180,38 @@ class Backend:
         db = d.sum(axis=0, dtype=precision.compute_dtype(d.dtype)).astype(d.dtype, copy=False)
         dx = self.col2im(d @ W.reshape(FN, -1), x_shape, KH, KW, stride, pad) if input_grad else None
         return dx, *store(out, dW, db)
+
+    def conv2d_transpose_forward(self, x, W, b, stride, pad, output_pad, ws=None):
+        """Transposed convolution (the adjoint of :meth:`conv2d_forward` without its bias, plus ``b``) by one
+        GEMM and :meth:`col2im`. Returns ``(out (N, FN, OH, OW), cache for backward)``.
+
+        x (N, C, H, W); W (C, FN, KH, KW); b (FN,); OH = (H - 1) * SH - 2 * PH + KH + OPH for ``output_pad``
+        (OPH, OPW), each below the stride. ``ws`` as in :meth:`conv2d_forward`.
+        """
+        N, C, H, Wd = x.shape
+        _, FN, KH, KW = W.shape
+        out_shape = (N, FN, *(transposed_length(n, k, s, p, o) for n, k, s, p, o in
+                              zip((H, Wd), (KH, KW), stride, pad, output_pad)))
+        # channels first on both sides of the GEMM: the columns come out as col2im reads them fastest
+        xcolT = x.transpose(1, 0, 2, 3).reshape(C, N * H * Wd)
+        col = self.matmul(W.reshape(C, -1).T, xcolT).T  # (N*H*W, FN*KH*KW)
+        out = self.col2im(col, out_shape, KH, KW, stride, pad)
+        out += b.reshape(1, -1, 1, 1)
+        return out, (xcolT, x.shape)
+
+    def conv2d_transpose_backward(self, dout, cache, W, stride, pad, ws=None, input_grad=True):
+        """Gradients ``(dx (N, C, H, W), dW (C, FN, KH, KW), db (FN,))`` of :meth:`conv2d_transpose_forward`
+        given dL/dout (N, FN, OH, OW), by :meth:`im2col` and two GEMMs. ``input_grad=False``: dx comes
+        back None (not computed). ``dout`` is never written."""
+        xcolT, (N, C, H, Wd) = cache
+        KH, KW = W.shape[2:]
+        dcol = self.im2col(dout, KH, KW, stride, pad)  # (N*H*W, FN*KH*KW)
+        dW = self.matmul(xcolT, dcol).reshape(W.shape)
+        db = dout.sum(axis=(0, 2, 3), dtype=precision.compute_dtype(dout.dtype)).astype(dout.dtype)
+        if not input_grad:
+            return None, dW, db
+        dx = self.matmul(W.reshape(C, -1), dcol.T)  # (C, N*H*W)
+        return dx.reshape(C, N, H, Wd).transpose(1, 0, 2, 3), dW, db
 
     # -- affine layers -----------------------------------------------------------------------
     def affine_forward(self, x, W, b, relu=False, dropout=0.0, rng=None, ws=None, reuse=False):

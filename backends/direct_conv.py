@@ -2,7 +2,8 @@
 
 :class:`DirectPlan` is the other algorithm a :func:`numpy_conv_plan.plan_for` may pick for a layer shape:
 float32, stride 1, on a CPU with AVX-512F, when the package's build compiled the kernels. It has the
-:class:`~xpnet.backends.numpy_conv_plan.ConvPlan` interface (``forward``, ``backward``, a clock's stages):
+:class:`~xpnet.backends.numpy_conv_plan.ConvPlan` interface (``forward``, ``backward``, ``input_grad``,
+``weight_grad``, a clock's stages):
 
 - forward: the kernel on each batch slice, bias added in its epilogue;
 - dW: the kernel's filter gradient per slice, partial sums added in float32;
@@ -70,6 +71,17 @@ def why_not(g, dtype):
     return unavailable()
 
 
+def suits(g):
+    """Whether the kernels pay for this shape, where they can run (``algorithm="auto"`` asks).
+
+    dx, the full convolution of dout, runs every tap at each of the H x W input pixels, but only about
+    OH*OW/(H*W) of those multiply-adds meet dout's OH x OW plane; the rest are on its zero padding. Below a
+    quarter im2col is faster (a 7x7 layer from 1x1 to 7x7, DCGAN's first transposed convolution: 20x), at a
+    quarter they are even (3x3 from 2x2 to 4x4), and DeepConvNet's layers are at 1 or more.
+    """
+    return 4 * g.OH * g.OW >= g.H * g.W
+
+
 def _ptr(a):
     return a.ctypes.data
 
@@ -112,7 +124,7 @@ class DirectPlan:
         self._run = runner(split, blas=False)  # the kernels call no BLAS
         self._lib = _load()
         lib = self._lib
-        self._weight_grad = lib.xpnet_dc_weight_grad_pixels if by_pixels(g) else lib.xpnet_dc_weight_grad_taps
+        self._dW_kernel = lib.xpnet_dc_weight_grad_pixels if by_pixels(g) else lib.xpnet_dc_weight_grad_taps
 
     def __repr__(self):
         return f"DirectPlan(dW by {'pixels' if by_pixels(self.g) else 'taps'}, {self.g})"
@@ -146,18 +158,34 @@ class DirectPlan:
 
     def backward(self, dout, cache, W, input_grad=True):
         """``(dx, dW, db)`` for :meth:`forward`'s ``cache``; dx None (not computed) unless ``input_grad``."""
-        g, x, y = self.g, cache.x, cache.y
         dout = np.ascontiguousarray(dout, np.float32)
+        dW, db = self._weight_grad_of(cache.x, dout, cache.y)
+        return self._input_grad_of(dout, W, cache.y) if input_grad else None, dW, db
+
+    def input_grad(self, dout, W):
+        """dx (N, C, H, W) for ``dout`` (N, FN, OH, OW) and filters ``W`` (FN, C, KH, KW): the adjoint of
+        :meth:`forward` without bias or ReLU; needs no forward pass."""
+        return self._input_grad_of(np.ascontiguousarray(dout, np.float32), W, None)
+
+    def weight_grad(self, x, dout):
+        """``(dW (FN, C, KH, KW), db (FN,))`` of :meth:`forward` (no ReLU) at input ``x`` (N, C, H, W) for
+        ``dout`` (N, FN, OH, OW), from the arrays alone (no forward cache)."""
+        return self._weight_grad_of(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(dout, np.float32), None)
+
+    def _weight_grad_of(self, x, dout, y):
+        """(dW, db) by the filter-gradient kernel per batch slice; dout times ``y > 0`` where ``y`` is given."""
+        g = self.g
 
         def part(k, n0, n1):
             dW, db = np.zeros((g.FN, g.C, g.KH, g.KW), np.float32), np.zeros(g.FN, np.float32)
-            _check(self._stage("direct dW", k, self._weight_grad, _ptr(x), _ptr(dout), _opt(y), _ptr(dW),
+            _check(self._stage("direct dW", k, self._dW_kernel, _ptr(x), _ptr(dout), _opt(y), _ptr(dW),
                                _ptr(db), n0, n1, g.C, g.H, g.W, g.FN, g.KH, g.KW, *g.pad))
             return dW, db
 
-        dW, db = sum_slices(self._run(part, g.N), np.float32)
-        if not input_grad:
-            return None, dW, db
+        return sum_slices(self._run(part, g.N), np.float32)
+
+    def _input_grad_of(self, dout, W, y):
+        """dx: the full convolution of dout (times ``y > 0`` where ``y`` is given) with the flipped filters."""
+        g = self.g
         flipped = np.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), np.float32)  # (C, FN, KH, KW)
-        dx = self._conv("direct dx", dout, flipped, None, (g.KH - 1 - g.pad[0], g.KW - 1 - g.pad[1]), g.C, xmask=y)
-        return dx, dW, db
+        return self._conv("direct dx", dout, flipped, None, (g.KH - 1 - g.pad[0], g.KW - 1 - g.pad[1]), g.C, xmask=y)

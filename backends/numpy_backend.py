@@ -5,10 +5,11 @@ import platform
 
 import numpy as np
 
+from xpnet import precision
 from xpnet.backends import direct_conv, numpy_im2col, numpy_split
 from xpnet.backends.base import Backend, store
 from xpnet.backends.cpu_threads import BatchSplitter
-from xpnet.backends.numpy_conv_plan import ALGORITHMS, plan_for
+from xpnet.backends.numpy_conv_plan import ALGORITHMS, plan_for, plan_of, transposed_geometry
 from xpnet.backends.stage_clock import StageClock
 
 
@@ -114,6 +115,27 @@ class NumpyBackend(Backend):
         dout, cache = self._deactivated(dout, cache)
         dx, dW, db = cache.plan.backward(dout, cache, W, input_grad)
         return dx, *store(out, dW, db)
+
+    def conv2d_transpose_forward(self, x, W, b, stride, pad, output_pad, ws=None):
+        """By the plan (kept in ``ws``) of the convolution that maps the output's shape back to x's (see
+        numpy_conv_plan.transposed_geometry): its input gradient, then the bias."""
+        plan = plan_of(ws, transposed_geometry(x.shape, W.shape, stride, pad, output_pad), x.dtype, self.splitter,
+                       self._clock, self.conv)
+        out = plan.input_grad(x, W)
+        out += b.reshape(1, -1, 1, 1)
+        return out, (plan, x)
+
+    def conv2d_transpose_backward(self, dout, cache, W, stride, pad, ws=None, input_grad=True):
+        """Gradients of :meth:`conv2d_transpose_forward` by the plan that ran it: dx is its forward of dout
+        (no bias), dW its dW with dout as the input and x as the output's gradient."""
+        plan, x = cache
+        if input_grad:  # forward then backward: im2col plans make dout's columns once for both
+            dx, conv_cache = plan.forward(dout, W, None, keep=True)
+            dW = plan.backward(x, conv_cache, W, input_grad=False)[1]
+        else:
+            dx, dW = None, plan.weight_grad(dout, x)[0]
+        db = dout.sum(axis=(0, 2, 3), dtype=precision.compute_dtype(dout.dtype)).astype(dout.dtype, copy=False)
+        return dx, dW, db
 
     def conv_stages(self):
         """Record the stages of the convolutions run inside: ``with be.conv_stages() as ms: ...``.

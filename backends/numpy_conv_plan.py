@@ -13,6 +13,12 @@ Two memory regimes, one method each:
   (the runs stay in cache, a batch-sized buffer does not); the cache then holds no columns and a
   backward pass, should one come, rebuilds them.
 
+Every plan kind (this one, :class:`~xpnet.backends.direct_conv.DirectPlan`) has the same interface:
+``forward(x, W, b, keep) -> (out, cache)``, ``backward(dout, cache, W, input_grad) -> (dx, dW, db)``, and
+the two halves of backward from given arrays, no forward cache: ``input_grad(dout, W) -> dx`` and
+``weight_grad(x, dout) -> (dW, db)`` (a transposed convolution runs on a plan through these: its forward
+is the plan's input_grad, see ``NumpyBackend.conv2d_transpose_forward``).
+
 Backward, dx is either dcol = W^T @ dout scattered back by KH*KW strided adds in L3-sized runs of
 images, or, for stride-1 layers with FN <= C, the full convolution of dout with the flipped filters, run
 by a child plan (see :func:`dx_by_full_conv`).
@@ -29,7 +35,7 @@ import numpy as np
 from xpnet.backends import direct_conv
 from xpnet.backends import numpy_conv as nc
 from xpnet.backends.cpu_threads import runner, sum_slices
-from xpnet.backends.shapes import out_size
+from xpnet.backends.shapes import out_size, transposed_length
 from xpnet.backends.stage_clock import StageClock
 
 MAX_PLANS = 4  # per workspace: a layer sees a few shapes (training batch, last batch, evaluation batch)
@@ -66,6 +72,24 @@ class Geometry:
     @property
     def P(self):
         return self.OH * self.OW
+
+
+def transposed_geometry(x_shape, W_shape, stride, pad, output_pad):
+    """The Geometry of the convolution whose adjoint is this transposed convolution.
+
+    The transposed convolution maps x (N, C, H, W) to (N, FN, OH, OW) with filters (C, FN, KH, KW); the
+    convolution with the same filters (its FN, C = the transposed C, FN), stride and pad maps (OH, OW) back
+    to (H, W), the output padding falling to its floor: its dx is the transposed forward, its forward the
+    transposed dx, and its dW with input and dout swapped the transposed dW.
+    """
+    N, C, H, Wd = x_shape
+    _, FN, KH, KW = W_shape
+    OH, OW = (transposed_length(n, k, s, p, o) for n, k, s, p, o in zip((H, Wd), (KH, KW), stride, pad, output_pad))
+    g = Geometry(N, FN, OH, OW, C, KH, KW, tuple(stride), tuple(pad))
+    if (g.OH, g.OW) != (H, Wd):
+        raise ValueError(f"transposed convolution: output_pad must be smaller than the stride on each axis, "
+                         f"got output_pad={tuple(output_pad)} for stride={tuple(stride)}")
+    return g
 
 
 def dx_by_full_conv(g):
@@ -141,13 +165,39 @@ class ConvPlan:
 
     def backward(self, dout, cache, W, input_grad=True):
         """``(dx, dW, db)`` for :meth:`forward`'s ``cache``; dx None (not computed) unless ``input_grad``."""
-        col = cache.col
-        if col is None:  # the forward pass ran with keep=False: make the columns now
-            col = self._batch_columns()
-            self._run(lambda k, n0, n1: self._stage("im2col", k, self.layout.im2col, cache.x, col, n0, n1, 0),
-                      self.g.N)
-        d, acc, Wc = self.layout.dout_matrix(dout), nc.acc_dtype(dout), W.reshape(self.g.FN, -1)
-        by_col2im = input_grad and not self.full_conv_dx
+        col = cache.col if cache.col is not None else self._columns(cache.x)  # keep=False: make them now
+        if input_grad and not self.full_conv_dx:  # dx and dW in one pass over each slice of dout
+            return self._grads(dout, col, W, by_col2im=True)
+        _, dW, db = self._grads(dout, col, W, by_col2im=False)
+        return self.input_grad(dout, W) if input_grad else None, dW, db
+
+    def input_grad(self, dout, W):
+        """dx (N, C, H, W) for ``dout`` (N, FN, OH, OW) and filters ``W`` (FN, C, KH, KW): the adjoint of
+        :meth:`forward` without its bias, by the plan's dx method; needs no forward pass."""
+        if self.full_conv_dx:
+            return self._dx_by_full_conv(dout, W)
+        d, Wc, dx = self.layout.dout_matrix(dout), W.reshape(self.g.FN, -1), self.layout.dx_buffer(dout.dtype)
+        self._run(lambda k, n0, n1: self._dx_by_col2im(Wc, d, dx, k, n0, n1), self.g.N)
+        return dx
+
+    def weight_grad(self, x, dout):
+        """``(dW (FN, C, KH, KW), db (FN,))`` of :meth:`forward` at input ``x`` (N, C, H, W) for ``dout``
+        (N, FN, OH, OW), from the arrays alone (no forward cache): the columns of ``x`` are made here."""
+        _, dW, db = self._grads(dout, self._columns(x), None, by_col2im=False)
+        return dW, db
+
+    def _columns(self, x):
+        """The batch's column buffer, filled with the columns of ``x``."""
+        col = self._batch_columns()
+        self._run(lambda k, n0, n1: self._stage("im2col", k, self.layout.im2col, x, col, n0, n1, 0), self.g.N)
+        return col
+
+    def _grads(self, dout, col, W, by_col2im):
+        """``(dx or None, dW, db)`` from the columns ``col`` of the input; dx by dcol + col2im, in the
+        same pass over each batch slice, if ``by_col2im``."""
+        g = self.g
+        d, acc = self.layout.dout_matrix(dout), nc.acc_dtype(dout)
+        Wc = W.reshape(g.FN, -1) if by_col2im else None
         dx = self.layout.dx_buffer(dout.dtype) if by_col2im else None
 
         def part(k, n0, n1):
@@ -155,10 +205,8 @@ class ConvPlan:
                 self._dx_by_col2im(Wc, d, dx, k, n0, n1)
             return self._stage("gemm dW", k, self.layout.weight_grads, d, col, n0, n1, acc)
 
-        dW, db = sum_slices(self._run(part, self.g.N), dout.dtype)
-        if input_grad and self.full_conv_dx:
-            dx = self._dx_by_full_conv(dout, W)
-        return dx, dW.reshape(W.shape), db
+        dW, db = sum_slices(self._run(part, g.N), dout.dtype)
+        return dx, dW.reshape(g.FN, g.C, g.KH, g.KW), db
 
     def _dx_by_col2im(self, Wc, d, dx, k, n0, n1):
         """dx for images n0..n1 by dcol = W^T @ dout and KH*KW strided adds, in L3-sized runs of images."""
@@ -184,13 +232,14 @@ def new_plan(g, dtype, split=None, clock=None, algorithm="auto"):
     """The algorithm for this shape, chosen once.
 
     ``algorithm``: "direct" (the compiled direct convolution, see direct_conv; ValueError where it can't run),
-    "im2col" (:class:`ConvPlan`), or "auto": direct where it can run, im2col elsewhere.
+    "im2col" (:class:`ConvPlan`), or "auto": direct where it can run and suits the shape
+    (:func:`direct_conv.suits`), im2col elsewhere.
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"convolution algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
     if algorithm != "im2col":
         why = direct_conv.why_not(g, dtype)
-        if why is None:
+        if why is None and (algorithm == "direct" or direct_conv.suits(g)):
             return direct_conv.DirectPlan(g, split, clock)
         if algorithm == "direct":
             raise ValueError(f"convolution algorithm 'direct' can't run {g}: {why}")
@@ -203,13 +252,18 @@ def plan_for(ws, x, W, stride, pad, split=None, clock=None, algorithm="auto"):
     ``ws`` None: a fresh plan, buffers and all, that nobody keeps. ``algorithm``: see :func:`new_plan`.
     """
     g = Geometry(*x.shape, W.shape[0], *W.shape[2:], tuple(stride), tuple(pad))
+    return plan_of(ws, g, x.dtype, split, clock, algorithm)
+
+
+def plan_of(ws, g, dtype, split=None, clock=None, algorithm="auto"):
+    """:func:`plan_for` by the Geometry ``g`` and the arrays' ``dtype``."""
     if ws is None:
-        return new_plan(g, x.dtype, split, clock, algorithm)
+        return new_plan(g, dtype, split, clock, algorithm)
     plans = ws.setdefault("plans", {})
-    key = (g, x.dtype.str)
+    key = (g, np.dtype(dtype).str)
     plan = plans.pop(key, None)  # re-inserted last: the dict's order is the order of last use
     if plan is None:
-        plan = new_plan(g, x.dtype, split, clock, algorithm)
+        plan = new_plan(g, dtype, split, clock, algorithm)
         while len(plans) >= MAX_PLANS:
             del plans[next(iter(plans))]
     plans[key] = plan

@@ -2,16 +2,12 @@
 
 import numpy as np
 
-from xpnet import backends, init, precision
+from xpnet import backends, init
+from xpnet.backends.shapes import transposed_length as transposed_output_size
 from xpnet.errors import ShapeError
 from xpnet.layers.base import Layer
 from xpnet.layers.conv import window
 from xpnet.utils import pair
-
-
-def transposed_output_size(size, kernel, stride, pad, output_pad):
-    """Output length along one axis: ``(size - 1) * stride - 2 * pad + kernel + output_pad``."""
-    return (size - 1) * stride - 2 * pad + kernel + output_pad
 
 
 class Conv2DTranspose(Layer):
@@ -20,8 +16,9 @@ class Conv2DTranspose(Layer):
     Each input pixel scatters a KH x KW filter into the output, ``stride`` pixels apart; ``pad`` crops
     that many pixels from each side of the result and ``output_pad`` adds rows/columns at the bottom
     and right (they receive only the bias), so that a Conv2D with the same kernel, stride and pad maps
-    the output shape back to the input shape. Forward is one GEMM then the backend's ``col2im``;
-    backward is ``im2col`` then two GEMMs: Conv2D's passes the other way round.
+    the output shape back to the input shape. It runs as that Conv2D's passes the other way round
+    (the backend's ``conv2d_transpose_forward``): forward is the convolution's input gradient; backward
+    is the convolution's forward (dx) and its filter gradient (dW).
 
     Args:
         in_channels: C. out_channels: FN. kernel_size: int or (KH, KW).
@@ -55,6 +52,7 @@ class Conv2DTranspose(Layer):
             W = init.initialize(weight_init, shape, fan_in, rng)
         self.params["W"] = be.asarray(W, dtype=dtype)
         self.params["b"] = be.xp.zeros(self.FN, dtype=dtype)
+        self._ws = {}  # the backend's plans and buffers, reused across steps
 
     def extra_repr(self):
         return (f"{self.C}, {self.FN}, kernel_size=({self.KH}, {self.KW}), stride={self.stride}, pad={self.pad}, "
@@ -73,22 +71,19 @@ class Conv2DTranspose(Layer):
         out_shape = self.output_shape(x.shape)
         if out_shape[2] < 1 or out_shape[3] < 1:
             raise ShapeError(f"{self._label()}: input {tuple(x.shape)} gives an empty output with pad {self.pad}")
-        be = backends.of(x)
-        N, C, H, W = x.shape
-        self.x_shape, self.out_shape = x.shape, out_shape
-        # channels first on both sides of the GEMM: the columns come out as col2im reads them fastest
-        self.xcolT = x.transpose(1, 0, 2, 3).reshape(C, N * H * W)
-        col = be.matmul(self.params["W"].reshape(C, -1).T, self.xcolT).T  # (N*H*W, FN*KH*KW)
-        out = be.col2im(col, out_shape, self.KH, self.KW, self.stride, self.pad)
-        out += self.params["b"].reshape(1, -1, 1, 1)
+        self.out_shape = out_shape
+        out, self.cache = backends.of(x).conv2d_transpose_forward(x, self.params["W"], self.params["b"], self.stride,
+                                                                  self.pad, self.output_pad, self._ws)
         return out
 
     def backward(self, dout):
+        return self._backward(dout, True)
+
+    def backward_params(self, dout):
+        self._backward(dout, False)
+
+    def _backward(self, dout, input_grad):
         self.check_grad(dout, self.out_shape)
-        be = backends.of(dout)
-        N, C, H, W = self.x_shape
-        dcol = be.im2col(dout, self.KH, self.KW, self.stride, self.pad)  # (N*H*W, FN*KH*KW)
-        self.grads["W"] = be.matmul(self.xcolT, dcol).reshape(self.params["W"].shape)
-        self.grads["b"] = dout.sum(axis=(0, 2, 3), dtype=precision.compute_dtype(dout.dtype)).astype(dout.dtype)
-        dx = be.matmul(self.params["W"].reshape(C, -1), dcol.T)  # (C, N*H*W)
-        return dx.reshape(C, N, H, W).transpose(1, 0, 2, 3)
+        dx, self.grads["W"], self.grads["b"] = backends.of(dout).conv2d_transpose_backward(
+            dout, self.cache, self.params["W"], self.stride, self.pad, self._ws, input_grad=input_grad)
+        return dx
