@@ -73,10 +73,16 @@ def scatter(img, tap, g):
 
 
 class GemmLayout:
-    """col (C, KH, KW, m, OH, OW): one GEMM per batch slice, output in (FN, N, OH, OW) memory order."""
+    """col (C, KH, KW, m, OH, OW): one GEMM per batch slice, output in (FN, N, OH, OW) memory order.
+
+    Where one window covers the whole unpadded image (``whole``: a 7x7 layer on 7x7 maps, the first
+    transposed convolution of DCGAN's generator), the columns are the images themselves: im2col and col2im
+    are then one copy each instead of KH*KW strided ones.
+    """
 
     def __init__(self, g):
         self.g = g
+        self.whole = g.pad == (0, 0) and (g.KH, g.KW) == (g.H, g.W)
 
     def col_shape(self, m):
         g = self.g
@@ -91,7 +97,14 @@ class GemmLayout:
 
     def im2col(self, x, col, n0, n1, off):
         """Columns of images n0..n1 of ``x`` into ``col``, whose image axis starts at image ``off``."""
-        gather(x.transpose(1, 0, 2, 3)[:, n0:n1], lambda kh, kw: col[:, kh, kw, n0 - off : n1 - off], self.g)
+        if self.whole:
+            self.as_images(col[:, :, :, n0 - off : n1 - off])[...] = self.dx_part(x, n0, n1)
+        else:
+            gather(self.dx_part(x, n0, n1), lambda kh, kw: col[:, kh, kw, n0 - off : n1 - off], self.g)
+
+    def as_images(self, col):
+        """Whole-image columns ``col`` (m images) viewed as the images, in :meth:`dx_part`'s order."""
+        return col[..., 0, 0].transpose(0, 3, 1, 2)
 
     def product(self, Wc, col, out, n0, n1, off, b):
         """``out`` for images n0..n1 = Wc @ their columns (``col``'s image axis starts at ``off``) + b."""
@@ -114,6 +127,16 @@ class GemmLayout:
         """dcol (C, KH, KW, n1-n0, OH, OW) = Wc^T @ images n0..n1 of ``d``, into ``buf``."""
         P = self.g.P
         np.matmul(Wc.T, d[:, n0 * P : n1 * P], out=buf.reshape(self.g.K, -1))
+
+    def col2im(self, buf, dx, n0, n1):
+        """dx of images n0..n1 from their dcol ``buf``: each pixel the sum of the taps' gradients landing there."""
+        img = self.dx_part(dx, n0, n1)
+        if self.whole:
+            img[...] = self.as_images(buf)
+            return img
+        return scatter(img, self.taps(buf), self.g)
+
+    def taps(self, buf):
         return lambda kh, kw: buf[:, kh, kw]
 
     def dx_buffer(self, dtype):
@@ -122,6 +145,7 @@ class GemmLayout:
         return np.empty((g.C, g.N, g.H, g.W), dtype).transpose(1, 0, 2, 3)
 
     def dx_part(self, dx, n0, n1):
+        """Images n0..n1 of the NCHW array ``dx`` in this layout's order of axes."""
         return dx.transpose(1, 0, 2, 3)[:, n0:n1]
 
 
@@ -140,7 +164,13 @@ class BatchedLayout(GemmLayout):
         return out.reshape(g.N, g.FN, g.OH, g.OW)
 
     def im2col(self, x, col, n0, n1, off):
-        gather(x[n0:n1], lambda kh, kw: col[n0 - off : n1 - off, :, kh, kw], self.g)
+        if self.whole:
+            self.as_images(col[n0 - off : n1 - off])[...] = x[n0:n1]
+        else:
+            gather(x[n0:n1], lambda kh, kw: col[n0 - off : n1 - off, :, kh, kw], self.g)
+
+    def as_images(self, col):
+        return col[..., 0, 0]
 
     def product(self, Wc, col, out, n0, n1, off, b):
         g = self.g
@@ -159,6 +189,8 @@ class BatchedLayout(GemmLayout):
 
     def dcol(self, Wc, d, n0, n1, buf):
         np.matmul(Wc.T, d[n0:n1], out=buf.reshape(n1 - n0, self.g.K, self.g.P))
+
+    def taps(self, buf):
         return lambda kh, kw: buf[:, :, kh, kw]
 
     def dx_buffer(self, dtype):

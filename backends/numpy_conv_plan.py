@@ -212,8 +212,8 @@ class ConvPlan:
         """dx for images n0..n1 by dcol = W^T @ dout and KH*KW strided adds, in L3-sized runs of images."""
         for a, z in nc.chunks(n0, n1, self.g.K * self.g.P * self.dtype.itemsize):
             buf = self._scratch_buffer("dcol", k, z - a, self.layout.col_shape(z - a), np.empty)
-            taps = self._stage("gemm dx", k, self.layout.dcol, Wc, d, a, z, buf)
-            self._stage("col2im", k, nc.scatter, self.layout.dx_part(dx, a, z), taps, self.g)
+            self._stage("gemm dx", k, self.layout.dcol, Wc, d, a, z, buf)
+            self._stage("col2im", k, self.layout.col2im, buf, dx, a, z)
 
     def _dx_by_full_conv(self, dout, W):
         g = self.g

@@ -43,7 +43,8 @@ def reference(x, W, b, stride, pad, output_pad, dout):
 
 
 CASES = {  # C, FN, kernel, stride, pad, output_pad, input (N, H, W)
-    "dcgan_deconv1": (100, 64, 7, 1, 0, 0, (3, 1, 1)),
+    "dcgan_deconv1": (100, 64, 7, 1, 0, 0, (3, 1, 1)),  # one window over the whole 7x7 image (GemmLayout)
+    "3x2_from_1x1_thin": (3, 2, (3, 2), 1, 0, 0, (3, 1, 1)),  # the same with thin columns (BatchedLayout)
     "dcgan_deconv2": (64, 32, 4, 2, 1, 0, (2, 7, 7)),
     "dcgan_deconv3": (32, 1, 4, 2, 1, 0, (2, 14, 14)),
     "3x3_s1_p1_direct": (6, 5, 3, 1, 1, 0, (3, 6, 7)),  # a shape the direct kernels run
@@ -168,7 +169,8 @@ PLAN_SHAPES = [  # N, C, H, W, FN, KH, KW, stride, pad
     (3, 16, 7, 6, 4, 3, 3, (1, 1), (1, 1)),  # im2col: dx by the full convolution (FN <= C)
     (2, 2, 9, 8, 3, 3, 3, (1, 1), (0, 2)),  # thin columns (BatchedLayout)
     (2, 8, 14, 14, 6, 4, 4, (2, 2), (1, 1)),  # strided
-    (2, 3, 7, 7, 5, 7, 7, (1, 1), (0, 0)),  # one output pixel
+    (2, 3, 7, 7, 5, 7, 7, (1, 1), (0, 0)),  # one window over the whole image
+    (3, 2, 3, 2, 4, 3, 2, (1, 1), (0, 0)),  # the same, thin columns
 ]
 
 
