@@ -122,7 +122,7 @@ class GAN:
         self.opt_D.step(D.params, {k: g + D.grads[k] for k, g in grads.items()})
         # generator: make the (updated) discriminator call its images real; its own cache is still fake's
         loss_G = self.bce.forward(D.net.forward(fake, train=True), ones)
-        G.net.backward(D.net.backward(self.bce.backward()))
+        G.net.backward_params(D.net.backward(self.bce.backward()))  # the noise's gradient: unused
         self.opt_G.step(G.params, G.grads)
         if self.average is not None:
             self.average.update(self.sampler, G)
