@@ -182,7 +182,8 @@ class ConvPlan:
 
     def weight_grad(self, x, dout):
         """``(dW (FN, C, KH, KW), db (FN,))`` of :meth:`forward` at input ``x`` (N, C, H, W) for ``dout``
-        (N, FN, OH, OW), from the arrays alone (no forward cache): the columns of ``x`` are made here."""
+        (N, FN, OH, OW), from the arrays alone (no forward cache): the columns of ``x`` are made here, in the
+        batch's column buffer (where a ``keep=True`` forward pass left its own for its backward)."""
         _, dW, db = self._grads(dout, self._columns(x), None, by_col2im=False)
         return dW, db
 
