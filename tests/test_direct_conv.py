@@ -63,6 +63,8 @@ SHAPES = [  # N, C, H, W, FN, KH, KW, pad
     (2, 5, 12, 10, 6, 5, 5, (2, 4)),  # 5x5 filters, unequal padding
     (2, 6, 5, 7, 3, 1, 1, (0, 0)),  # 1x1
     (1, 2, 3, 3, 17, 3, 3, (2, 2)),  # a map smaller than the filter's reach, 17 filters
+    (1, 3, 4, 37, 5, 3, 3, (1, 2)),  # rows of 3 vector pieces (OW 39)
+    (1, 2, 3, 70, 3, 3, 3, (1, 1)),  # rows wider than 64: the shifted rows' plain loop
 ]
 
 
