@@ -63,6 +63,8 @@ SHAPES = [  # N, C, H, W, FN, KH, KW, pad
     (2, 5, 12, 10, 6, 5, 5, (2, 4)),  # 5x5 filters, unequal padding
     (2, 6, 5, 7, 3, 1, 1, (0, 0)),  # 1x1
     (1, 2, 3, 3, 17, 3, 3, (2, 2)),  # a map smaller than the filter's reach, 17 filters
+    (2, 9, 8, 8, 13, 2, 2, (0, 0)),  # 2x2 (strided_conv's 4x4/2); 49 pixels: one block, 6+6+1 filters
+    (2, 5, 9, 8, 11, 2, 2, (1, 0)),  # 2x2, 70 pixels
 ]
 
 
