@@ -24,6 +24,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from xpnet.backends import cpu_kernels
 from xpnet.backends.cpu_threads import runner
 from xpnet.backends.direct_conv import DirectCache, DirectPlan
 from xpnet.backends.stage_clock import StageClock
@@ -40,14 +41,6 @@ def _ceil_div(a, b):
     return -(-a // b)
 
 
-def _phase_range(p, pad, size, stride, n):
-    """``(i0, i1, r0)``: the inner pixels ``i0 <= i < i1`` of phase ``p`` that come from input row/column
-    ``r0 + stride*(i - i0)`` (the others are padding), for an input of ``size`` and ``n`` inner pixels."""
-    i0 = max(0, _ceil_div(pad - p, stride))
-    i1 = min(n, (size - 1 + pad - p) // stride + 1)
-    return i0, max(i0, i1), stride * i0 + p - pad
-
-
 class StridedPlan:
     """A stride > 1 convolution as a stride-1 :class:`DirectPlan` on its space-to-depth; see the module docstring.
 
@@ -62,7 +55,7 @@ class StridedPlan:
     def __init__(self, g, split=None, clock=None, prefix=""):
         self.g, self.split = g, split
         self.clock, self.prefix = clock if clock is not None else StageClock(), prefix
-        (SH, SW), (PH, PW) = g.stride, g.pad
+        SH, SW = g.stride
         self.KI = (_ceil_div(g.KH, SH), _ceil_div(g.KW, SW))
         self.HI, self.WI = g.OH + self.KI[0] - 1, g.OW + self.KI[1] - 1
         self.CI = g.C * SH * SW
@@ -72,10 +65,7 @@ class StridedPlan:
         # input_grad without a forward cache: the full convolution of dout, as DirectPlan's own dx
         full = replace(g, C=g.FN, H=g.OH, W=g.OW, FN=self.CI, KH=KA, KW=KB, stride=(1, 1), pad=(KA - 1, KB - 1))
         self._dx_plan = DirectPlan(full, split, self.clock, prefix + "s2d dx: ")
-        self._rows = [_phase_range(p, PH, g.H, SH, self.HI) for p in range(SH)]
-        self._cols = [_phase_range(p, PW, g.W, SW, self.WI) for p in range(SW)]
-        # input pixels no output reads (past the last window): their dx is 0, not written by the inverse copy
-        self._dx_covers_all = SH * self.HI >= g.H + PH and SW * self.WI >= g.W + PW
+        self._dims = cpu_kernels.space_to_depth_dims(g.C, g.H, g.W, g.stride, g.pad, self.HI, self.WI)
         self._run = runner(split, blas=False)
         self._buffers = {}
 
@@ -91,40 +81,19 @@ class StridedPlan:
             buf = self._buffers[what] = np.zeros((self.g.N, self.CI, self.HI, self.WI), np.float32)
         return buf
 
-    def _phases(self):
-        for py, (i0, i1, r0) in enumerate(self._rows):
-            for px, (j0, j1, c0) in enumerate(self._cols):
-                if i1 > i0 and j1 > j0:
-                    yield py, px, (slice(i0, i1), slice(j0, j1)), (slice(r0, None, self.g.stride[0]),
-                                                                   slice(c0, None, self.g.stride[1]))
-
-    def _split_copy(self, x, xs, n0, n1):
-        """xs[n0:n1] = the space-to-depth of images n0..n1 of x, padding left as it is (zero)."""
-        g = self.g
-        xs6 = xs[n0:n1].reshape(n1 - n0, g.C, *g.stride, self.HI, self.WI)
-        for py, px, (si, sj), (sr, sc) in self._phases():
-            xs6[:, :, py, px, si, sj] = x[n0:n1, :, sr, sc][:, :, :si.stop - si.start, :sj.stop - sj.start]
-
-    def _merge_copy(self, dxs, dx, n0, n1):
-        """dx[n0:n1] = the inverse space-to-depth of dxs[n0:n1], its padding dropped."""
-        g = self.g
-        dxs6 = dxs[n0:n1].reshape(n1 - n0, g.C, *g.stride, self.HI, self.WI)
-        if not self._dx_covers_all:
-            dx[n0:n1] = 0
-        for py, px, (si, sj), (sr, sc) in self._phases():
-            dx[n0:n1, :, sr, sc][:, :, :si.stop - si.start, :sj.stop - sj.start] = dxs6[:, :, py, px, si, sj]
-
     def space_to_depth(self, x, what="kept"):
         """The plan's buffer ``what`` (N, C*SH*SW, HI, WI) holding the space-to-depth of x (N, C, H, W)."""
-        xs = self._buffer(what)
-        self._run(lambda k, n0, n1: self._stage("space-to-depth", k, self._split_copy, x, xs, n0, n1), self.g.N)
+        x, xs = np.ascontiguousarray(x, np.float32), self._buffer(what)
+        self._run(lambda k, n0, n1: self._stage("space-to-depth", k, cpu_kernels.space_to_depth, x, xs, self._dims,
+                                                n0, n1), self.g.N)
         return xs
 
     def depth_to_space(self, dxs):
         """dx (N, C, H, W) from the inner convolution's dx (N, C*SH*SW, HI, WI)."""
         g = self.g
         dx = np.empty((g.N, g.C, g.H, g.W), np.float32)
-        self._run(lambda k, n0, n1: self._stage("depth-to-space", k, self._merge_copy, dxs, dx, n0, n1), g.N)
+        self._run(lambda k, n0, n1: self._stage("depth-to-space", k, cpu_kernels.depth_to_space, dxs, dx, self._dims,
+                                                n0, n1), g.N)
         return dx
 
     def inner_filters(self, W):
