@@ -130,7 +130,7 @@ def test_auto_picks_direct_where_it_suits_and_im2col_elsewhere():
     assert pick(np.float32, (1, 1), (1, 1)) == "DirectPlan"
     assert pick(np.float64, (1, 1), (1, 1)) == "ConvPlan"  # float64 stays on the im2col path
     assert pick(np.float16, (1, 1), (1, 1)) == "ConvPlan"
-    assert pick(np.float32, (2, 2), (1, 1)) == "ConvPlan"  # strided
+    assert pick(np.float32, (2, 2), (1, 1)) == "ConvPlan"  # strided, 3x3: zero taps (test_strided_conv)
     assert pick(np.float32, (1, 1), (3, 3)) == "ConvPlan"  # padding the full convolution can't take
     assert pick(np.float32, (1, 1), (1, 1), "im2col") == "ConvPlan"
 
@@ -190,11 +190,15 @@ def test_without_the_input_gradient_dx_is_not_computed_and_the_rest_is_the_same(
 @pytest.mark.parametrize("N, C, H, W, FN, KH, KW, pad", [SHAPES[1], SHAPES[4], SHAPES[5]])
 def test_a_fused_relu_gives_the_bits_of_the_convolution_then_the_relu(split, weight_grad, N, C, H, W, FN, KH, KW,
                                                                       pad):
-    from xpnet.backends import numpy_split
-
     x, Wt, b = _case(N, C, H, W, FN, KH, KW, seed=4)
     x[0, 0, 1, 1] = np.nan  # NaN must come through the ReLU as NumPy's maximum lets it (a NaN loss stops training)
     plan = new_plan(Geometry(N, C, H, W, FN, KH, KW, (1, 1), pad), np.float32, split, algorithm="direct")
+    assert_fused_relu_is_the_convolution_then_the_relu(plan, x, Wt, b)
+
+
+def assert_fused_relu_is_the_convolution_then_the_relu(plan, x, Wt, b):
+    """``plan``'s fused ReLU against its convolution then the ReLU layer's ops, forward and backward, bit for bit;
+    ``x`` holds a NaN, which must come through."""
     fused, fcache = plan.forward(x, Wt, b, relu=True)
     assert np.isnan(fused).any()
     conv, ccache = plan.forward(x, Wt, b)

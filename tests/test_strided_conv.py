@@ -9,13 +9,21 @@ and AlexNet's 11x11 stride 4. Skipped as test_direct_conv is, where the kernels 
 
 import numpy as np
 import pytest
-from test_direct_conv import needs_kernels, reference, reference_grads
+import test_direct_conv
+from test_direct_conv import (
+    _case,
+    assert_fused_relu_is_the_convolution_then_the_relu,
+    needs_kernels,
+    reference,
+    reference_grads,
+)
 from tolerance import assert_close
 
 from xpnet import backends
-from xpnet.backends import direct_conv, numpy_split, strided_conv
-from xpnet.backends.cpu_threads import BatchSplitter
+from xpnet.backends import direct_conv, strided_conv
 from xpnet.backends.numpy_conv_plan import Geometry, new_plan
+
+split = test_direct_conv.split  # the fixture: one thread, and three batch slices
 
 SHAPES = [  # N, C, H, W, FN, KH, KW, stride, pad
     (3, 1, 28, 28, 8, 4, 4, (2, 2), (1, 1)),  # DCGAN's D.conv1: 15x15 of 4 channels, 2x2 filters
@@ -42,12 +50,6 @@ def strided_reference_grads(x, W, stride, pad, dout):
     return reference_grads(x, W, pad, full)
 
 
-def _case(N, C, H, W, FN, KH, KW, seed=0):
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((N, C, H, W)).astype(np.float32),
-            rng.standard_normal((FN, C, KH, KW)).astype(np.float32), rng.standard_normal(FN).astype(np.float32))
-
-
 def _plan(shape, split=None):
     N, C, H, W, FN, KH, KW, stride, pad = shape
     plan = new_plan(Geometry(N, C, H, W, FN, KH, KW, stride, pad), np.float32, split, algorithm="direct")
@@ -62,17 +64,6 @@ def _check_grads(got, x, Wt, stride, pad, dout):
                                    (FN * KH * KW, N * OH * OW, N * OH * OW)):
         assert g.dtype == np.float32 and g.shape == ref.shape, name
         assert_close(g, ref, terms=terms, scale=3.0, dtype=np.float32, err_msg=name)
-
-
-@pytest.fixture(params=[1, 2], ids=["one-thread", "two-slices"])
-def split(request, monkeypatch):
-    if request.param == 1:
-        return None
-    monkeypatch.setattr(numpy_split, "MIN_SLICE", 1)
-    s = BatchSplitter(threads=request.param)
-    if s.threads == 1:
-        pytest.skip("no BLAS whose thread count threadpoolctl can set: the split is off")
-    return s
 
 
 @needs_kernels
@@ -128,18 +119,8 @@ def test_an_inference_forward_pass_then_backward_and_no_input_gradient(split, sh
 def test_a_fused_relu_gives_the_bits_of_the_convolution_then_the_relu(split, shape):
     N, C, H, W, FN, KH, KW, stride, pad = shape
     x, Wt, b = _case(N, C, H, W, FN, KH, KW, seed=4)
-    plan = _plan(shape, split)
-    fused, fcache = plan.forward(x, Wt, b, relu=True)
-    conv, ccache = plan.forward(x, Wt, b)
-    one = BatchSplitter(threads=1)
-    y, mask = numpy_split.relu_forward(one, conv)
-    assert mask.any() and not mask.all()  # the ReLU cuts somewhere: the test means something
-    np.testing.assert_array_equal(fused.view(np.uint32), y.view(np.uint32))
-    dout = np.random.default_rng(5).standard_normal(fused.shape).astype(np.float32)
-    got = plan.backward(dout, fcache, Wt)
-    want = plan.backward(numpy_split.relu_backward(one, dout, mask), ccache, Wt)
-    for name, g, w in zip(("dx", "dW", "db"), got, want):
-        np.testing.assert_array_equal(g.view(np.uint32), w.view(np.uint32), err_msg=name)
+    x[0, 0, 1, 1] = np.nan
+    assert_fused_relu_is_the_convolution_then_the_relu(_plan(shape, split), x, Wt, b)
 
 
 @needs_kernels
