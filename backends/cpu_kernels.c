@@ -340,18 +340,22 @@ void xpnet_ck_depth_to_space(const float *xs, float *x, int n0, int n1, const in
         for (int c = 0; c < C; c++) {
             const float *sc = xs + ((size_t)n * C + c) * SH * SW * HI * WI;
             float *xc = x + ((size_t)n * C + c) * H * W;
-            for (int h = 0; h < H; h++) {
+            for (int h = 0; h < H; h++) { /* the pixels no xs pixel maps to */
                 float *row = xc + (size_t)h * W;
-                const int py = (h + PH) % SH, i = (h + PH) / SH;
-                if (i >= HI || wend <= 0) {
+                if ((h + PH) / SH >= HI || wend <= 0)
                     memset(row, 0, sizeof(float) * W);
-                    continue;
-                }
-                if (wend < W) memset(row + wend, 0, sizeof(float) * (W - wend));
+                else if (wend < W)
+                    memset(row + wend, 0, sizeof(float) * (W - wend));
+            }
+            for (int py = 0; py < SH; py++) {
+                const int i0 = first_inside(py, PH, SH), i1 = end_inside(py, PH, SH, H, HI);
                 for (int px = 0; px < SW; px++) {
-                    const float *s = sc + ((size_t)(py * SW + px) * HI + i) * WI;
                     const int j0 = first_inside(px, PW, SW), j1 = end_inside(px, PW, SW, W, WI);
-                    for (int j = j0; j < j1; j++) row[SW * j + px - PW] = s[j];
+                    const float *s = sc + (size_t)(py * SW + px) * HI * WI;
+                    for (int i = i0; i < i1; i++) {
+                        float *row = xc + (size_t)(SH * i + py - PH) * W;
+                        for (int j = j0; j < j1; j++) row[SW * j + px - PW] = s[(size_t)i * WI + j];
+                    }
                 }
             }
         }
