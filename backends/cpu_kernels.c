@@ -310,18 +310,29 @@ static int end_inside(int p, int pad, int s, int size, int n) { /* one past the 
     return e < n ? e : n;
 }
 
+/* ranges[2p], ranges[2p + 1]: the first and one past the last i of phase p inside the input, for p < s */
+static void phase_ranges(int *ranges, int s, int pad, int size, int n) {
+    for (int p = 0; p < s; p++) {
+        ranges[2 * p] = first_inside(p, pad, s);
+        ranges[2 * p + 1] = end_inside(p, pad, s, size, n);
+    }
+}
+
 /* xs = the space-to-depth of images n0..n1 of x; xs's pixels that are padding are not written (the caller's
- * buffer keeps them 0) */
+ * buffer keeps them 0). The phases' ranges are worked out once: per plane, their divisions cost more than
+ * a 7x7 plane's copy. */
 void xpnet_ck_space_to_depth(const float *x, float *xs, int n0, int n1, const int *d) {
     const int C = d[0], H = d[1], W = d[2], SH = d[3], SW = d[4], PH = d[5], PW = d[6], HI = d[7], WI = d[8];
+    int rows[2 * SH], cols[2 * SW];
+    phase_ranges(rows, SH, PH, H, HI);
+    phase_ranges(cols, SW, PW, W, WI);
     for (int n = n0; n < n1; n++)
         for (int c = 0; c < C; c++) {
             const float *xc = x + ((size_t)n * C + c) * H * W;
             float *sc = xs + ((size_t)n * C + c) * SH * SW * HI * WI;
             for (int py = 0; py < SH; py++)
                 for (int px = 0; px < SW; px++) {
-                    const int i0 = first_inside(py, PH, SH), i1 = end_inside(py, PH, SH, H, HI);
-                    const int j0 = first_inside(px, PW, SW), j1 = end_inside(px, PW, SW, W, WI);
+                    const int i0 = rows[2 * py], i1 = rows[2 * py + 1], j0 = cols[2 * px], j1 = cols[2 * px + 1];
                     float *s = sc + (size_t)(py * SW + px) * HI * WI;
                     for (int i = i0; i < i1; i++) {
                         const float *row = xc + (size_t)(SH * i + py - PH) * W;
@@ -336,27 +347,28 @@ void xpnet_ck_space_to_depth(const float *x, float *xs, int n0, int n1, const in
 void xpnet_ck_depth_to_space(const float *xs, float *x, int n0, int n1, const int *d) {
     const int C = d[0], H = d[1], W = d[2], SH = d[3], SW = d[4], PH = d[5], PW = d[6], HI = d[7], WI = d[8];
     const int wend = SW * WI - PW < W ? SW * WI - PW : W; /* columns from w = wend on are read by no output */
+    int rows[2 * SH], cols[2 * SW];
+    phase_ranges(rows, SH, PH, H, HI);
+    phase_ranges(cols, SW, PW, W, WI);
     for (int n = n0; n < n1; n++)
         for (int c = 0; c < C; c++) {
             const float *sc = xs + ((size_t)n * C + c) * SH * SW * HI * WI;
             float *xc = x + ((size_t)n * C + c) * H * W;
             for (int h = 0; h < H; h++) { /* the pixels no xs pixel maps to */
                 float *row = xc + (size_t)h * W;
-                if ((h + PH) / SH >= HI || wend <= 0)
+                if (h + PH >= SH * HI || wend <= 0)
                     memset(row, 0, sizeof(float) * W);
                 else if (wend < W)
                     memset(row + wend, 0, sizeof(float) * (W - wend));
             }
-            for (int py = 0; py < SH; py++) {
-                const int i0 = first_inside(py, PH, SH), i1 = end_inside(py, PH, SH, H, HI);
+            for (int py = 0; py < SH; py++)
                 for (int px = 0; px < SW; px++) {
-                    const int j0 = first_inside(px, PW, SW), j1 = end_inside(px, PW, SW, W, WI);
+                    const int i0 = rows[2 * py], i1 = rows[2 * py + 1], j0 = cols[2 * px], j1 = cols[2 * px + 1];
                     const float *s = sc + (size_t)(py * SW + px) * HI * WI;
                     for (int i = i0; i < i1; i++) {
                         float *row = xc + (size_t)(SH * i + py - PH) * W;
                         for (int j = j0; j < j1; j++) row[SW * j + px - PW] = s[(size_t)i * WI + j];
                     }
                 }
-            }
         }
 }

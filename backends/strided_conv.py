@@ -66,6 +66,7 @@ class StridedPlan:
         full = replace(g, C=g.FN, H=g.OH, W=g.OW, FN=self.CI, KH=KA, KW=KB, stride=(1, 1), pad=(KA - 1, KB - 1))
         self._dx_plan = DirectPlan(full, split, self.clock, prefix + "s2d dx: ")
         self._dims = cpu_kernels.space_to_depth_dims(g.C, g.H, g.W, g.stride, g.pad, self.HI, self.WI)
+        self._wdims = cpu_kernels.space_to_depth_dims(g.C, g.KH, g.KW, g.stride, (0, 0), KA, KB)
         self._run = runner(split, blas=False)
         self._buffers = {}
 
@@ -97,18 +98,19 @@ class StridedPlan:
         return dx
 
     def inner_filters(self, W):
-        """Ws (FN, C*SH*SW, KH', KW') from W (FN, C, KH, KW): the taps of each phase, zero past KH, KW."""
-        g, (SH, SW), (KA, KB) = self.g, self.g.stride, self.KI
-        Wp = np.zeros((g.FN, g.C, KA * SH, KB * SW), np.float32)
-        Wp[:, :, :g.KH, :g.KW] = W
-        return np.ascontiguousarray(Wp.reshape(g.FN, g.C, KA, SH, KB, SW).transpose(0, 1, 3, 5, 2, 4)).reshape(
-            g.FN, self.CI, KA, KB)
+        """Ws (FN, C*SH*SW, KH', KW') from W (FN, C, KH, KW): the taps of each phase, zero past KH, KW.
+
+        It is the space-to-depth of W taken as FN images of C channels, KH x KW, unpadded."""
+        Ws = np.zeros((self.g.FN, self.CI, *self.KI), np.float32)
+        cpu_kernels.space_to_depth(np.ascontiguousarray(W, np.float32), Ws, self._wdims, 0, self.g.FN)
+        return Ws
 
     def outer_filters(self, dWs):
         """dW (FN, C, KH, KW) from the inner dW (FN, C*SH*SW, KH', KW'): :meth:`inner_filters` undone."""
-        g, (SH, SW), (KA, KB) = self.g, self.g.stride, self.KI
-        full = dWs.reshape(g.FN, g.C, SH, SW, KA, KB).transpose(0, 1, 4, 2, 5, 3).reshape(g.FN, g.C, KA * SH, KB * SW)
-        return np.ascontiguousarray(full[:, :, :g.KH, :g.KW])
+        g = self.g
+        dW = np.empty((g.FN, g.C, g.KH, g.KW), np.float32)
+        cpu_kernels.depth_to_space(np.ascontiguousarray(dWs, np.float32), dW, self._wdims, 0, g.FN)
+        return dW
 
     def forward(self, x, W, b, keep=True, relu=False):
         """``(out (N, FN, OH, OW), StridedCache)``; ``b`` may be None; ``relu``: out = maximum(conv, 0)."""
