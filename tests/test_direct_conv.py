@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from tolerance import assert_close
 
+from xpnet import backends
 from xpnet.backends import direct_conv, numpy_conv_plan, numpy_split
 from xpnet.backends.cpu_threads import BatchSplitter
 from xpnet.backends.numpy_backend import NumpyBackend
@@ -155,16 +156,20 @@ def test_asking_for_what_cannot_run_is_a_one_line_error(monkeypatch):
 
 
 @needs_kernels
-def test_a_deep_convnet_step_agrees_with_the_im2col_backend():
+def test_a_deep_convnet_step_agrees_with_the_im2col_backend(monkeypatch):
     from xpnet.models import DeepConvNet
 
     rng = np.random.default_rng(3)
     x, t = rng.random((6, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 6)
     grads = []
     for conv in ("direct", "im2col"):
-        model = DeepConvNet(dtype="float32", seed=0, backend=NumpyBackend(conv=conv))
+        monkeypatch.setattr(backends.get("numpy"), "conv", conv)  # the layers run on the arrays' backend
+        model = DeepConvNet(dtype="float32", seed=0)
         model.loss(x, t, train=False)
         model.backward()
+        kinds = {type(p).__name__ for layer in model.net.layers.values() for p in getattr(layer, "_ws", {}).get(
+            "plans", {}).values()}
+        assert kinds == {"DirectPlan" if conv == "direct" else "ConvPlan"}
         grads.append({k: np.array(v) for k, v in model.grads.items()})
     for name in grads[0]:
         scale = np.abs(grads[1][name]).max() + 1e-30
