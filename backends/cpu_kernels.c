@@ -1,4 +1,5 @@
-/* Max pooling and ReLU on the CPU, float32: the NumPy backend's two in one pass each.
+/* Max pooling and ReLU on the CPU, float32: the NumPy backend's two in one pass each (and, at the end, the
+ * space-to-depth copies of strided_conv.py).
  *
  * The NumPy code they replace (backends/pooling.py, numpy_split.relu_*) makes one array pass per window
  * tap or per ufunc; here each output reads its inputs once. They give the same bits as that code:
@@ -292,4 +293,82 @@ void xpnet_ck_relu_backward(const float *d, const unsigned char *m, float *dx, i
 #endif
         relu_bwd_run(d + at, m + at, dx + at, len);
     }
+}
+
+/* ---- space-to-depth, the copies of a strided convolution run as a stride-1 one (backends/strided_conv.py) ----
+ * dims: C, H, W, SH, SW, PH, PW, HI, WI; x (N, C, H, W) and xs (N, C*SH*SW, HI, WI), C-contiguous, with
+ * xs[n][(c*SH + py)*SW + px][i][j] = x[n][c][SH*i + py - PH][SW*j + px - PW], the zero-padded input's pixel.
+ * Scalar loops: NumPy's four strided slice copies spent their time per row of 7-14 floats, not per float. */
+
+static int first_inside(int p, int pad, int s) { /* the least i >= 0 with s*i + p - pad >= 0 */
+    return pad - p <= 0 ? 0 : (pad - p + s - 1) / s;
+}
+
+static int end_inside(int p, int pad, int s, int size, int n) { /* one past the last i < n with s*i + p - pad < size */
+    int e = size - 1 + pad - p;
+    e = e < 0 ? 0 : e / s + 1;
+    return e < n ? e : n;
+}
+
+/* ranges[2p], ranges[2p + 1]: the first and one past the last i of phase p inside the input, for p < s */
+static void phase_ranges(int *ranges, int s, int pad, int size, int n) {
+    for (int p = 0; p < s; p++) {
+        ranges[2 * p] = first_inside(p, pad, s);
+        ranges[2 * p + 1] = end_inside(p, pad, s, size, n);
+    }
+}
+
+/* xs = the space-to-depth of images n0..n1 of x; xs's pixels that are padding are not written (the caller's
+ * buffer keeps them 0). The phases' ranges are worked out once: per plane, their divisions cost more than
+ * a 7x7 plane's copy. */
+void xpnet_ck_space_to_depth(const float *x, float *xs, int n0, int n1, const int *d) {
+    const int C = d[0], H = d[1], W = d[2], SH = d[3], SW = d[4], PH = d[5], PW = d[6], HI = d[7], WI = d[8];
+    int rows[2 * SH], cols[2 * SW];
+    phase_ranges(rows, SH, PH, H, HI);
+    phase_ranges(cols, SW, PW, W, WI);
+    for (int n = n0; n < n1; n++)
+        for (int c = 0; c < C; c++) {
+            const float *xc = x + ((size_t)n * C + c) * H * W;
+            float *sc = xs + ((size_t)n * C + c) * SH * SW * HI * WI;
+            for (int py = 0; py < SH; py++)
+                for (int px = 0; px < SW; px++) {
+                    const int i0 = rows[2 * py], i1 = rows[2 * py + 1], j0 = cols[2 * px], j1 = cols[2 * px + 1];
+                    float *s = sc + (size_t)(py * SW + px) * HI * WI;
+                    for (int i = i0; i < i1; i++) {
+                        const float *row = xc + (size_t)(SH * i + py - PH) * W;
+                        for (int j = j0; j < j1; j++) s[(size_t)i * WI + j] = row[SW * j + px - PW];
+                    }
+                }
+        }
+}
+
+/* images n0..n1 of x = the inverse of xpnet_ck_space_to_depth on xs (its padding dropped); x's pixels that
+ * no pixel of xs comes from (past SH*HI - PH or SW*WI - PW) are 0 */
+void xpnet_ck_depth_to_space(const float *xs, float *x, int n0, int n1, const int *d) {
+    const int C = d[0], H = d[1], W = d[2], SH = d[3], SW = d[4], PH = d[5], PW = d[6], HI = d[7], WI = d[8];
+    const int wend = SW * WI - PW < W ? SW * WI - PW : W; /* columns from w = wend on are read by no output */
+    int rows[2 * SH], cols[2 * SW];
+    phase_ranges(rows, SH, PH, H, HI);
+    phase_ranges(cols, SW, PW, W, WI);
+    for (int n = n0; n < n1; n++)
+        for (int c = 0; c < C; c++) {
+            const float *sc = xs + ((size_t)n * C + c) * SH * SW * HI * WI;
+            float *xc = x + ((size_t)n * C + c) * H * W;
+            for (int h = 0; h < H; h++) { /* the pixels no xs pixel maps to */
+                float *row = xc + (size_t)h * W;
+                if (h + PH >= SH * HI || wend <= 0)
+                    memset(row, 0, sizeof(float) * W);
+                else if (wend < W)
+                    memset(row + wend, 0, sizeof(float) * (W - wend));
+            }
+            for (int py = 0; py < SH; py++)
+                for (int px = 0; px < SW; px++) {
+                    const int i0 = rows[2 * py], i1 = rows[2 * py + 1], j0 = cols[2 * px], j1 = cols[2 * px + 1];
+                    const float *s = sc + (size_t)(py * SW + px) * HI * WI;
+                    for (int i = i0; i < i1; i++) {
+                        float *row = xc + (size_t)(SH * i + py - PH) * W;
+                        for (int j = j0; j < j1; j++) row[SW * j + px - PW] = s[(size_t)i * WI + j];
+                    }
+                }
+        }
 }

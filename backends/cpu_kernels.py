@@ -31,6 +31,8 @@ def _declare(lib):
     lib.xpnet_ck_relu_backward.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64]
     lib.xpnet_ck_relu_forward.restype = lib.xpnet_ck_relu_backward.restype = None
     lib.xpnet_ck_use_vector.argtypes, lib.xpnet_ck_use_vector.restype = [i32], i32
+    for fn in (lib.xpnet_ck_space_to_depth, lib.xpnet_ck_depth_to_space):
+        fn.argtypes, fn.restype = [ptr, ptr, i32, i32, ptr], None
     return lib
 
 
@@ -130,3 +132,20 @@ def relu_backward(dout, mask, dx, layout, n0, n1):
     """``dx = dout * mask`` for images n0..n1 (:func:`run_layout`)."""
     per, runs, stride = layout
     _load().xpnet_ck_relu_backward(_ptr(dout), _ptr(mask), _ptr(dx), n0 * per, runs, (n1 - n0) * per, stride)
+
+
+def space_to_depth_dims(C, H, W, stride, pad, HI, WI):
+    """The sizes :func:`space_to_depth` and :func:`depth_to_space` take."""
+    return (ctypes.c_int * 9)(C, H, W, *stride, *pad, HI, WI)
+
+
+def space_to_depth(x, xs, dims, n0, n1):
+    """``xs[n, (c, py, px), i, j] = x[n, c, SH*i + py - PH, SW*j + px - PW]`` for images n0..n1, where that pixel
+    is inside x (xs's others are not written): x (N, C, H, W), xs (N, C*SH*SW, HI, WI), both C-contiguous
+    float32; ``dims`` from :func:`space_to_depth_dims`. The direct convolution's build is needed, not OFF's."""
+    _load().xpnet_ck_space_to_depth(_ptr(x), _ptr(xs), n0, n1, dims)
+
+
+def depth_to_space(xs, x, dims, n0, n1):
+    """Images n0..n1 of ``x`` from ``xs``: :func:`space_to_depth` undone, x's pixels no xs pixel maps to 0."""
+    _load().xpnet_ck_depth_to_space(_ptr(xs), _ptr(x), n0, n1, dims)

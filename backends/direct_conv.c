@@ -87,7 +87,10 @@ AI void fwd_block(const float *S, const float *Wt, const float *bias, float *o, 
 AI void fwd_channels(const float *S, const float *Wt, const float *bias, float *o, const geom *g, const int KH,
                      const int KW, int q0, __mmask16 last, const int R, int relu) {
     int f0 = 0;
-    for (; f0 + FWD_FB <= g->F; f0 += FWD_FB) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, FWD_FB, R, relu);
+    if (R == 4) /* 6 x 4 accumulators: a 4-vector plane (49..64 pixels) in one block */
+        for (; f0 + 6 <= g->F; f0 += 6) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, 6, 4, relu);
+    else
+        for (; f0 + FWD_FB <= g->F; f0 += FWD_FB) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, FWD_FB, R, relu);
     for (; f0 + 4 <= g->F; f0 += 4) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, 4, R, relu);
     for (; f0 + 2 <= g->F; f0 += 2) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, 2, R, relu);
     for (; f0 < g->F; f0++) fwd_block(S, Wt, bias, o, g, KH, KW, f0, q0, last, 1, R, relu);
@@ -101,6 +104,10 @@ AI void fwd_image(const float *S, const float *Wt, const float *bias, float *o, 
      * would need FB broadcasts per FB multiply-adds) */
     const int last = nv % 3 == 0 ? 3 : nv % 3 == 2 ? 2 : nv == 1 ? 1 : 4;
     int v = 0;
+    if (nv == 4) { /* 6 filters x 4 vectors: the plane read once per 6 filters, not twice per 8 */
+        fwd_channels(S, Wt, bias, o, g, KH, KW, 0, tail, 4, relu);
+        return;
+    }
     for (; v < nv - last; v += FWD_R) fwd_channels(S, Wt, bias, o, g, KH, KW, 16 * v, full, FWD_R, relu);
     switch (last) { /* the last 1..4 vectors, the final one masked */
     case 4:
@@ -133,6 +140,8 @@ static int forward(const float *x, const float *xmask, const float *Wt, const fl
         float *o = out + (size_t)n * F * g.Q;
         if (KH == 3 && KW == 3)
             fwd_image(S, Wt, bias, o, &g, 3, 3, relu);
+        else if (KH == 2 && KW == 2) /* a 4x4 stride-2 layer's space-to-depth (strided_conv.py) */
+            fwd_image(S, Wt, bias, o, &g, 2, 2, relu);
         else
             fwd_image(S, Wt, bias, o, &g, KH, KW, relu);
     }

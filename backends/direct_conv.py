@@ -59,14 +59,13 @@ def unavailable():
 def why_not(g, dtype):
     """Why the kernels can't compute this convolution (a sentence), or None where they can.
 
-    They need float32, stride 1 and a padding below the filter size (a larger one would make dx's full
-    convolution a cropped one, which the kernel doesn't do).
+    They need float32 and, at stride 1, a padding below the filter size (a larger one would make dx's full
+    convolution a cropped one, which the kernel doesn't do). A strided convolution runs them on its
+    space-to-depth (strided_conv.StridedPlan), which has padding 0 and stride 1, whatever the layer's.
     """
     if np.dtype(dtype) != np.float32:
         return f"the direct convolution is float32 only, not {np.dtype(dtype)}"
-    if g.stride != (1, 1):
-        return f"the direct convolution has stride 1 only, not {g.stride}"
-    if g.pad[0] >= g.KH or g.pad[1] >= g.KW:
+    if g.stride == (1, 1) and (g.pad[0] >= g.KH or g.pad[1] >= g.KW):
         return f"the direct convolution needs a padding below the filter size {g.KH}x{g.KW}, not {g.pad}"
     return unavailable()
 

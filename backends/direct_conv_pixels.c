@@ -12,8 +12,9 @@ int xpnet_dc_weight_grad_pixels(void) { return -1; }
  * colT (Q, Kp) is one image's columns in pixel-major order, tap-major within a row (t = kh*KW + kw), each
  * row zero-padded to Kp = K rounded up to 16: built from the image in (H, W, C) order, a tap's C inputs
  * are one contiguous run. A register block of GB output channels x KB vectors of K keeps its accumulators
- * over every pixel of a chunk of images: per pixel, KB loads of colT's row and GB broadcasts of dout feed
- * GB*KB multiply-adds, and no horizontal sum is ever needed. */
+ * over a pass of G_PIXELS pixels: per pixel, KB loads of colT's row and GB broadcasts of dout feed GB*KB
+ * multiply-adds, and no horizontal sum is ever needed. Every block of output channels takes its turn on
+ * the same strip of colT (pixels x KB vectors) while it is in L1. */
 
 #define G_FB 4 /* output channels per block */
 #define G_KB 6 /* 16-float vectors of K per block */
@@ -49,53 +50,63 @@ static void pixel_columns(const float *x, float *hwc, float *colT, const geom *g
         }
 }
 
-AI void g_block(const float *const *colT, const float *d, float *acc_out, const geom *g, int m, int f0, int k0,
+/* acc_out[f0..f0+FB)[k0..k0+16*KB) += sum over pixels q0..q1 of one image of dout[f][q] * colT[q][k] */
+AI void g_block(const float *colT, const float *d, float *acc_out, const geom *g, int q0, int q1, int f0, int k0,
                 const int FB, const int KB) {
     __m512 acc[G_FB][G_KB];
-#pragma GCC unroll 8
-    for (int i = 0; i < FB; i++)
-#pragma GCC unroll 8
-        for (int j = 0; j < KB; j++) acc[i][j] = _mm512_setzero_ps();
     const int Kp = padded_k(g);
-    const size_t dper = (size_t)g->F * g->Q;
-    for (int n = 0; n < m; n++) {
-        const float *dn = d + n * dper + (size_t)f0 * g->Q, *cn = colT[n] + k0;
-        for (int q = 0; q < g->Q; q++) {
-            __m512 b[G_KB];
 #pragma GCC unroll 8
-            for (int j = 0; j < KB; j++) b[j] = _mm512_loadu_ps(cn + (size_t)q * Kp + 16 * j);
+    for (int i = 0; i < FB; i++)
 #pragma GCC unroll 8
-            for (int i = 0; i < FB; i++) {
-                __m512 a = _mm512_set1_ps(dn[(size_t)i * g->Q + q]);
+        for (int j = 0; j < KB; j++) acc[i][j] = _mm512_loadu_ps(acc_out + (size_t)(f0 + i) * Kp + k0 + 16 * j);
+    const float *dn = d + (size_t)f0 * g->Q, *cn = colT + k0;
+    for (int q = q0; q < q1; q++) {
+        __m512 b[G_KB];
 #pragma GCC unroll 8
-                for (int j = 0; j < KB; j++) acc[i][j] = _mm512_fmadd_ps(a, b[j], acc[i][j]);
-            }
+        for (int j = 0; j < KB; j++) b[j] = _mm512_loadu_ps(cn + (size_t)q * Kp + 16 * j);
+#pragma GCC unroll 8
+        for (int i = 0; i < FB; i++) {
+            __m512 a = _mm512_set1_ps(dn[(size_t)i * g->Q + q]);
+#pragma GCC unroll 8
+            for (int j = 0; j < KB; j++) acc[i][j] = _mm512_fmadd_ps(a, b[j], acc[i][j]);
         }
     }
 #pragma GCC unroll 8
     for (int i = 0; i < FB; i++)
 #pragma GCC unroll 8
-        for (int j = 0; j < KB; j++) {
-            float *o = acc_out + (size_t)(f0 + i) * Kp + k0 + 16 * j;
-            _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), acc[i][j]));
-        }
+        for (int j = 0; j < KB; j++) _mm512_storeu_ps(acc_out + (size_t)(f0 + i) * Kp + k0 + 16 * j, acc[i][j]);
 }
 
-AI void g_kblocks(const float *const *colT, const float *d, float *acc_out, const geom *g, int m, int f0,
-                  const int FB) {
+/* every output channel block over one KB-vector strip of K and pixels q0..q1: the strip of colT stays in L1
+ * while all of them read it (read from L2 by each block in turn, it kept the kernel waiting on L2) */
+AI void g_filters(const float *colT, const float *d, float *acc_out, const geom *g, int q0, int q1, int k0,
+                  const int KB) {
+    int f0 = 0;
+    for (; f0 + G_FB <= g->F; f0 += G_FB) g_block(colT, d, acc_out, g, q0, q1, f0, k0, G_FB, KB);
+    for (; f0 + 2 <= g->F; f0 += 2) g_block(colT, d, acc_out, g, q0, q1, f0, k0, 2, KB);
+    for (; f0 < g->F; f0++) g_block(colT, d, acc_out, g, q0, q1, f0, k0, 1, KB);
+}
+
+#define G_PIXELS 64 /* pixels per pass: a strip of G_PIXELS x G_KB vectors of colT is 24 KB, in L1 */
+
+/* one image's share: acc_out (F, Kp) += dout (F, Q) @ colT (Q, Kp) */
+static void g_image(const float *colT, const float *d, float *acc_out, const geom *g) {
     const int nk = padded_k(g) / 16;
-    int k = 0;
-    for (; k + G_KB <= nk; k += G_KB) g_block(colT, d, acc_out, g, m, f0, 16 * k, FB, G_KB);
-    switch (nk - k) {
-    case 5: g_block(colT, d, acc_out, g, m, f0, 16 * k, FB, 5); break;
-    case 4: g_block(colT, d, acc_out, g, m, f0, 16 * k, FB, 4); break;
-    case 3: g_block(colT, d, acc_out, g, m, f0, 16 * k, FB, 3); break;
-    case 2: g_block(colT, d, acc_out, g, m, f0, 16 * k, FB, 2); break;
-    case 1: g_block(colT, d, acc_out, g, m, f0, 16 * k, FB, 1); break;
+    for (int q0 = 0; q0 < g->Q; q0 += G_PIXELS) {
+        const int q1 = q0 + G_PIXELS < g->Q ? q0 + G_PIXELS : g->Q;
+        int k = 0;
+        for (; k + G_KB <= nk; k += G_KB) g_filters(colT, d, acc_out, g, q0, q1, 16 * k, G_KB);
+        switch (nk - k) {
+        case 5: g_filters(colT, d, acc_out, g, q0, q1, 16 * k, 5); break;
+        case 4: g_filters(colT, d, acc_out, g, q0, q1, 16 * k, 4); break;
+        case 3: g_filters(colT, d, acc_out, g, q0, q1, 16 * k, 3); break;
+        case 2: g_filters(colT, d, acc_out, g, q0, q1, 16 * k, 2); break;
+        case 1: g_filters(colT, d, acc_out, g, q0, q1, 16 * k, 1); break;
+        }
     }
 }
 
-#define G_CHUNK_BYTES (1 << 20) /* a chunk's pixel columns stay in L2 while every block reads them */
+#define G_CHUNK_BYTES (1 << 18) /* the masked dout of a chunk of images, in L2 while its images are done */
 
 /* The same as xpnet_dc_weight_grad_taps, by outer products over pixel columns (see above). */
 static int weight_grad(const float *x, const float *dout, const float *y, float *dW, float *db, int n0,
@@ -103,32 +114,24 @@ static int weight_grad(const float *x, const float *dout, const float *y, float 
     geom g = make_geom(C, H, W, F, KH, KW, ph, pw);
     const int Kp = padded_k(&g);
     const size_t per = (size_t)g.Q * Kp, dper = (size_t)F * g.Q, image = (size_t)C * H * W;
-    const int m = chunk_images(G_CHUNK_BYTES, sizeof(float) * per, n1 - n0);
-    float *buf = malloc(sizeof(float) * ((per + (y ? dper : 0)) * m + image + (size_t)F * Kp));
-    const float **colT = malloc(sizeof(float *) * m);
-    if (!buf || !colT) {
-        free(buf);
-        free(colT);
-        return -1;
-    }
-    for (int i = 0; i < m; i++) colT[i] = buf + per * i;
-    float *masked = buf + per * m, *hwc = masked + (y ? dper * m : 0), *acc = hwc + image;
+    const int m = chunk_images(G_CHUNK_BYTES, sizeof(float) * dper, n1 - n0);
+    float *buf = malloc(sizeof(float) * (per + (y ? dper * m : 0) + image + (size_t)F * Kp));
+    if (!buf) return -1;
+    float *colT = buf, *masked = buf + per, *hwc = masked + (y ? dper * m : 0), *acc = hwc + image;
     memset(acc, 0, sizeof(float) * F * Kp);
     for (int n = n0; n < n1; n += m) {
         const int k = n1 - n < m ? n1 - n : m;
         const float *d = chunk_dout(dout, y, masked, db, (size_t)n, k, &g);
-        for (int i = 0; i < k; i++) pixel_columns(x + (size_t)(n + i) * image, hwc, (float *)colT[i], &g);
-        int f0 = 0;
-        for (; f0 + G_FB <= F; f0 += G_FB) g_kblocks(colT, d, acc, &g, k, f0, G_FB);
-        for (; f0 + 2 <= F; f0 += 2) g_kblocks(colT, d, acc, &g, k, f0, 2);
-        for (; f0 < F; f0++) g_kblocks(colT, d, acc, &g, k, f0, 1);
+        for (int i = 0; i < k; i++) {
+            pixel_columns(x + (size_t)(n + i) * image, hwc, colT, &g);
+            g_image(colT, d + i * dper, acc, &g);
+        }
     }
     const int taps = KH * KW; /* acc[f][t*C + c] -> dW[f][c][t] */
     for (int f = 0; f < F; f++)
         for (int t = 0; t < taps; t++)
             for (int c = 0; c < C; c++) dW[((size_t)f * C + c) * taps + t] += acc[(size_t)f * Kp + t * C + c];
     free(buf);
-    free(colT);
     return 0;
 }
 

@@ -198,4 +198,5 @@ class NumpyBackend(Backend):
         if self.conv == "im2col" or why is not None:
             return "im2col + BLAS" + (f" (direct convolution unavailable: {why})" if why and self.conv != "im2col"
                                        else "")
-        return "direct (compiled, AVX-512) for float32 stride-1 layers, im2col + BLAS for the rest"
+        return ("direct (compiled, AVX-512) for float32 stride-1 layers and, by space-to-depth, strided ones whose "
+                "stride divides the filter; im2col + BLAS for the rest")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xpnet.backends import direct_conv
+from xpnet.backends import direct_conv, strided_conv
 from xpnet.backends import numpy_conv as nc
 from xpnet.backends.cpu_threads import runner, sum_slices
 from xpnet.backends.shapes import out_size, transposed_length
@@ -232,16 +232,19 @@ ALGORITHMS = ("auto", "direct", "im2col")
 def new_plan(g, dtype, split=None, clock=None, algorithm="auto"):
     """The algorithm for this shape, chosen once.
 
-    ``algorithm``: "direct" (the compiled direct convolution, see direct_conv; ValueError where it can't run),
-    "im2col" (:class:`ConvPlan`), or "auto": direct where it can run and suits the shape
-    (:func:`direct_conv.suits`), im2col elsewhere.
+    ``algorithm``: "direct" (the compiled direct convolution, see direct_conv, on the space-to-depth of a
+    strided one, see strided_conv; ValueError where it can't run), "im2col" (:class:`ConvPlan`), or "auto":
+    direct where it can run and suits the shape (stride 1: :func:`direct_conv.suits`, strided:
+    :func:`strided_conv.suits`); im2col elsewhere.
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"convolution algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
     if algorithm != "im2col":
         why = direct_conv.why_not(g, dtype)
-        if why is None and (algorithm == "direct" or direct_conv.suits(g)):
+        if why is None and g.stride == (1, 1) and (algorithm == "direct" or direct_conv.suits(g)):
             return direct_conv.DirectPlan(g, split, clock)
+        if why is None and g.stride != (1, 1) and (algorithm == "direct" or strided_conv.suits(g)):
+            return strided_conv.StridedPlan(g, split, clock)
         if algorithm == "direct":
             raise ValueError(f"convolution algorithm 'direct' can't run {g}: {why}")
     return ConvPlan(g, dtype, split, clock)

@@ -24,11 +24,13 @@ METHOD = (
     "of the layer's plan timed where it runs, summed over the stage's calls and averaged over the batch "
     "slices that run side by side; the mean over as many calls again). algorithm: im2col (column copies + "
     "GEMMs) or direct (the compiled direct convolution, whose kernel builds its per-image shifted rows "
-    "itself, so it has no separate copy stage). im2col (forward): the column copy; products: every matrix "
+    "itself, so it has no separate copy stage) or direct s2d (a strided layer as the direct convolution of its "
+    "space-to-depth). im2col (forward): the column copy, or the space-to-depth; products: every matrix "
     "product of the plan (backward: dW, and dx's dcol or the full convolution's), or the direct kernel's "
     "calls (forward, dW, dx); "
     "dx copy (backward): col2im's strided adds or the im2col of dout for the full convolution, whichever the "
-    "plan picks for the layer; rest = layer time - the pieces (bias, db, partial sums, allocations, threads "
+    "plan picks for the layer, or the inverse space-to-depth; rest = layer time - the pieces (bias, db, "
+    "partial sums, allocations, threads "
     "handing over), floored at 0; '*' marks layers where the pieces add up to more than the layer's median. "
     "A backend that times no stages (CUDA) gets its GEMM share from conv_gemm_probe (its products on random "
     "arrays) and no copy share. Peak = median GFLOP/s of an n x n float32 A @ B through backend.matmul (all "
@@ -67,19 +69,25 @@ def _measure_layer(be, model_key, name, layer, x, settings):
     fwd_stages = _stage_means(be, lambda: layer.forward(x, True), reps)
     bwd_stages = _stage_means(be, lambda: layer.backward(dout), reps)
     if fwd_stages:
-        forward = {"im2col": fwd_stages.get("im2col", 0.0), "products": _products_ms(fwd_stages)}
-        backward = {"dx_copy": bwd_stages.get("col2im", 0.0) + bwd_stages.get("dx: im2col", 0.0),
+        forward = {"im2col": fwd_stages.get("im2col", 0.0) + fwd_stages.get("space-to-depth", 0.0),
+                   "products": _products_ms(fwd_stages)}
+        backward = {"dx_copy": sum(bwd_stages.get(k, 0.0) for k in ("col2im", "dx: im2col", "depth-to-space")),
                     "products": _products_ms(bwd_stages)}
     else:
         forward, backward = _probed_gemm(be, x, layer, reps, warm)
     return {
         "backend": be.name, "model": model_key, "layer": name, "input_shape": list(x.shape),
         "output_shape": [N, FN, OH, OW], "kernel": [layer.KH, layer.KW], "stride": list(layer.stride),
-        "pad": list(layer.pad), "algorithm": "direct" if "direct" in fwd_stages else "im2col",
+        "pad": list(layer.pad), "algorithm": _algorithm(fwd_stages),
         "gemm_mnk": [FN, N * P, K], "forward_gflop": flop / 1e9,
         "forward_stages_ms": fwd_stages, "backward_stages_ms": bwd_stages,
         "forward": _phase(fwd, flop, forward), "backward": _phase(bwd, 2 * flop, backward),
     }
+
+
+def _algorithm(fwd_stages):
+    """The plan's algorithm, from its forward stages' names."""
+    return "direct s2d" if "space-to-depth" in fwd_stages else "direct" if "direct" in fwd_stages else "im2col"
 
 
 def _stage_means(be, fn, reps):

@@ -13,7 +13,7 @@ import pytest
 from test_direct_conv import needs_kernels
 from tolerance import assert_close
 
-from xpnet.backends import direct_conv, numpy_split
+from xpnet.backends import direct_conv, numpy_split, strided_conv
 from xpnet.backends.cpu_threads import BatchSplitter
 from xpnet.backends.numpy_backend import NumpyBackend
 from xpnet.backends.numpy_conv_plan import ConvPlan, Geometry, new_plan, transposed_geometry
@@ -114,8 +114,12 @@ def test_the_layer_runs_on_the_plan_that_suits_its_shape(numpy_backend, case):
     assert (g.N, g.C, g.FN, g.KH, g.KW, g.stride, g.pad) == (
         x.shape[0], layer.FN, layer.C, layer.KH, layer.KW, layer.stride, layer.pad)
     assert (g.H, g.W, g.OH, g.OW) == (*dout.shape[2:], *x.shape[2:])
-    direct = direct_conv.why_not(g, np.float32) is None and direct_conv.suits(g)
-    assert isinstance(plan, direct_conv.DirectPlan if direct else ConvPlan)
+    if direct_conv.why_not(g, np.float32) is not None:
+        assert isinstance(plan, ConvPlan)
+    elif g.stride == (1, 1):
+        assert isinstance(plan, direct_conv.DirectPlan if direct_conv.suits(g) else ConvPlan)
+    else:
+        assert isinstance(plan, strided_conv.StridedPlan if strided_conv.suits(g) else ConvPlan)
 
 
 @needs_kernels
@@ -127,7 +131,8 @@ def test_the_direct_kernels_run_where_they_suit_and_im2col_where_they_do_not():
 
     assert plan_of("3x3_s1_p1_direct") is direct_conv.DirectPlan
     assert plan_of("dcgan_deconv1") is ConvPlan  # a 1x1 input: the full convolution would be mostly padding
-    assert plan_of("dcgan_deconv2") is ConvPlan  # stride 2
+    assert plan_of("dcgan_deconv2") is strided_conv.StridedPlan  # stride 2, dividing the 4x4 filter
+    assert plan_of("3x3_s2_p1_outpad1") is ConvPlan  # a stride that does not divide the filter
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float16])
@@ -168,7 +173,7 @@ PLAN_SHAPES = [  # N, C, H, W, FN, KH, KW, stride, pad
     (3, 4, 7, 6, 6, 3, 3, (1, 1), (1, 1)),  # im2col: dx by col2im (FN > C)
     (3, 16, 7, 6, 4, 3, 3, (1, 1), (1, 1)),  # im2col: dx by the full convolution (FN <= C)
     (2, 2, 9, 8, 3, 3, 3, (1, 1), (0, 2)),  # thin columns (BatchedLayout)
-    (2, 8, 14, 14, 6, 4, 4, (2, 2), (1, 1)),  # strided
+    (2, 8, 14, 14, 6, 4, 4, (2, 2), (1, 1)),  # strided (direct: by space-to-depth)
     (2, 3, 7, 7, 5, 7, 7, (1, 1), (0, 0)),  # one window over the whole image
     (3, 2, 3, 2, 4, 3, 2, (1, 1), (0, 0)),  # the same, thin columns
 ]

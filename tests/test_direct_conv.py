@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from tolerance import assert_close
 
+from xpnet import backends
 from xpnet.backends import direct_conv, numpy_conv_plan, numpy_split
 from xpnet.backends.cpu_threads import BatchSplitter
 from xpnet.backends.numpy_backend import NumpyBackend
@@ -63,6 +64,10 @@ SHAPES = [  # N, C, H, W, FN, KH, KW, pad
     (2, 5, 12, 10, 6, 5, 5, (2, 4)),  # 5x5 filters, unequal padding
     (2, 6, 5, 7, 3, 1, 1, (0, 0)),  # 1x1
     (1, 2, 3, 3, 17, 3, 3, (2, 2)),  # a map smaller than the filter's reach, 17 filters
+    (1, 3, 4, 37, 5, 3, 3, (1, 2)),  # rows of 3 vector pieces (OW 39)
+    (1, 2, 3, 70, 3, 3, 3, (1, 1)),  # rows wider than 64: the shifted rows' plain loop
+    (2, 9, 8, 8, 13, 2, 2, (0, 0)),  # 2x2 (strided_conv's 4x4/2); 49 pixels: one block, 6+6+1 filters
+    (2, 5, 9, 8, 11, 2, 2, (1, 0)),  # 2x2, 70 pixels
 ]
 
 
@@ -128,7 +133,7 @@ def test_auto_picks_direct_where_it_suits_and_im2col_elsewhere():
     assert pick(np.float32, (1, 1), (1, 1)) == "DirectPlan"
     assert pick(np.float64, (1, 1), (1, 1)) == "ConvPlan"  # float64 stays on the im2col path
     assert pick(np.float16, (1, 1), (1, 1)) == "ConvPlan"
-    assert pick(np.float32, (2, 2), (1, 1)) == "ConvPlan"  # strided
+    assert pick(np.float32, (2, 2), (1, 1)) == "ConvPlan"  # strided, 3x3: zero taps (test_strided_conv)
     assert pick(np.float32, (1, 1), (3, 3)) == "ConvPlan"  # padding the full convolution can't take
     assert pick(np.float32, (1, 1), (1, 1), "im2col") == "ConvPlan"
 
@@ -153,16 +158,20 @@ def test_asking_for_what_cannot_run_is_a_one_line_error(monkeypatch):
 
 
 @needs_kernels
-def test_a_deep_convnet_step_agrees_with_the_im2col_backend():
+def test_a_deep_convnet_step_agrees_with_the_im2col_backend(monkeypatch):
     from xpnet.models import DeepConvNet
 
     rng = np.random.default_rng(3)
     x, t = rng.random((6, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 6)
     grads = []
     for conv in ("direct", "im2col"):
-        model = DeepConvNet(dtype="float32", seed=0, backend=NumpyBackend(conv=conv))
+        monkeypatch.setattr(backends.get("numpy"), "conv", conv)  # the layers run on the arrays' backend
+        model = DeepConvNet(dtype="float32", seed=0)
         model.loss(x, t, train=False)
         model.backward()
+        kinds = {type(p).__name__ for layer in model.net.layers.values() for p in getattr(layer, "_ws", {}).get(
+            "plans", {}).values()}
+        assert kinds == {"DirectPlan" if conv == "direct" else "ConvPlan"}
         grads.append({k: np.array(v) for k, v in model.grads.items()})
     for name in grads[0]:
         scale = np.abs(grads[1][name]).max() + 1e-30
@@ -188,11 +197,15 @@ def test_without_the_input_gradient_dx_is_not_computed_and_the_rest_is_the_same(
 @pytest.mark.parametrize("N, C, H, W, FN, KH, KW, pad", [SHAPES[1], SHAPES[4], SHAPES[5]])
 def test_a_fused_relu_gives_the_bits_of_the_convolution_then_the_relu(split, weight_grad, N, C, H, W, FN, KH, KW,
                                                                       pad):
-    from xpnet.backends import numpy_split
-
     x, Wt, b = _case(N, C, H, W, FN, KH, KW, seed=4)
     x[0, 0, 1, 1] = np.nan  # NaN must come through the ReLU as NumPy's maximum lets it (a NaN loss stops training)
     plan = new_plan(Geometry(N, C, H, W, FN, KH, KW, (1, 1), pad), np.float32, split, algorithm="direct")
+    assert_fused_relu_is_the_convolution_then_the_relu(plan, x, Wt, b)
+
+
+def assert_fused_relu_is_the_convolution_then_the_relu(plan, x, Wt, b):
+    """``plan``'s fused ReLU against its convolution then the ReLU layer's ops, forward and backward, bit for bit;
+    ``x`` holds a NaN, which must come through."""
     fused, fcache = plan.forward(x, Wt, b, relu=True)
     assert np.isnan(fused).any()
     conv, ccache = plan.forward(x, Wt, b)

@@ -129,6 +129,31 @@ def test_dcgan_example_writes_grids_scores_and_models(tmp_path, monkeypatch, rng
         np.testing.assert_allclose(again.backend.asnumpy(again.params[k]), trained.backend.asnumpy(v), atol=1e-9)
 
 
+def test_dcgan_budget_counts_the_clock_it_is_told(tmp_path, monkeypatch, rng):
+    """--minutes counts wall-clock training time by default, CPU time with --clock cpu (fake clocks here)."""
+    dcgan = _example("dcgan")
+    images = rng.random((96, 1, 28, 28)).astype(np.float32)
+    monkeypatch.setattr(dcgan, "load_mnist", lambda flatten: ((images, None), None))
+    DeepConvNet(seed=0).save(tmp_path / "clf.npz")
+    ticks = {"wall": 0.0, "cpu": 0.0}
+
+    def fake(name, step):
+        def clock():
+            ticks[name] += step
+            return ticks[name]
+        return clock
+
+    monkeypatch.setitem(dcgan.CLOCKS, "wall", fake("wall", 100.0))  # 100 s a reading: past 1 minute at once
+    monkeypatch.setitem(dcgan.CLOCKS, "cpu", fake("cpu", 0.0))  # never advances
+    steps = {}
+    for clock in ("wall", "cpu"):
+        out = tmp_path / clock
+        dcgan.main(["--epochs", "1", "--minutes", "1", "--clock", clock, "--batch-size", "32", "--samples", "10",
+                    "--classifier", str(tmp_path / "clf.npz"), "--out", str(out)])
+        steps[clock] = json.loads((out / "metrics.json").read_text())["history"][0]["steps"]
+    assert steps == {"wall": 1, "cpu": 3}
+
+
 @pytest.mark.slow
 def test_fcn_example_writes_png_model_and_metrics(tmp_path, monkeypatch, rng):
     fcn = _example("fcn_segmentation")
