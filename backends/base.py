@@ -263,6 +263,19 @@ class Backend:
         """dL/dx of ReLU: ``dout`` where the mask is set, else 0 (a new array)."""
         return dout * mask
 
+    def leaky_relu(self, x, slope):
+        """``x`` where ``x > 0``, else ``x * slope`` (slope in x's dtype), alone (inference: no mask); x any shape."""
+        return self.xp.where(x > 0, x, x * x.dtype.type(slope))
+
+    def leaky_relu_forward(self, x, slope):
+        """``(leaky_relu(x, slope), mask x > 0)``, the mask a bool array of x's shape."""
+        mask = x > 0
+        return self.xp.where(mask, x, x * x.dtype.type(slope)), mask
+
+    def leaky_relu_backward(self, dout, mask, slope):
+        """dL/dx of LeakyReLU: ``dout`` where the mask is set, else ``dout * slope`` (a new array)."""
+        return self.xp.where(mask, dout, dout * dout.dtype.type(slope))
+
     # -- batches -----------------------------------------------------------------------------
     def gather_batch(self, x, t, idx, ws=None, start=0, count=None):
         """``(x[i], t[i])`` for ``i = idx[start:start + count]`` (all of ``idx`` from ``start`` by default): the

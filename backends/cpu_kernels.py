@@ -1,11 +1,13 @@
-"""The compiled max pooling and ReLU (``cpu_kernels.c``): loading them, what they take, one batch slice per call.
+"""The compiled max pooling, ReLU and LeakyReLU (``cpu_kernels.c``): loading them, what they take, one batch
+slice per call.
 
 numpy_split decides per call whether an array goes to them: float32, and laid out as the kernels address
-it (:func:`plane_strides` for pooling, :func:`run_layout` for ReLU); everything else stays on the NumPy
-code, which gives the same bits (see cpu_kernels.c for what "the same" takes: NumPy's maximum, the first
-maximum in (kh, kw) order, gradients as ``dout * hit``). Outputs are allocated by the caller, so their
-memory order stays numpy_split's. The kernels are in the package's one extension module, with the direct
-convolution's; unlike those they need no AVX-512 (they have portable loops).
+it (:func:`plane_strides` for pooling, :func:`run_layout` for ReLU, :func:`planes` for LeakyReLU);
+everything else stays on the NumPy code, which gives the same bits (see cpu_kernels.c for what "the same"
+takes: NumPy's maximum, the first maximum in (kh, kw) order, gradients as ``dout * hit``, NumPy's
+``where``). Outputs are allocated by the caller, so their memory order stays numpy_split's. The kernels
+are in the package's one extension module, with the direct convolution's; unlike those they need no
+AVX-512 (they have portable loops).
 """
 
 import ctypes
@@ -30,6 +32,9 @@ def _declare(lib):
     lib.xpnet_ck_relu_forward.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64]
     lib.xpnet_ck_relu_backward.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64]
     lib.xpnet_ck_relu_forward.restype = lib.xpnet_ck_relu_backward.restype = None
+    lib.xpnet_ck_lrelu_forward.argtypes = [ptr, ptr, ptr, ctypes.c_float, i32, i32, i32, i64, ptr]
+    lib.xpnet_ck_lrelu_backward.argtypes = [ptr, ptr, ptr, ctypes.c_float, i32, i32, i32, i64, ptr]
+    lib.xpnet_ck_lrelu_forward.restype = lib.xpnet_ck_lrelu_backward.restype = None
     lib.xpnet_ck_use_vector.argtypes, lib.xpnet_ck_use_vector.restype = [i32], i32
     return lib
 
@@ -94,6 +99,35 @@ def run_layout(*arrays):
     return None
 
 
+def planes(*arrays):
+    """``(C, len, strides)`` if the kernels are built and each array (one shape, any itemsize) is a set of
+    contiguous runs they can address: (N, C, H, W) with contiguous (H, W) planes (each array its own plane
+    strides, so NCHW and channel-major mix), or any C-contiguous array (one run per row); else None.
+    ``strides``: ``(sn, sc)`` in elements per array, so plane (n, c) of array i starts at
+    ``n * strides[2i] + c * strides[2i + 1]``."""
+    a = arrays[0]
+    if unavailable() or a.ndim == 0 or any(b.shape != a.shape for b in arrays[1:]):
+        return None
+    if all(b.flags.c_contiguous for b in arrays):  # one run of a row per image
+        per = a[0].size if len(a) else 0
+        return 1, per, (per, 0) * len(arrays)
+    if a.ndim != 4:
+        return None
+    steps = [_plane_steps(b) for b in arrays]
+    if None in steps:
+        return None
+    return a.shape[1], a.shape[2] * a.shape[3], sum(steps, ())
+
+
+def _plane_steps(a):
+    """``(sn, sc)`` in elements of the (N, C, H, W) array ``a``, if each (H, W) plane is contiguous; else None."""
+    H, W = a.shape[2:]
+    sn, sc, sh, sw = (s // a.itemsize for s in a.strides)
+    if any(s % a.itemsize for s in a.strides) or (W > 1 and sw != 1) or (H > 1 and sh != W):
+        return None
+    return sn, sc
+
+
 def _ptr(a):
     return a.ctypes.data
 
@@ -130,3 +164,18 @@ def relu_backward(dout, mask, dx, layout, n0, n1):
     """``dx = dout * mask`` for images n0..n1 (:func:`run_layout`)."""
     per, runs, stride = layout
     _load().xpnet_ck_relu_backward(_ptr(dout), _ptr(mask), _ptr(dx), n0 * per, runs, (n1 - n0) * per, stride)
+
+
+def leaky_relu_forward(x, y, mask, slope, layout, n0, n1):
+    """``y = where(x > 0, x, x * slope)`` and, unless ``mask`` is None, ``mask = x > 0`` for images n0..n1;
+    ``layout``: :func:`planes` of ``(x, y)``, the mask laid out as ``y``."""
+    C, length, s = layout
+    _load().xpnet_ck_lrelu_forward(_ptr(x), _ptr(y), None if mask is None else _ptr(mask), slope, n0, n1, C, length,
+                                   _i64(*s))
+
+
+def leaky_relu_backward(dout, mask, dx, slope, layout, n0, n1):
+    """``dx = where(mask, dout, dout * slope)`` for images n0..n1; ``layout``: :func:`planes` of
+    ``(dout, mask)``, ``dx`` laid out as the mask."""
+    C, length, s = layout
+    _load().xpnet_ck_lrelu_backward(_ptr(dout), _ptr(mask), _ptr(dx), slope, n0, n1, C, length, _i64(*s))

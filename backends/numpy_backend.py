@@ -154,6 +154,21 @@ class NumpyBackend(Backend):
             return super().relu_backward(dout, mask)
         return numpy_split.relu_backward(self.splitter, dout, mask)
 
+    def leaky_relu(self, x, slope):
+        if x.ndim < 2:
+            return super().leaky_relu(x, slope)
+        return numpy_split.leaky_relu(self.splitter, x, slope)
+
+    def leaky_relu_forward(self, x, slope):
+        if x.ndim < 2:
+            return super().leaky_relu_forward(x, slope)
+        return numpy_split.leaky_relu_forward(self.splitter, x, slope)
+
+    def leaky_relu_backward(self, dout, mask, slope):
+        if dout.ndim < 2:
+            return super().leaky_relu_backward(dout, mask, slope)
+        return numpy_split.leaky_relu_backward(self.splitter, dout, mask, slope)
+
     def info(self):
         cfg = {}
         try:
