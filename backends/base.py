@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from xpnet import precision
-from xpnet.backends import pooling
+from xpnet.backends import batchnorm, pooling
 from xpnet.backends.shapes import out_size
 from xpnet.errors import BackendError
 
@@ -275,6 +275,21 @@ class Backend:
     def leaky_relu_backward(self, dout, mask, slope):
         """dL/dx of LeakyReLU: ``dout`` where the mask is set, else ``dout * slope`` (a new array)."""
         return self.xp.where(mask, dout, dout * dout.dtype.type(slope))
+
+    # -- normalisation -----------------------------------------------------------------------
+    def batchnorm_forward(self, x, gamma, beta, eps, stats=None):
+        """Normalise x (N, D) per feature or (N, C, H, W) per channel, scale by gamma (C,), shift by beta (C,).
+
+        ``stats``: None for the batch's mean and (biased) variance, else the (C,) ``(mean, var)`` to use (the
+        running ones); ``eps`` is added to the variance. Returns ``(y, (mean, var), cache)``: y of x's shape and
+        dtype, the statistics used in :func:`xpnet.precision.compute_dtype` of x, what backward needs.
+        """
+        return batchnorm.forward(self.xp, x, gamma, beta, eps, stats)
+
+    def batchnorm_backward(self, dout, cache, gamma):
+        """``(dx, dgamma, dbeta)`` of :meth:`batchnorm_forward` given dL/dy: dx in dout's dtype, the (C,) gradients
+        in its compute dtype; the statistics count as constants where the forward was given them."""
+        return batchnorm.backward(dout, cache, gamma)
 
     # -- batches -----------------------------------------------------------------------------
     def gather_batch(self, x, t, idx, ws=None, start=0, count=None):

@@ -35,6 +35,10 @@ def _declare(lib):
     lib.xpnet_ck_lrelu_forward.argtypes = [ptr, ptr, ptr, ctypes.c_float, i32, i32, i32, i64, ptr]
     lib.xpnet_ck_lrelu_backward.argtypes = [ptr, ptr, ptr, ctypes.c_float, i32, i32, i32, i64, ptr]
     lib.xpnet_ck_lrelu_forward.restype = lib.xpnet_ck_lrelu_backward.restype = None
+    f64 = ctypes.c_double
+    lib.xpnet_bn_forward.argtypes = [ptr] * 7 + [f64, i32, i32, i64, i32, i32, ptr]
+    lib.xpnet_bn_backward.argtypes = [ptr] * 8 + [i32, i32, i64, i32, i32, ptr]
+    lib.xpnet_bn_forward.restype = lib.xpnet_bn_backward.restype = None
     lib.xpnet_ck_use_vector.argtypes, lib.xpnet_ck_use_vector.restype = [i32], i32
     return lib
 
@@ -179,3 +183,22 @@ def leaky_relu_backward(dout, mask, dx, slope, layout, n0, n1):
     ``(dout, mask)``, ``dx`` laid out as the mask."""
     C, length, s = layout
     _load().xpnet_ck_lrelu_backward(_ptr(dout), _ptr(mask), _ptr(dx), slope, n0, n1, C, length, _i64(*s))
+
+
+def batchnorm_forward(x, y, gamma, beta, stats, eps, train, c0, c1):
+    """Channels c0..c1 of the (N, C, H, W) ``x`` normalised into ``y`` (both with :func:`plane_strides`), scaled by
+    ``gamma`` and shifted by ``beta`` (float32 (C,)). ``stats``: a float64 (3, C) array of mean, variance and
+    1 / sqrt(variance + eps): the batch's written there (``train``), else the first two read from it."""
+    N, C, H, W = x.shape
+    _load().xpnet_bn_forward(_ptr(x), _ptr(y), _ptr(gamma), _ptr(beta), _ptr(stats[0]), _ptr(stats[1]),
+                             _ptr(stats[2]), eps, int(train), N, H * W, c0, c1, _i64(*plane_strides(x),
+                                                                                      *plane_strides(y)))
+
+
+def batchnorm_backward(x, dout, dx, gamma, stats, grads, train, c0, c1):
+    """dx (into ``dx``) and, into the float32 (2, C) ``grads``, dgamma and dbeta of :func:`batchnorm_forward`'s
+    channels c0..c1 given ``dout`` (``x``, ``dout``, ``dx`` with plane strides; ``stats`` as it left them)."""
+    N, C, H, W = x.shape
+    s = _i64(*plane_strides(x), *plane_strides(dout), *plane_strides(dx))
+    _load().xpnet_bn_backward(_ptr(x), _ptr(dout), _ptr(dx), _ptr(gamma), _ptr(stats[0]), _ptr(stats[2]),
+                              _ptr(grads[0]), _ptr(grads[1]), int(train), N, H * W, c0, c1, s)

@@ -38,31 +38,12 @@ def numpy_code():
         cpu_kernels.OFF = saved
 
 
-@pytest.fixture(params=["vector", "portable"])
-def kernels(request, monkeypatch):
-    if cpu_kernels.use_vector(request.param == "vector") != (request.param == "vector"):
-        pytest.skip("this CPU has no AVX-512F")
-    monkeypatch.setattr(cpu_kernels, "ANY_WINDOW", True)  # every window through the kernels, not only 2x2/2
-    yield request.param
-    cpu_kernels.use_vector(True)
-
-
 def test_only_the_vectorised_window_pools_compiled_by_default():
     assert cpu_kernels.pools(2, 2, (2, 2), (0, 0))
     assert not cpu_kernels.pools(3, 3, (2, 2), (0, 0)) and not cpu_kernels.pools(2, 2, (2, 2), (1, 1))
     x = np.random.default_rng(0).standard_normal((2, 3, 9, 9)).astype(np.float32)
     out, cache = numpy_split.max_forward(BatchSplitter(threads=1), x, 3, 3, (2, 2), (0, 0), 4, 4)
     assert not isinstance(cache, cpu_kernels.PoolCache)  # AlexNet's window: NumPy's tap loops
-
-
-@pytest.fixture(params=[1, 3], ids=["one-thread", "three-slices"])
-def split(request, monkeypatch):
-    s = BatchSplitter(threads=request.param)
-    if request.param > 1:
-        monkeypatch.setattr(numpy_split, "MIN_SLICE", 1)
-        if s.threads == 1:
-            pytest.skip("no BLAS whose thread count threadpoolctl can set: the split is off")
-    return s
 
 
 def assert_same_bits(got, want, what):
