@@ -103,24 +103,42 @@ def run_layout(*arrays):
     return None
 
 
+Planes = namedtuple("Planes", "C len strides by_channel")
+
+
 def planes(*arrays):
-    """``(C, len, strides)`` if the kernels are built and each array (one shape, any itemsize) is a set of
-    contiguous runs they can address: (N, C, H, W) with contiguous (H, W) planes (each array its own plane
-    strides, so NCHW and channel-major mix), or any C-contiguous array (one run per row); else None.
-    ``strides``: ``(sn, sc)`` in elements per array, so plane (n, c) of array i starts at
-    ``n * strides[2i] + c * strides[2i + 1]``."""
+    """:class:`Planes` if the kernels are built and each array (one shape, any itemsize) is a set of contiguous
+    runs they can address: (N, C, H, W) with contiguous (H, W) planes (each array its own plane strides, so
+    NCHW and channel-major mix), or any C-contiguous array (one run per row); else None.
+
+    ``strides``: ``(sn, sc)`` in elements per array: plane (n, c) of array i starts at ``n * strides[2i] +
+    c * strides[2i + 1]``. ``by_channel``: in every array a channel's images are adjacent (channel-major), so
+    the images of a batch slice are one run per channel rather than C short ones per image.
+    """
     a = arrays[0]
     if unavailable() or a.ndim == 0 or any(b.shape != a.shape for b in arrays[1:]):
         return None
     if all(b.flags.c_contiguous for b in arrays):  # one run of a row per image
         per = a[0].size if len(a) else 0
-        return 1, per, (per, 0) * len(arrays)
+        return Planes(1, per, (per, 0) * len(arrays), False)
     if a.ndim != 4:
         return None
     steps = [_plane_steps(b) for b in arrays]
     if None in steps:
         return None
-    return a.shape[1], a.shape[2] * a.shape[3], sum(steps, ())
+    length = a.shape[2] * a.shape[3]
+    return Planes(a.shape[1], length, sum(steps, ()), all(sn == length for sn, _ in steps))
+
+
+def _runs(layout, n0, n1):
+    """``(first, stop, planes, length, strides, offset)``: images n0..n1 of a :class:`Planes` layout as the
+    kernels loop over them (``for n in first..stop, c < planes``: a run of ``length`` at ``offset + n * sn +
+    c * sc`` elements); by channel, the loop's "images" are the channels."""
+    if not layout.by_channel:
+        return n0, n1, layout.C, layout.len, layout.strides, 0
+    s = layout.strides
+    by_channel = tuple(v for i in range(0, len(s), 2) for v in (s[i + 1], 0))
+    return 0, layout.C, 1, (n1 - n0) * layout.len, by_channel, n0 * layout.len
 
 
 def _plane_steps(a):
@@ -132,8 +150,9 @@ def _plane_steps(a):
     return sn, sc
 
 
-def _ptr(a):
-    return a.ctypes.data
+def _ptr(a, offset=0):
+    """The address of ``a``'s element ``offset`` (counted in its itemsize)."""
+    return a.ctypes.data + offset * a.itemsize
 
 
 def _i64(*values):
@@ -173,16 +192,17 @@ def relu_backward(dout, mask, dx, layout, n0, n1):
 def leaky_relu_forward(x, y, mask, slope, layout, n0, n1):
     """``y = where(x > 0, x, x * slope)`` and, unless ``mask`` is None, ``mask = x > 0`` for images n0..n1;
     ``layout``: :func:`planes` of ``(x, y)``, the mask laid out as ``y``."""
-    C, length, s = layout
-    _load().xpnet_ck_lrelu_forward(_ptr(x), _ptr(y), None if mask is None else _ptr(mask), slope, n0, n1, C, length,
-                                   _i64(*s))
+    first, stop, C, length, s, at = _runs(layout, n0, n1)
+    _load().xpnet_ck_lrelu_forward(_ptr(x, at), _ptr(y, at), None if mask is None else _ptr(mask, at), slope, first,
+                                   stop, C, length, _i64(*s))
 
 
 def leaky_relu_backward(dout, mask, dx, slope, layout, n0, n1):
     """``dx = where(mask, dout, dout * slope)`` for images n0..n1; ``layout``: :func:`planes` of
     ``(dout, mask)``, ``dx`` laid out as the mask."""
-    C, length, s = layout
-    _load().xpnet_ck_lrelu_backward(_ptr(dout), _ptr(mask), _ptr(dx), slope, n0, n1, C, length, _i64(*s))
+    first, stop, C, length, s, at = _runs(layout, n0, n1)
+    _load().xpnet_ck_lrelu_backward(_ptr(dout, at), _ptr(mask, at), _ptr(dx, at), slope, first, stop, C, length,
+                                    _i64(*s))
 
 
 def batchnorm_forward(x, y, gamma, beta, stats, eps, train, c0, c1):

@@ -177,7 +177,7 @@ def leaky_relu_backward(split, dout, mask, slope):
 def _same_planes(a, b):
     """Whether the kernels address ``a`` and ``b`` alike (the element strides of one layout)."""
     layout = cpu_kernels.planes(a, b)
-    return bool(layout) and layout[2][:2] == layout[2][2:]
+    return bool(layout) and layout.strides[:2] == layout.strides[2:]
 
 
 MIN_MATMUL = 1 << 22  # multiply-adds: below this a product is faster on one thread than split
