@@ -151,29 +151,24 @@ __attribute__((target("avx512f"))) static void forward_avx512(FORWARD_ARGS) {
 __attribute__((target("avx512f"))) static void backward_avx512(BACKWARD_ARGS) {
     backward_channels(x, dout, dx, gamma, mean, invstd, dgamma, dbeta, train, N, len, c0, c1, s);
 }
+
+static int vector(void) { return xpnet_ck_vector_on(); }
+#else
+#define forward_avx512 forward_plain
+#define backward_avx512 backward_plain
+static int vector(void) { return 0; }
 #endif
 
 /* Channels c0..c1 of x (N images of C planes of len floats): y = (x - mean) * gamma * invstd + beta.
  * train: mean[c] and var[c] are the batch's, written here; else they are read (the running statistics).
  * invstd[c] is written either way. s: {sn, sc} of x, then of y. */
 void xpnet_bn_forward(FORWARD_ARGS) {
-#ifdef XPNET_BN_X86
-    if (xpnet_ck_vector_on()) {
-        forward_avx512(x, y, gamma, beta, mean, var, invstd, eps, train, N, len, c0, c1, s);
-        return;
-    }
-#endif
-    forward_plain(x, y, gamma, beta, mean, var, invstd, eps, train, N, len, c0, c1, s);
+    (vector() ? forward_avx512 : forward_plain)(x, y, gamma, beta, mean, var, invstd, eps, train, N, len, c0, c1, s);
 }
 
 /* dx, dgamma[c] and dbeta[c] of xpnet_bn_forward for channels c0..c1 given dout; mean and invstd as the
  * forward left them; train: the forward used the batch's statistics. s: {sn, sc} of x, dout, dx. */
 void xpnet_bn_backward(BACKWARD_ARGS) {
-#ifdef XPNET_BN_X86
-    if (xpnet_ck_vector_on()) {
-        backward_avx512(x, dout, dx, gamma, mean, invstd, dgamma, dbeta, train, N, len, c0, c1, s);
-        return;
-    }
-#endif
-    backward_plain(x, dout, dx, gamma, mean, invstd, dgamma, dbeta, train, N, len, c0, c1, s);
+    (vector() ? backward_avx512 : backward_plain)(x, dout, dx, gamma, mean, invstd, dgamma, dbeta, train, N, len, c0,
+                                                  c1, s);
 }
