@@ -1,4 +1,4 @@
-/* Max pooling, ReLU and LeakyReLU on the CPU, float32: the NumPy backend's three in one pass each.
+/* Max pooling and ReLU on the CPU, float32: the NumPy backend's two in one pass each.
  *
  * The NumPy code they replace (backends/pooling.py, numpy_split.relu_*) makes one array pass per window
  * tap or per ufunc; here each output reads its inputs once. They give the same bits as that code:
@@ -9,15 +9,13 @@
  *   NaN), as dout * 1 or dout * 0 (so an inf or NaN dout gives NaN elsewhere in its window, as in NumPy),
  *   summed over overlapping windows in tap order, the positions no window covers 0 (which of two NaNs
  *   a sum keeps is left to the compiler's operand order, here as in NumPy's loops);
- * - ReLU is y = maximum(x, 0), mask = x > 0, and its gradient dout * mask;
- * - LeakyReLU is y = x where x > 0 else x * slope (so NaN * slope, -0 * slope), mask = x > 0, and its
- *   gradient dout where the mask is set else dout * slope: NumPy's where(mask, x, x * slope).
+ * - ReLU is y = maximum(x, 0), mask = x > 0, and its gradient dout * mask.
  *
  * Arrays are addressed as planes: image n, channel c of an array starts at n*sn + c*sc floats, and each
  * (H, W) plane is contiguous, so the NCHW and the channel-major layouts both run without a copy.
  *
- * Every kernel has a portable C loop; on a CPU with AVX-512F the 2x2 stride-2 pooling, ReLU and LeakyReLU
- * run vector code instead (target pragma, checked at run time). Python calls them through ctypes
+ * Every kernel has a portable C loop; on a CPU with AVX-512F the 2x2 stride-2 pooling and ReLU run
+ * vector code instead (target pragma, checked at run time). Python calls them through ctypes
  * (backends/cpu_kernels.py); this file shares the extension module of direct_conv.c.
  */
 #include <stdlib.h>
@@ -47,7 +45,7 @@ static int vector_on(void) {
     return use_vector;
 }
 
-/* Whether the vector kernels run (cpu_batchnorm.c's too) */
+/* Whether the vector kernels run (those of cpu_leaky_relu.c and cpu_batchnorm.c too) */
 int xpnet_ck_vector_on(void) { return vector_on(); }
 
 /* Turn the vector kernels off (0) or back on where the CPU has them (1); returns whether they run now.
@@ -120,18 +118,6 @@ static void relu_fwd_run(const float *x, float *y, unsigned char *m, i64 n) {
 
 static void relu_bwd_run(const float *d, const unsigned char *m, float *dx, i64 n) {
     for (i64 i = 0; i < n; i++) dx[i] = d[i] * (m[i] ? 1.0f : 0.0f);
-}
-
-static void lrelu_fwd_run(const float *x, float *y, unsigned char *m, float slope, i64 n) {
-    for (i64 i = 0; i < n; i++) {
-        float v = x[i];
-        y[i] = v > 0.0f ? v : v * slope;
-        if (m) m[i] = v > 0.0f;
-    }
-}
-
-static void lrelu_bwd_run(const float *d, const unsigned char *m, float *dx, float slope, i64 n) {
-    for (i64 i = 0; i < n; i++) dx[i] = m[i] ? d[i] : d[i] * slope;
 }
 
 /* ---- AVX-512F: 2x2 stride-2 pooling on even/odd lanes, ReLU 16 floats at a time ---- */
@@ -228,30 +214,6 @@ static void relu_bwd_vec(const float *d, const unsigned char *m, float *dx, i64 
     relu_bwd_run(d + i, m + i, dx + i, n - i);
 }
 
-static void lrelu_fwd_vec(const float *x, float *y, unsigned char *m, float slope, i64 n) {
-    const __m512 zero = _mm512_setzero_ps(), s = _mm512_set1_ps(slope);
-    const __m512i one = _mm512_set1_epi32(1);
-    i64 i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 v = _mm512_loadu_ps(x + i);
-        __mmask16 pos = _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ);
-        _mm512_storeu_ps(y + i, _mm512_mask_mov_ps(_mm512_mul_ps(v, s), pos, v));
-        if (m) _mm_storeu_si128((__m128i *)(m + i), _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(pos, one)));
-    }
-    lrelu_fwd_run(x + i, y + i, m ? m + i : NULL, slope, n - i);
-}
-
-static void lrelu_bwd_vec(const float *d, const unsigned char *m, float *dx, float slope, i64 n) {
-    const __m512 s = _mm512_set1_ps(slope);
-    i64 i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(m + i)));
-        __m512 dv = _mm512_loadu_ps(d + i);
-        _mm512_storeu_ps(dx + i, _mm512_mask_mov_ps(_mm512_mul_ps(dv, s), _mm512_test_epi32_mask(b, b), dv));
-    }
-    lrelu_bwd_run(d + i, m + i, dx + i, slope, n - i);
-}
-
 #pragma GCC pop_options
 #endif
 
@@ -333,40 +295,4 @@ void xpnet_ck_relu_backward(const float *d, const unsigned char *m, float *dx, i
 #endif
         relu_bwd_run(d + at, m + at, dx + at, len);
     }
-}
-
-/* LeakyReLU of images n0..n1, each C planes of len elements, plane (n, c) at n*s[0] + c*s[1] elements of
- * x and n*s[2] + c*s[3] of y and m (unless m is NULL) */
-void xpnet_ck_lrelu_forward(const float *x, float *y, unsigned char *m, float slope, int n0, int n1, int C, i64 len,
-                            const i64 *s) {
-    for (int n = n0; n < n1; n++)
-        for (int c = 0; c < C; c++) {
-            const float *xp = x + n * s[0] + c * s[1];
-            i64 at = n * s[2] + c * s[3];
-#ifdef XPNET_CK_X86
-            if (vector_on()) {
-                lrelu_fwd_vec(xp, y + at, m ? m + at : NULL, slope, len);
-                continue;
-            }
-#endif
-            lrelu_fwd_run(xp, y + at, m ? m + at : NULL, slope, len);
-        }
-}
-
-/* dx = d where m is set else d * slope; planes as in xpnet_ck_lrelu_forward: s holds d's {sn, sc}, then
- * those of m and dx */
-void xpnet_ck_lrelu_backward(const float *d, const unsigned char *m, float *dx, float slope, int n0, int n1, int C,
-                             i64 len, const i64 *s) {
-    for (int n = n0; n < n1; n++)
-        for (int c = 0; c < C; c++) {
-            const float *dp = d + n * s[0] + c * s[1];
-            i64 at = n * s[2] + c * s[3];
-#ifdef XPNET_CK_X86
-            if (vector_on()) {
-                lrelu_bwd_vec(dp, m + at, dx + at, slope, len);
-                continue;
-            }
-#endif
-            lrelu_bwd_run(dp, m + at, dx + at, slope, len);
-        }
 }

@@ -1,13 +1,13 @@
-"""The compiled max pooling, ReLU and LeakyReLU (``cpu_kernels.c``): loading them, what they take, one batch
-slice per call.
+"""The compiled max pooling, ReLU and LeakyReLU (``cpu_kernels.c``, ``cpu_leaky_relu.c``) and BatchNorm
+(``cpu_batchnorm.c``): loading them, what they take, one batch slice (or channel slice) per call.
 
 numpy_split decides per call whether an array goes to them: float32, and laid out as the kernels address
 it (:func:`plane_strides` for pooling, :func:`run_layout` for ReLU, :func:`planes` for LeakyReLU);
-everything else stays on the NumPy code, which gives the same bits (see cpu_kernels.c for what "the same"
+everything else stays on the NumPy code, which gives the same bits (see the C files for what "the same"
 takes: NumPy's maximum, the first maximum in (kh, kw) order, gradients as ``dout * hit``, NumPy's
-``where``). Outputs are allocated by the caller, so their memory order stays numpy_split's. The kernels
-are in the package's one extension module, with the direct convolution's; unlike those they need no
-AVX-512 (they have portable loops).
+``where``; BatchNorm agrees to rounding, see numpy_batchnorm). Outputs are allocated by the caller, so
+their memory order stays numpy_split's. The kernels are in the package's one extension module, with the
+direct convolution's; unlike those they need no AVX-512 (they have portable loops).
 """
 
 import ctypes
