@@ -46,6 +46,9 @@ static int vector_on(void) {
     return use_vector;
 }
 
+/* Whether the vector kernels run (those of cpu_leaky_relu.c and cpu_batchnorm.c too) */
+int xpnet_ck_vector_on(void) { return vector_on(); }
+
 /* Turn the vector kernels off (0) or back on where the CPU has them (1); returns whether they run now.
  * The tests use it to check the portable loops on an AVX-512 machine too. */
 int xpnet_ck_use_vector(int on) {

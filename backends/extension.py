@@ -1,4 +1,5 @@
-"""The package's one extension module, xpnet.backends._native (direct_conv.c, cpu_kernels.c), opened for ctypes once."""
+"""The package's one extension module, xpnet.backends._native (direct_conv.c, cpu_kernels.c, cpu_leaky_relu.c,
+cpu_batchnorm.c), opened for ctypes once."""
 
 import ctypes
 

@@ -6,8 +6,9 @@ import platform
 import numpy as np
 
 from xpnet import precision
-from xpnet.backends import direct_conv, numpy_im2col, numpy_split
-from xpnet.backends.base import Backend, store
+from xpnet.backends import direct_conv, numpy_batchnorm, numpy_im2col, numpy_split
+from xpnet.backends.base import Backend
+from xpnet.backends.base_conv import store
 from xpnet.backends.cpu_threads import BatchSplitter
 from xpnet.backends.numpy_conv_plan import ALGORITHMS, plan_for, plan_of, transposed_geometry
 from xpnet.backends.stage_clock import StageClock
@@ -175,6 +176,31 @@ class NumpyBackend(Backend):
         if dout.ndim < 2:
             return super().relu_backward(dout, mask)
         return numpy_split.relu_backward(self.splitter, dout, mask)
+
+    def leaky_relu(self, x, slope):
+        if x.ndim < 2:
+            return super().leaky_relu(x, slope)
+        return numpy_split.leaky_relu(self.splitter, x, slope)
+
+    def leaky_relu_forward(self, x, slope):
+        if x.ndim < 2:
+            return super().leaky_relu_forward(x, slope)
+        return numpy_split.leaky_relu_forward(self.splitter, x, slope)
+
+    def leaky_relu_backward(self, dout, mask, slope):
+        if dout.ndim < 2:
+            return super().leaky_relu_backward(dout, mask, slope)
+        return numpy_split.leaky_relu_backward(self.splitter, dout, mask, slope)
+
+    def batchnorm_forward(self, x, gamma, beta, eps, stats=None):
+        if numpy_batchnorm.takes(x, gamma, beta):
+            return numpy_batchnorm.forward(self.splitter, x, gamma, beta, eps, stats)
+        return super().batchnorm_forward(x, gamma, beta, eps, stats)
+
+    def batchnorm_backward(self, dout, cache, gamma):
+        if isinstance(cache, numpy_batchnorm.Kept):
+            return numpy_batchnorm.backward(self.splitter, dout, cache, gamma)
+        return super().batchnorm_backward(dout, cache, gamma)
 
     def info(self):
         cfg = {}

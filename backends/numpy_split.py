@@ -1,6 +1,6 @@
-"""The NumPy backend's pooling, ReLU and large matrix products, run on slices of the batch in threads.
+"""The NumPy backend's pooling, ReLU, LeakyReLU and large matrix products, run on slices of the batch in threads.
 
-Max pooling and ReLU run the compiled kernels of cpu_kernels on each slice where they take the arrays
+Max pooling, ReLU and LeakyReLU run the compiled kernels of cpu_kernels on each slice where they take the arrays
 (float32, laid out as they address them; same bits as the NumPy code), else NumPy: ``pooling.py``'s tap
 loops and ufuncs. Convolution's slices are in numpy_conv.
 
@@ -123,6 +123,61 @@ def relu_backward(split, dout, mask):
         split.run(lambda k, n0, n1: np.multiply(dout[n0:n1], mask[n0:n1], out=dx[n0:n1]), len(dout),
                   _per_thread(dout))
     return dx
+
+
+def leaky_relu(split, x, slope):
+    """``where(x > 0, x, x * slope)`` alone (inference: no mask), laid out like ``x``."""
+    return _leaky_relu(split, x, slope, None)
+
+
+def leaky_relu_forward(split, x, slope):
+    """``(where(x > 0, x, x * slope), mask x > 0)``, both laid out like ``x``."""
+    mask = _empty(x, x.shape, bool)
+    return _leaky_relu(split, x, slope, mask), mask
+
+
+def _leaky_relu(split, x, slope, mask):
+    y, s = _empty(x, x.shape, x.dtype), x.dtype.type(slope)
+    layout = x.dtype == np.float32 and cpu_kernels.planes(x, y)  # the mask, made as y is, has y's layout
+
+    def part(k, n0, n1):
+        if layout:
+            cpu_kernels.leaky_relu_forward(x, y, mask, s, layout, n0, n1)
+            return
+        xs, ys = x[n0:n1], y[n0:n1]
+        keep = xs > 0 if mask is None else np.greater(xs, 0, out=mask[n0:n1])
+        np.multiply(xs, s, out=ys)
+        np.copyto(ys, xs, where=keep)
+
+    split.run(part, len(x), _per_thread(x), blas=not layout)
+    return y
+
+
+def leaky_relu_backward(split, dout, mask, slope):
+    """``where(mask, dout, dout * slope)``, laid out like the mask (the forward input's order, which the layer
+    before, a convolution, wants its gradient in)."""
+    dx, s = _empty(mask, mask.shape, dout.dtype), dout.dtype.type(slope)
+    layout = None
+    if dout.dtype == np.float32 and mask.dtype == np.bool_ and _same_planes(mask, dx):
+        if not cpu_kernels.planes(dout):
+            dout = np.ascontiguousarray(dout)
+        layout = cpu_kernels.planes(dout, mask)
+
+    def part(k, n0, n1):
+        if layout:
+            cpu_kernels.leaky_relu_backward(dout, mask, dx, s, layout, n0, n1)
+            return
+        np.multiply(dout[n0:n1], s, out=dx[n0:n1])
+        np.copyto(dx[n0:n1], dout[n0:n1], where=mask[n0:n1])
+
+    split.run(part, len(dout), _per_thread(dout), blas=not layout)
+    return dx
+
+
+def _same_planes(a, b):
+    """Whether the kernels address ``a`` and ``b`` alike (the element strides of one layout)."""
+    layout = cpu_kernels.planes(a, b)
+    return bool(layout) and layout.strides[:2] == layout.strides[2:]
 
 
 MIN_MATMUL = 1 << 22  # multiply-adds: below this a product is faster on one thread than split

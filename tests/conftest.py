@@ -12,6 +12,8 @@ from emulated_cupy import device
 from emulated_cupy.kernels import host_compiler_problem
 
 from xpnet import backends
+from xpnet.backends import cpu_kernels, numpy_split
+from xpnet.backends.cpu_threads import BatchSplitter
 
 
 def _cuda_usable():
@@ -90,3 +92,25 @@ def fake_cupy(monkeypatch):
         return fake
 
     return install
+
+
+@pytest.fixture(params=["vector", "portable"])
+def kernels(request, monkeypatch):
+    """The compiled CPU kernels' AVX-512 code, then their portable loops (tests/test_cpu_kernels.py,
+    tests/test_cpu_batchnorm.py); every pooling window through them, not only the vectorised 2x2/2."""
+    if cpu_kernels.use_vector(request.param == "vector") != (request.param == "vector"):
+        pytest.skip("this CPU has no AVX-512F")
+    monkeypatch.setattr(cpu_kernels, "ANY_WINDOW", True)
+    yield request.param
+    cpu_kernels.use_vector(True)
+
+
+@pytest.fixture(params=[1, 3], ids=["one-thread", "three-slices"])
+def split(request, monkeypatch):
+    """A BatchSplitter of one thread, then of three with any slice worth a thread (numpy_split.MIN_SLICE 1)."""
+    s = BatchSplitter(threads=request.param)
+    if request.param > 1:
+        monkeypatch.setattr(numpy_split, "MIN_SLICE", 1)
+        if s.threads == 1:
+            pytest.skip("no BLAS whose thread count threadpoolctl can set: the split is off")
+    return s

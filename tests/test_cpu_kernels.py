@@ -1,6 +1,6 @@
-"""The compiled max pooling and ReLU (backends/cpu_kernels.c) against the NumPy code they stand in for.
+"""The compiled max pooling, ReLU and LeakyReLU (backends/cpu_kernels.c) against the NumPy code they stand in for.
 
-Max pooling and ReLU are exact, so the check is bit for bit: the same numpy_split calls with the kernels
+Max pooling, ReLU and LeakyReLU are exact, so the check is bit for bit: the same numpy_split calls with the kernels
 turned off give the reference, and results, gradients, dtypes and memory order must agree to the last bit
 (float32 compared as uint32, so a -0 for a +0 would show; NaN must be NaN, whatever its payload). The
 inputs are small integers, so windows have ties, with zeros of both signs, NaN and infinities among them,
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from xpnet.backends import cpu_kernels, numpy_split
+from xpnet.backends.base import Backend
 from xpnet.backends.cpu_threads import BatchSplitter
 from xpnet.backends.shapes import out_size
 
@@ -37,31 +38,12 @@ def numpy_code():
         cpu_kernels.OFF = saved
 
 
-@pytest.fixture(params=["vector", "portable"])
-def kernels(request, monkeypatch):
-    if cpu_kernels.use_vector(request.param == "vector") != (request.param == "vector"):
-        pytest.skip("this CPU has no AVX-512F")
-    monkeypatch.setattr(cpu_kernels, "ANY_WINDOW", True)  # every window through the kernels, not only 2x2/2
-    yield request.param
-    cpu_kernels.use_vector(True)
-
-
 def test_only_the_vectorised_window_pools_compiled_by_default():
     assert cpu_kernels.pools(2, 2, (2, 2), (0, 0))
     assert not cpu_kernels.pools(3, 3, (2, 2), (0, 0)) and not cpu_kernels.pools(2, 2, (2, 2), (1, 1))
     x = np.random.default_rng(0).standard_normal((2, 3, 9, 9)).astype(np.float32)
     out, cache = numpy_split.max_forward(BatchSplitter(threads=1), x, 3, 3, (2, 2), (0, 0), 4, 4)
     assert not isinstance(cache, cpu_kernels.PoolCache)  # AlexNet's window: NumPy's tap loops
-
-
-@pytest.fixture(params=[1, 3], ids=["one-thread", "three-slices"])
-def split(request, monkeypatch):
-    s = BatchSplitter(threads=request.param)
-    if request.param > 1:
-        monkeypatch.setattr(numpy_split, "MIN_SLICE", 1)
-        if s.threads == 1:
-            pytest.skip("no BLAS whose thread count threadpoolctl can set: the split is off")
-    return s
 
 
 def assert_same_bits(got, want, what):
@@ -172,7 +154,8 @@ def test_other_dtypes_stay_on_numpy_and_a_strided_gradient_is_copied(split, monk
     x64 = tricky((2, 3, 6, 6), rng, np.float64)
     d64 = gradient((2, 3, 3, 3), rng, np.float64)
     with monkeypatch.context() as m:
-        for name in ("max_forward", "max_backward", "relu_forward", "relu_backward"):
+        for name in ("max_forward", "max_backward", "relu_forward", "relu_backward", "leaky_relu_forward",
+                     "leaky_relu_backward"):
             m.setattr(cpu_kernels, name, refuse)
         pooled, cache = numpy_split.max_forward(split, x64, 2, 2, (2, 2), (0, 0), 3, 3)
         dx = numpy_split.max_backward(split, d64, cache, x64.shape, 2, 2, (2, 2), (0, 0))
@@ -183,6 +166,10 @@ def test_other_dtypes_stay_on_numpy_and_a_strided_gradient_is_copied(split, monk
         relu_dx = numpy_split.relu_backward(split, x64, mask)
         half = x64.astype(np.float16)
         numpy_split.relu_backward(split, numpy_split.relu_forward(split, half)[0], half > 0)
+        leaky, leaky_mask = numpy_split.leaky_relu_forward(split, x64, 0.2)
+        leaky_dx = numpy_split.leaky_relu_backward(split, x64, leaky_mask, 0.2)
+        numpy_split.leaky_relu_backward(split, numpy_split.leaky_relu(split, half, 0.2), half > 0, 0.2)
+    assert leaky.dtype == leaky_dx.dtype == np.float64
     assert pooled.dtype == dx.dtype == y.dtype == relu_dx.dtype == np.float64
     x, dout = x64.astype(np.float32), d64.astype(np.float32)
     pooled, cache = numpy_split.max_forward(split, x, 2, 2, (2, 2), (0, 0), 3, 3)
@@ -197,3 +184,72 @@ def test_other_dtypes_stay_on_numpy_and_a_strided_gradient_is_copied(split, monk
     # a float16 gradient after a compiled forward: NumPy's code from the cached input, dx in float16
     assert_same_bits(numpy_split.max_backward(split, dout.astype(np.float16), cache, x.shape, 2, 2, (2, 2), (0, 0)),
                      want16, "float16 dx")
+
+
+class Generic(Backend):
+    """The backend interface's own (xp) code: what the layers ran before the kernels."""
+
+    xp = np
+
+
+@pytest.mark.parametrize("slope", [0.2, 0.0])
+@pytest.mark.parametrize("shape", [(5, 3, 7, 9), (3, 4, 16, 16), (7, 50), (2, 3, 17), (1, 2, 3, 1)], ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "channel-major", "strided"])
+@pytest.mark.parametrize("dout_layout", ["same", "nchw", "strided"])
+def test_leaky_relu_gives_the_generic_codes_bits(kernels, split, shape, layout, dout_layout, slope):
+    """x * slope where x <= 0 (so NaN * slope, -0 * slope and, for slope 0, -inf * 0 = NaN), the mask x > 0,
+    and the gradient in the layouts a layer meets: the GAN's discriminator hands its LeakyReLUs a
+    channel-major x and an NCHW dout (and the other way round)."""
+    if len(shape) != 4 and layout == "channel-major":
+        pytest.skip("a layout of (N, C, H, W) arrays")
+    rng = np.random.default_rng(len(shape) + int(slope * 100))
+    x = tricky(shape, rng) * np.float32(1.5)
+    x = x[..., ::-1] if layout == "strided" else laid_out(x, layout) if x.ndim == 4 else x
+    dout = gradient(shape, rng)
+    if dout_layout == "same":
+        dout = laid_out(dout, layout if layout != "strided" else "nchw") if dout.ndim == 4 else dout
+    elif dout_layout == "strided":
+        dout = np.flip(dout.copy(), axis=0)
+    with numpy_code():
+        want_y, want_mask = numpy_split.leaky_relu_forward(split, x, slope)
+        want_dx = numpy_split.leaky_relu_backward(split, dout, want_mask, slope)
+    y, mask = numpy_split.leaky_relu_forward(split, x, slope)
+    kept = dout.copy()
+    dx, dx_out = (numpy_split.leaky_relu_backward(split, dout, m, slope) for m in (mask, y > 0))
+    assert_same_bits(y, want_y, "y")
+    assert_same_bits(mask, want_mask, "mask")
+    assert_same_bits(numpy_split.leaky_relu(split, x, slope), want_y, "leaky_relu without a mask")
+    assert_same_bits(dx, want_dx, "dx")
+    assert_same_bits(dx_out, want_dx, "dx from y > 0")  # an inference pass's mask: y > 0 exactly where x > 0
+    assert dout.tobytes() == kept.tobytes(), "dout was written"
+    # the values the layer computed before the kernels (base.Backend's xp code), in any memory order
+    gen_y, gen_mask = Generic().leaky_relu_forward(x, slope)
+    gen_dx = Generic().leaky_relu_backward(dout, gen_mask, slope)
+    for got, want, what in ((y, gen_y, "y"), (mask, gen_mask, "mask"), (dx, gen_dx, "dx")):
+        assert_same_bits(np.ascontiguousarray(got), np.ascontiguousarray(want), f"{what} against the generic code")
+
+
+def test_leaky_relu_runs_compiled_on_the_layouts_it_addresses(split, monkeypatch):
+    """NCHW, channel-major and mixed arrays reach the kernels, a strided dout by a copy; a strided x stays on
+    NumPy (the test above checks that both give the same bits)."""
+    calls = []
+
+    def counted(name, kernel):
+        def run(*args):
+            calls.append(name)
+            return kernel(*args)
+        return run
+
+    for name in ("leaky_relu_forward", "leaky_relu_backward"):
+        monkeypatch.setattr(cpu_kernels, name, counted(name, getattr(cpu_kernels, name)))
+    rng = np.random.default_rng(3)
+    x = laid_out(rng.standard_normal((4, 3, 5, 6)).astype(np.float32), "channel-major")
+    y, mask = numpy_split.leaky_relu_forward(split, x, 0.2)
+    assert y.strides == x.strides and "leaky_relu_forward" in calls
+    for dout in (np.ones(x.shape, np.float32), np.ones((4, 3, 6, 5), np.float32).transpose(0, 1, 3, 2)):
+        calls.clear()
+        dx = numpy_split.leaky_relu_backward(split, dout, mask, 0.2)
+        assert calls and set(calls) == {"leaky_relu_backward"} and dx.strides == x.strides
+    calls.clear()
+    numpy_split.leaky_relu_forward(split, x[:, :, :, ::2], 0.2)
+    assert not calls

@@ -148,6 +148,33 @@ def test_relu_backward_after_either_mode(backend, train):
     assert dx.dtype == np.float32
 
 
+def _bits(a):
+    """float32 bits, every NaN as one NaN (which payload a NaN keeps is not part of the contract)."""
+    return np.where(np.isnan(a), np.float32(np.nan), a).view(np.uint32)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # -inf * 0 is meant
+@pytest.mark.parametrize("slope", [0.2, 0.0])
+@pytest.mark.parametrize("train", [True, False])
+def test_leaky_relu_bits_and_backward_after_either_mode(backend, train, slope):
+    """x * slope where x <= 0 in float32, bit for bit (so -0 * slope is -0, NaN stays NaN, -inf * 0 is NaN),
+    the gradient dout * slope there; inference keeps no mask, a backward pass after it derives one from out."""
+    rng = np.random.default_rng(9)
+    x = rng.integers(-2, 3, (3, 4, 5, 6)).astype(np.float32) * np.float32(1.5)
+    x.flat[rng.integers(0, x.size, 12)] = -0.0
+    for i, value in enumerate((np.nan, np.inf, -np.inf)):
+        x.flat[i::37] = value
+    layer, s = LeakyReLU(slope), np.float32(slope)
+    out = backend.asnumpy(layer.forward(backend.asarray(x), train))
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    dx = backend.asnumpy(layer.backward(backend.asarray(dout)))
+    with np.errstate(invalid="ignore"):  # -inf * 0
+        want_out, want_dx = np.where(x > 0, x, x * s), np.where(x > 0, dout, dout * s)
+    assert out.dtype == dx.dtype == np.float32
+    np.testing.assert_array_equal(_bits(out), _bits(want_out))
+    np.testing.assert_array_equal(_bits(dx), _bits(want_dx))
+
+
 def _maxpool_backward_by_loops(x, dout, K, S, P):
     """Reference: each output's gradient to the first maximum of its window in (kh, kw) order."""
     N, C, H, W = x.shape

@@ -41,13 +41,18 @@ class LeakyReLU(Layer):
 
     def forward(self, x, train=False):
         self.check_input(x)
-        xp = xp_of(x)
-        self.mask = x > 0
-        return xp.where(self.mask, x, x * x.dtype.type(self.slope))
+        if train:
+            out, self.mask = backends.of(x).leaky_relu_forward(x, self.slope)
+            self.out = None
+        else:  # inference: no mask pass; a backward pass after all derives the mask from out
+            out = self.out = backends.of(x).leaky_relu(x, self.slope)
+            self.mask = None
+        return out
 
     def backward(self, dout):
-        self.check_grad(dout, self.mask.shape)
-        return xp_of(dout).where(self.mask, dout, dout * dout.dtype.type(self.slope))
+        mask = self.out > 0 if self.mask is None else self.mask  # slope >= 0: out > 0 exactly where x > 0
+        self.check_grad(dout, mask.shape)
+        return backends.of(dout).leaky_relu_backward(dout, mask, self.slope)
 
 
 class Sigmoid(Layer):
