@@ -62,9 +62,6 @@ class StridedPlan:
         KA, KB = self.KI
         inner = replace(g, C=self.CI, H=self.HI, W=self.WI, KH=KA, KW=KB, stride=(1, 1), pad=(0, 0))
         self.inner = DirectPlan(inner, split, self.clock, prefix + "s2d: ")
-        # input_grad without a forward cache: the full convolution of dout, as DirectPlan's own dx
-        full = replace(g, C=g.FN, H=g.OH, W=g.OW, FN=self.CI, KH=KA, KW=KB, stride=(1, 1), pad=(KA - 1, KB - 1))
-        self._dx_plan = DirectPlan(full, split, self.clock, prefix + "s2d dx: ")
         self._dims = cpu_kernels.space_to_depth_dims(g.C, g.H, g.W, g.stride, g.pad, self.HI, self.WI)
         self._wdims = cpu_kernels.space_to_depth_dims(g.C, g.KH, g.KW, g.stride, (0, 0), KA, KB)
         self._run = runner(split, blas=False)
@@ -128,10 +125,7 @@ class StridedPlan:
 
     def input_grad(self, dout, W):
         """dx (N, C, H, W): the convolution's adjoint applied to ``dout`` (N, FN, OH, OW); needs no forward pass."""
-        Ws = self.inner_filters(W)
-        flipped = np.ascontiguousarray(Ws[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C*SH*SW, FN, KH', KW')
-        dxs, _ = self._dx_plan.forward(np.ascontiguousarray(dout, np.float32), flipped, None, keep=False)
-        return self.depth_to_space(dxs)
+        return self.depth_to_space(self.inner.input_grad(dout, self.inner_filters(W)))
 
     def weight_grad(self, x, dout):
         """``(dW (FN, C, KH, KW), db (FN,))`` of the convolution of ``x`` (N, C, H, W) for ``dout``; no cache."""
