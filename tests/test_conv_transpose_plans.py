@@ -13,6 +13,7 @@ import pytest
 from test_direct_conv import needs_kernels
 from tolerance import assert_close
 
+from xpnet import backends
 from xpnet.backends import direct_conv, numpy_split, strided_conv
 from xpnet.backends.cpu_threads import BatchSplitter
 from xpnet.backends.numpy_backend import NumpyBackend
@@ -95,13 +96,17 @@ def test_the_layer_matches_its_definition(backend, case):
 
 @pytest.fixture(params=[1, 3], ids=["one-thread", "three-slices"])
 def numpy_backend(request, monkeypatch):
-    """A NumPy backend whose convolutions run on one thread, or in three batch slices."""
-    be = NumpyBackend()
+    """The NumPy backend, its convolutions on "auto" whatever XPNET_CONV says, on one thread or in three
+    batch slices. The process's own: layers run on their arrays' backend (``backends.of``), not on one
+    made here."""
+    be = backends.get("numpy")
+    monkeypatch.setattr(be, "conv", "auto")
+    split = BatchSplitter(threads=request.param)
     if request.param > 1:
         monkeypatch.setattr(numpy_split, "MIN_SLICE", 1)
-        be._splitter = BatchSplitter(threads=request.param)
-        if be.splitter.threads == 1:
+        if split.threads == 1:
             pytest.skip("no BLAS whose thread count threadpoolctl can set: the split is off")
+    monkeypatch.setattr(be, "_splitter", split)
     return be
 
 
@@ -123,9 +128,12 @@ def test_the_layer_runs_on_the_plan_that_suits_its_shape(numpy_backend, case):
 
 
 @needs_kernels
-def test_the_direct_kernels_run_where_they_suit_and_im2col_where_they_do_not():
+def test_the_direct_kernels_run_where_they_suit_and_im2col_where_they_do_not(monkeypatch):
+    be = backends.get("numpy")  # the layers' (their arrays'), on "auto" whatever XPNET_CONV says
+    monkeypatch.setattr(be, "conv", "auto")
+
     def plan_of(case):
-        layer, x, *_ = _layer_and_data(case, NumpyBackend())
+        layer, x, *_ = _layer_and_data(case, be)
         layer.forward(x)
         return type(next(iter(layer._ws["plans"].values())))
 
